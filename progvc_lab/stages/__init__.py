@@ -1,0 +1,12 @@
+"""The five stages of the codec, each a small module with one entry class."""
+from .context_model import ContextModel, ContextModelConfig
+from .entropy import TorchacCoder, get_coder, logits_to_cdf, model_bits
+from .masks import MASKS, attention_cost, build_mask, is_truncation_safe
+from .quantizer import MultiScaleResidualQuantizer, QuantizerConfig, scale_schedule
+from .sampler import DetailSampler
+from .tokenizer import ConvTokenizer, TokenizerConfig
+
+__all__ = ["ContextModel", "ContextModelConfig", "TorchacCoder", "get_coder", "logits_to_cdf",
+           "model_bits", "MASKS", "attention_cost", "build_mask", "is_truncation_safe",
+           "MultiScaleResidualQuantizer", "QuantizerConfig", "scale_schedule", "DetailSampler",
+           "ConvTokenizer", "TokenizerConfig"]

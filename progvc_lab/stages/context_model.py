@@ -1,0 +1,199 @@
+"""Context model: a small Transformer that predicts every token of a GOP from what the decoder knows.
+
+A GOP of T frames x K scales is a sequence of blocks (t, s). The input of block (t, s) is, per token::
+
+    in_proj(context_input[t, s])        # f_hat of frame t from scales < s, area-down to (h_s, w_s);
+                                        #   a learned start vector at s = 0 (nothing coarser exists)
+  + prev_embed(tokens[t-1, s])          # the previous frame's tokens at the same scale and position
+                                        #   ("none" id V in the first frame of a GOP)
+  + level_embed[s] + frame_embed[min(t, W)] + pos2d(y, x)   # where the token is; pos2d uses
+                                        #   normalised coordinates, so it works for any frame size
+
+Why the previous-frame tokens are an *input*: the hidden state of block (t-1, s) is built from frame
+t-1's coarser scales only, so attending to it never shows the model frame t-1's scale-s tokens. Feeding
+them in directly is what makes temporal prediction work (DESIGN.md §3).
+
+Blocks attend to each other under a block mask (``masks.py``, default ``progvc_sparse``). Two paths
+compute the same function:
+
+* ``forward`` (training): one teacher-forced pass over the whole GOP with the token-level mask.
+* ``block_logits(state, t, s, ctx)`` (coding): one block at a time, batch size 1, reading the cached
+  keys/values of the blocks it may attend to. Encoder and decoder call exactly this function in
+  exactly the same order, so their logits (and hence integer CDFs) are bit-identical. Never code with
+  ``forward``: a different matrix shape reduces in a different order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .masks import build_mask, token_mask
+
+
+@dataclass
+class ContextModelConfig:
+    codebook_size: int = 512     # V
+    latent_dim: int = 16         # C of the quantizer's latent
+    num_scales: int = 6          # K
+    width: int = 128             # transformer width D
+    depth: int = 4               # number of layers
+    heads: int = 4
+    mlp_ratio: int = 4
+    mask: str = "progvc_sparse"  # see masks.py
+    window: int = 1              # W: previous frames a block may attend to (progvc_sparse)
+
+
+def pos2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """Sinusoidal code of normalised (y, x) token centres: (h*w, dim). Same values for any caller."""
+    n = dim // 4
+    freqs = (2.0 ** torch.arange(n, dtype=torch.float64)) * math.pi
+    ys = (torch.arange(h, dtype=torch.float64) + 0.5) / h
+    xs = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+    y_L = ys[:, None].expand(h, w).reshape(-1, 1) * freqs
+    x_L = xs[None, :].expand(h, w).reshape(-1, 1) * freqs
+    return torch.cat([y_L.sin(), y_L.cos(), x_L.sin(), x_L.cos()], dim=1).float()
+
+
+class Layer(nn.Module):
+    """Pre-norm Transformer layer; attention over given keys/values (+ optional boolean mask)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+
+    def qkv_heads(self, x_BLD):
+        B, L, D = x_BLD.shape
+        q, k, v = self.qkv(self.ln1(x_BLD)).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v  # each (B, heads, L, D/heads)
+
+    def finish(self, x_BLD, att_BHLd):
+        B, _, L, _ = att_BHLd.shape
+        x_BLD = x_BLD + self.proj(att_BHLd.transpose(1, 2).reshape(B, L, -1))
+        return x_BLD + self.mlp(self.ln2(x_BLD))
+
+    def forward(self, x_BLD, mask_LL=None):
+        q, k, v = self.qkv_heads(x_BLD)
+        return self.finish(x_BLD, F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL))
+
+
+@dataclass
+class CodingState:
+    """What encoder and decoder remember while coding one GOP, block by block."""
+    latent_hw: tuple[int, int]
+    schedule: list[tuple[int, int]]
+    num_frames: int
+    allowed_BB: torch.Tensor
+    kv: dict = field(default_factory=dict)       # (t, s) -> [(k, v) per layer]
+    tokens: dict = field(default_factory=dict)   # (t, s) -> (h_s, w_s) int64, once known
+
+
+class ContextModel(nn.Module):
+    def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6, width: int = 128,
+                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4, mask: str = "progvc_sparse",
+                 window: int = 1):
+        super().__init__()
+        self.config = ContextModelConfig(codebook_size, latent_dim, num_scales, width, depth, heads,
+                                         mlp_ratio, mask, window)
+        build_mask(mask, 1, num_scales, window)  # fail early on an unknown mask name
+        V, D = codebook_size, width
+        self.none_id = V
+        self.in_proj = nn.Linear(latent_dim, D)
+        self.start = nn.Parameter(torch.randn(D) * 0.02)
+        self.prev_embed = nn.Embedding(V + 1, D)
+        self.level_embed = nn.Embedding(num_scales, D)
+        self.frame_embed = nn.Embedding(window + 1, D)
+        self.pos_proj = nn.Linear(D, D, bias=False)
+        self.layers = nn.ModuleList(Layer(D, heads, mlp_ratio) for _ in range(depth))
+        self.ln_out = nn.LayerNorm(D)
+        self.head = nn.Linear(D, V)
+        for emb in (self.prev_embed, self.level_embed, self.frame_embed):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    # ---- the input of one block (shared by both paths) ------------------------------------------
+    def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int) -> torch.Tensor:
+        """Input embeddings of block (t, s) for N clips: (N, h_s*w_s, D)."""
+        N, C, h, w = ctx_NChw.shape
+        if s == 0:
+            x = self.start.expand(N, h * w, -1)
+        else:
+            x = self.in_proj(ctx_NChw.permute(0, 2, 3, 1).reshape(N, h * w, C))
+        if prev_Nhw is None:
+            prev_Nhw = torch.full((N, h, w), self.none_id, dtype=torch.long, device=ctx_NChw.device)
+        x = x + self.prev_embed(prev_Nhw.reshape(N, h * w))
+        x = x + self.level_embed.weight[s] + self.frame_embed.weight[min(t, self.config.window)]
+        return x + self.pos_proj(pos2d(h, w, x.shape[-1]).to(x.device))
+
+    # ---- training: one teacher-forced pass -------------------------------------------------------
+    def forward(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
+        """Logits for every token of a batch of GOPs.
+
+        ctx_inputs[s]: (B, T, C, h_s, w_s); tokens[s]: (B, T, h_s, w_s).
+        Returns logits (B, L, V), tokens in frame-major block order (see ``flatten_tokens``).
+        """
+        B, T = tokens[0].shape[:2]
+        K = len(tokens)
+        blocks, lengths = [], []
+        for t in range(T):
+            for s in range(K):
+                prev = tokens[s][:, t - 1] if t > 0 else None
+                blocks.append(self.block_input(ctx_inputs[s][:, t], prev, t, s))
+                lengths.append(blocks[-1].shape[1])
+        x = torch.cat(blocks, dim=1)
+        mask_LL = token_mask(build_mask(self.config.mask, T, K, self.config.window), lengths).to(x.device)
+        for layer in self.layers:
+            x = layer(x, mask_LL)
+        return self.head(self.ln_out(x))
+
+    @staticmethod
+    def flatten_tokens(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (B, L) in the order of ``forward``'s logits, and the scale of each token (L,)."""
+        B, T = tokens[0].shape[:2]
+        parts, scales = [], []
+        for t in range(T):
+            for s, tok in enumerate(tokens):
+                parts.append(tok[:, t].reshape(B, -1))
+                scales.append(torch.full((parts[-1].shape[1],), s, dtype=torch.long))
+        return torch.cat(parts, 1), torch.cat(scales)
+
+    # ---- coding: one block at a time ------------------------------------------------------------
+    def new_state(self, latent_hw: tuple[int, int], schedule: list[tuple[int, int]], num_frames: int) -> CodingState:
+        allowed = build_mask(self.config.mask, num_frames, len(schedule), self.config.window)
+        return CodingState(tuple(latent_hw), list(schedule), num_frames, allowed)
+
+    @torch.no_grad()
+    def block_logits(self, state: CodingState, t: int, s: int, ctx_Chw: torch.Tensor) -> torch.Tensor:
+        """Logits (h_s*w_s, V) of block (t, s). The ONLY function whose output is entropy coded.
+
+        Reads the cached keys/values of every block the mask allows (in block-id order, then itself),
+        stores its own, and leaves ``state.tokens[(t, s)]`` for the caller to fill once known.
+        """
+        K = len(state.schedule)
+        q_id = t * K + s
+        keys = [(k // K, k % K) for k in torch.nonzero(state.allowed_BB[q_id]).flatten().tolist() if k != q_id]
+        missing = [blk for blk in keys if blk not in state.kv]
+        if missing:
+            raise RuntimeError(f"block ({t}, {s}) needs blocks {missing} that were not coded yet")
+        if t > 0 and (t - 1, s) not in state.tokens:
+            raise RuntimeError(f"block ({t}, {s}) needs the tokens of block ({t - 1}, {s}) first")
+        prev = state.tokens[(t - 1, s)][None] if t > 0 else None
+        x = self.block_input(ctx_Chw[None], prev, t, s)
+        cache = []
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.qkv_heads(x)
+            cache.append((k, v))
+            k_all = torch.cat([state.kv[blk][i][0] for blk in keys] + [k], dim=2)
+            v_all = torch.cat([state.kv[blk][i][1] for blk in keys] + [v], dim=2)
+            x = layer.finish(x, F.scaled_dot_product_attention(q, k_all, v_all))
+        state.kv[(t, s)] = cache
+        return self.head(self.ln_out(x))[0]
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

@@ -1,0 +1,185 @@
+"""Multi-scale residual quantizer (VAR-style next-scale pyramid).
+
+The latent ``f`` (N, C, h, w) is coded as K token maps, from about 1x1 up to h x w. Each scale codes
+what the coarser scales left over (the residual)::
+
+    f_rest = f, f_hat = 0
+    for s = 0 .. K-1:                       (h_s, w_s) = schedule[s]
+        r      = area_down(f_rest, h_s x w_s)          # what is still missing, at this scale
+        idx_s  = nearest_code(r)                       # tokens (N, h_s, w_s), ids in [0, V)
+        z      = phi_s(up(codebook[idx_s], h x w))     # back to full size, small conv refinement
+        f_hat += z ; f_rest -= z
+
+    f_hat after k scales = tokens_to_latent(tokens, upto=k): a coarse-to-fine reconstruction.
+
+``phi_s(x) = (1 - a) * x + a * conv3x3_s(x)`` with a = 0.5, as in VAR. The decoder path
+(``tokens_to_latent``, ``context_input``) is always built from tokens, never from the encoder's
+float accumulator, so encoder and decoder compute the same numbers.
+
+The scale schedule is derived from the latent size (``scale_schedule``): side_s = round(side^(s/(K-1)))
+per dimension, so non-square frames get non-square scales and the last scale is the full latent.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def scale_schedule(latent_hw: tuple[int, int], num_scales: int) -> list[tuple[int, int]]:
+    """Scale sizes from 1x1 to ``latent_hw`` in geometric steps, non-decreasing per dimension."""
+    h, w = latent_hw
+    if h < 1 or w < 1:
+        raise ValueError(f"latent size must be positive, got {latent_hw}")
+    if num_scales == 1:
+        return [(h, w)]
+    out = []
+    for s in range(num_scales):
+        frac = s / (num_scales - 1)
+        hs, ws = max(1, round(h ** frac)), max(1, round(w ** frac))
+        if out:  # never shrink
+            hs, ws = max(hs, out[-1][0]), max(ws, out[-1][1])
+        out.append((min(hs, h), min(ws, w)))
+    out[-1] = (h, w)
+    return out
+
+
+def area_down(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="area")
+
+
+def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(
+        x, size=size, mode="bilinear", align_corners=False)
+
+
+@dataclass
+class QuantizerConfig:
+    codebook_size: int = 512    # V: token ids are 0 .. V-1
+    latent_dim: int = 16        # C: must match the tokenizer
+    num_scales: int = 6         # K
+    beta: float = 0.25          # commitment weight
+    phi_mix: float = 0.5        # a in phi(x) = (1-a) x + a conv(x)
+
+
+class MultiScaleResidualQuantizer(nn.Module):
+    """VQ codebook shared by all scales, one phi conv per scale."""
+
+    def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6,
+                 beta: float = 0.25, phi_mix: float = 0.5):
+        super().__init__()
+        self.config = QuantizerConfig(codebook_size, latent_dim, num_scales, beta, phi_mix)
+        self.codebook_size, self.latent_dim, self.num_scales = codebook_size, latent_dim, num_scales
+        self.beta, self.phi_mix = beta, phi_mix
+        self.codebook = nn.Embedding(codebook_size, latent_dim)
+        nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        self.phi = nn.ModuleList(nn.Conv2d(latent_dim, latent_dim, 3, padding=1) for _ in range(num_scales))
+        # how often each code was picked lately (for dead-code restart); not part of the model's output
+        self.register_buffer("code_usage", torch.ones(codebook_size), persistent=False)
+
+    # ---- shared pieces -------------------------------------------------------------------------
+    def schedule(self, latent_hw: tuple[int, int]) -> list[tuple[int, int]]:
+        return scale_schedule(tuple(latent_hw), self.num_scales)
+
+    def nearest_code(self, r_NChw: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest codebook vector (L2) for every position: (N, h, w) int64."""
+        N, C, h, w = r_NChw.shape
+        r_LC = r_NChw.permute(0, 2, 3, 1).reshape(-1, C)
+        e_VC = self.codebook.weight
+        dist_LV = (e_VC * e_VC).sum(1)[None, :] - 2 * r_LC @ e_VC.T  # ||r||^2 is the same for all codes
+        return dist_LV.argmin(1).view(N, h, w)
+
+    def scale_contribution(self, idx_Nhw: torch.Tensor, s: int, latent_hw: tuple[int, int]) -> torch.Tensor:
+        """phi_s(up(codebook[idx])): what scale s adds to f_hat, (N, C, h, w)."""
+        z = self.codebook(idx_Nhw).permute(0, 3, 1, 2)
+        return self._phi(upsample(z, latent_hw), s)
+
+    def _phi(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        return (1 - self.phi_mix) * x + self.phi_mix * self.phi[s](x)
+
+    # ---- encoder side --------------------------------------------------------------------------
+    @torch.no_grad()
+    def tokenize(self, f_NChw: torch.Tensor) -> list[torch.Tensor]:
+        """Latent -> K token maps [(N, h_s, w_s) int64], coarse to fine."""
+        return self._residual_loop(f_NChw)[0]
+
+    def forward(self, f_NChw: torch.Tensor, upto: int | None = None):
+        """Training pass. Returns (f_hat straight-through, tokens, loss, stats).
+
+        ``upto`` = number of scales to keep (scale dropout: the tokenizer's decoder learns to make
+        sense of truncated pyramids). The quantizer loss is VAR's: for every scale the partial sum is
+        pulled towards f (codebook) and f towards it (commitment, weight beta), averaged over scales.
+        """
+        tokens, f_hats = self._residual_loop(f_NChw, keep_partials=True)
+        loss = f_NChw.new_zeros(())
+        for f_hat in f_hats:
+            loss = loss + F.mse_loss(f_hat, f_NChw.detach()) + self.beta * F.mse_loss(f_NChw, f_hat.detach())
+        loss = loss / len(f_hats)
+        k = self.num_scales if upto is None else upto
+        f_hat_k = f_hats[k - 1]
+        f_st = f_NChw + (f_hat_k - f_NChw).detach() if k == self.num_scales else f_hat_k
+        if self.training:
+            with torch.no_grad():
+                hits = torch.cat([t.flatten() for t in tokens]).bincount(minlength=self.codebook_size)
+                self.code_usage.mul_(0.99).add_(hits.float(), alpha=0.01)
+        return f_st, tokens, loss
+
+    def _residual_loop(self, f_NChw, keep_partials=False):
+        latent_hw = tuple(f_NChw.shape[-2:])
+        f_rest, f_hat = f_NChw, torch.zeros_like(f_NChw)
+        tokens, partials = [], []
+        for s, size in enumerate(self.schedule(latent_hw)):
+            idx = self.nearest_code(area_down(f_rest, size).detach())
+            z = self.scale_contribution(idx, s, latent_hw)
+            f_hat = f_hat + z
+            f_rest = f_rest - z
+            tokens.append(idx)
+            if keep_partials:
+                partials.append(f_hat)
+        return tokens, partials
+
+    @torch.no_grad()
+    def restart_dead_codes(self, f_NChw: torch.Tensor, threshold: float = 1e-3) -> int:
+        """Move codes nobody uses onto random latent vectors of the batch; returns how many moved."""
+        dead = (self.code_usage < threshold).nonzero().flatten()
+        if len(dead) == 0:
+            return 0
+        pool = torch.cat([area_down(f_NChw, size).permute(0, 2, 3, 1).reshape(-1, self.latent_dim)
+                          for size in self.schedule(tuple(f_NChw.shape[-2:]))[-2:]])
+        pick = torch.randint(len(pool), (len(dead),), device=pool.device)
+        self.codebook.weight.data[dead] = pool[pick] * 0.1
+        self.code_usage[dead] = 1.0
+        return len(dead)
+
+    # ---- decoder side (from tokens only) -------------------------------------------------------
+    def tokens_to_latent(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int],
+                         upto: int | None = None) -> torch.Tensor:
+        """f_hat from the first ``upto`` scales of ``tokens`` (all given ones by default)."""
+        k = len(tokens) if upto is None else upto
+        if k > len(tokens):
+            raise ValueError(f"asked for {k} scales but only {len(tokens)} token maps are given")
+        N = tokens[0].shape[0]
+        f_hat = torch.zeros(N, self.latent_dim, *latent_hw, device=self.codebook.weight.device)
+        for s in range(k):
+            f_hat = f_hat + self.scale_contribution(tokens[s], s, latent_hw)
+        return f_hat
+
+    def context_input(self, tokens: list[torch.Tensor], s: int, latent_hw: tuple[int, int],
+                      num_frames: int | None = None) -> torch.Tensor:
+        """What the context model sees for scale s: f_hat of scales < s, area-down to scale s size.
+
+        (N, C, h_s, w_s); zeros for s = 0 (the context model puts its start token there).
+        The ONE function that builds context inputs, used by training, encoder and decoder.
+        """
+        size = self.schedule(latent_hw)[s]
+        if s == 0:
+            N = tokens[0].shape[0] if tokens else num_frames
+            return torch.zeros(N, self.latent_dim, *size, device=self.codebook.weight.device)
+        return area_down(self.tokens_to_latent(tokens, latent_hw, upto=s), size)
+
+    def context_inputs(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int]) -> list[torch.Tensor]:
+        """``context_input`` for every scale (teacher forcing)."""
+        return [self.context_input(tokens, s, latent_hw) for s in range(len(tokens))]
