@@ -2,13 +2,15 @@
 
 ::
 
-    .y4m                      --read_y4m-->  uint8 YUV 4:2:0  --yuv420_to_rgb-->  (T, 3, H, W)
-    .mp4 .mkv .avi .mov .webm --PyAV (FFmpeg)----------------- rgb24 ---------->  (T, 3, H, W)
+    .y4m                      --read_y4m------->  uint8 YUV 4:2:0  --yuv420_to_rgb-->  (T, 3, H, W)
+    .mp4 .mkv .avi .mov .webm --PyAV (FFmpeg)-->  uint8 YUV 4:2:0  --yuv420_to_rgb-->  (T, 3, H, W)
+                                           (other pixel formats: FFmpeg's rgb24)
 
-``.y4m`` is read natively (:mod:`progvc_lab.data.y4m`), with the colour matrix you choose
-(default BT.601 limited range). Every other container goes through PyAV, which bundles FFmpeg;
-FFmpeg converts to RGB with the matrix the file is tagged with (BT.601 when untagged), so
-``matrix`` only applies to y4m.
+``.y4m`` is read natively (:mod:`progvc_lab.data.y4m`); every other container goes through PyAV,
+which bundles FFmpeg. Either way, 8-bit 4:2:0 frames are turned into RGB by
+:func:`~progvc_lab.data.color.yuv420_to_rgb` with the colour matrix you choose (default BT.601
+limited range, nearest chroma up-sampling), so one clip gives the same RGB in any container.
+Frames in other pixel formats (4:4:4, 10-bit, RGB codecs) are converted to rgb24 by FFmpeg.
 
 Writing: ``.y4m`` natively (RGB -> BT.601 4:2:0), ``.mp4`` through PyAV with H.264 (libx264,
 or MPEG-4 part 2 when libx264 is missing) in yuv420p. Both need even frame sizes. Neither
@@ -35,8 +37,10 @@ def read_video(
 ) -> tuple[torch.Tensor, Fraction]:
     """Read a video file -> (frames_T3HW float32 in [0, 1], fps as a Fraction).
 
-    Raises FileNotFoundError for a missing file and VideoFormatError for a file that cannot be
-    decoded (with what to do about it).
+    8-bit 4:2:0 video (y4m, and the usual mp4/mkv/webm) is converted to RGB here with ``matrix``
+    and nearest chroma up-sampling, so a clip gives the same RGB whatever the container. Other
+    pixel formats are converted by FFmpeg (rgb24). Raises FileNotFoundError for a missing file
+    and VideoFormatError for a file that cannot be decoded (with what to do about it).
     """
     path = Path(path)
     if not path.exists():
@@ -44,23 +48,16 @@ def read_video(
     if path.suffix.lower() == ".y4m":
         video = read_y4m(path, max_frames=max_frames)
         return yuv420_to_rgb(video.y, video.u, video.v, matrix=matrix), video.fps
-    frames_THW3, fps = _read_with_pyav(path, max_frames)
-    frames_T3HW = torch.from_numpy(frames_THW3).permute(0, 3, 1, 2).float().div_(255.0)
-    return frames_T3HW.contiguous(), fps
+    return _read_with_pyav(path, max_frames, matrix)
 
 
 def read_video_uint8(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, Fraction]:
     """Like :func:`read_video` but returns uint8 RGB frames (T, H, W, 3): 4x smaller, for caches."""
-    path = Path(path)
-    if path.suffix.lower() != ".y4m":
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        return _read_with_pyav(path, max_frames)
     frames_T3HW, fps = read_video(path, max_frames)
     return (frames_T3HW * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy(), fps
 
 
-def _read_with_pyav(path: Path, max_frames: int | None) -> tuple[np.ndarray, Fraction]:
+def _read_with_pyav(path: Path, max_frames: int | None, matrix: str) -> tuple[torch.Tensor, Fraction]:
     import av  # imported here: y4m users never pay for it
 
     try:
@@ -70,16 +67,16 @@ def _read_with_pyav(path: Path, max_frames: int | None) -> tuple[np.ndarray, Fra
             f"{path}: FFmpeg (through PyAV) cannot open this file ({err}). Is it a video? "
             f"Try converting it: ffmpeg -i {path.name} -pix_fmt yuv420p out.y4m"
         ) from None
+    frames: list[torch.Tensor] = []
     with container:
         if not container.streams.video:
             raise VideoFormatError(f"{path}: the file holds no video stream.")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
-        frames = []
         try:
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(_frame_to_rgb(frame, matrix))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         except av.error.FFmpegError as err:
@@ -87,7 +84,20 @@ def _read_with_pyav(path: Path, max_frames: int | None) -> tuple[np.ndarray, Fra
                 raise VideoFormatError(f"{path}: FFmpeg cannot decode the video stream ({err}).") from None
     if not frames:
         raise VideoFormatError(f"{path}: the video stream holds no decodable frame.")
-    return np.stack(frames), Fraction(fps)
+    return torch.cat(frames), Fraction(fps)
+
+
+def _frame_to_rgb(frame, matrix: str) -> torch.Tensor:
+    """One PyAV frame -> (1, 3, H, W): our own conversion for 8-bit 4:2:0, FFmpeg's for the rest."""
+    H, W = frame.height, frame.width
+    if frame.format.name in ("yuv420p", "yuvj420p") and H % 2 == 0 and W % 2 == 0:
+        flat = frame.to_ndarray().reshape(-1)
+        y = flat[: H * W].reshape(1, H, W)
+        u = flat[H * W: H * W * 5 // 4].reshape(1, H // 2, W // 2)
+        v = flat[H * W * 5 // 4:].reshape(1, H // 2, W // 2)
+        return yuv420_to_rgb(y, u, v, matrix=matrix, full_range=frame.format.name == "yuvj420p")
+    rgb_HW3 = frame.to_ndarray(format="rgb24")
+    return torch.from_numpy(rgb_HW3).permute(2, 0, 1)[None].float().div_(255.0)
 
 
 def _check_frames(frames_T3HW: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,10 @@ What this module accepts (everything else is a :class:`VideoFormatError` that sa
   relative to luma; the bytes are laid out identically, so they are read as they are.
 - ``C444`` is **converted on read**: each chroma plane is average-pooled over 2x2 blocks (rounded
   to the nearest integer) to give 4:2:0.
-- ``Cmono`` is **converted on read**: U and V are filled with 128 (neutral grey chroma).
+- ``Cmono`` is **converted on read**: U and V are filled with 128 (neutral grey chroma); an odd
+  width or height is cropped by one pixel to make 4:2:0 possible.
 - Progressive (``Ip``), unknown (``I?``) or missing ``I`` tag. Interlaced material is refused.
+- Odd width or height with 4:2:0 or 4:4:4 chroma is refused (4:2:0 halves both sides).
 
 Everything is returned as numpy ``uint8`` planes: ``y`` (T, H, W), ``u``/``v`` (T, H/2, W/2).
 Reading is one ``read`` + ``np.frombuffer`` + a strided view, so a QCIF clip loads in milliseconds.
@@ -180,7 +182,12 @@ def read_y4m(path: str | os.PathLike, max_frames: int | None = None) -> Y4MVideo
         payload = frames[:, 6:]
         leftover = len(buf) - num_full * stride
     else:  # slow path: frame headers carry parameters ("FRAME Ixx\n"); walk them one by one
+        if max_frames is not None:  # longer frame headers: the bytes read above may cut a frame
+            with open(path, "rb") as f:
+                data = f.read()[header.header_bytes:]
         payload, leftover = _walk_frames(data, frame_payload, path)
+        if max_frames is not None and len(payload) >= max_frames:
+            payload, leftover = payload[:max_frames], 0
     if leftover:
         raise VideoFormatError(
             f"{path}: the file ends inside frame {len(payload)} (truncated?): it holds "

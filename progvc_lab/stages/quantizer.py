@@ -77,8 +77,8 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.codebook = nn.Embedding(codebook_size, latent_dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         self.phi = nn.ModuleList(nn.Conv2d(latent_dim, latent_dim, 3, padding=1) for _ in range(num_scales))
-        # how often each code was picked lately (for dead-code restart); not part of the model's output
-        self.register_buffer("code_usage", torch.ones(codebook_size), persistent=False)
+        # how often each code was picked lately (EMA of hits; for dead-code restart); not saved
+        self.register_buffer("code_usage", torch.zeros(codebook_size), persistent=False)
 
     # ---- shared pieces -------------------------------------------------------------------------
     def schedule(self, latent_hw: tuple[int, int]) -> list[tuple[int, int]]:
@@ -147,11 +147,16 @@ class MultiScaleResidualQuantizer(nn.Module):
         dead = (self.code_usage < threshold).nonzero().flatten()
         if len(dead) == 0:
             return 0
-        pool = torch.cat([area_down(f_NChw, size).permute(0, 2, 3, 1).reshape(-1, self.latent_dim)
-                          for size in self.schedule(tuple(f_NChw.shape[-2:]))[-2:]])
+        # candidates: the residuals the codebook actually has to match, at every scale
+        latent_hw = tuple(f_NChw.shape[-2:])
+        f_rest, pool = f_NChw, []
+        for s, (size, idx) in enumerate(zip(self.schedule(latent_hw), self.tokenize(f_NChw))):
+            pool.append(area_down(f_rest, size).permute(0, 2, 3, 1).reshape(-1, self.latent_dim))
+            f_rest = f_rest - self.scale_contribution(idx, s, latent_hw)
+        pool = torch.cat(pool)
         pick = torch.randint(len(pool), (len(dead),), device=pool.device)
-        self.codebook.weight.data[dead] = pool[pick] * 0.1
-        self.code_usage[dead] = 1.0
+        self.codebook.weight.data[dead] = pool[pick]
+        self.code_usage[dead] = threshold * 10  # give them time to be picked
         return len(dead)
 
     # ---- decoder side (from tokens only) -------------------------------------------------------

@@ -1,0 +1,368 @@
+"""``progvc-lab``: the command line.
+
+::
+
+    progvc-lab demo     [--model tiny] [--clip PATH] [--out outputs/demo] [--frames N]
+    progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--no-verify] [--force]
+    progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|sample]
+                        [--temperature T] [--top-k K] [--seed S] [--force]
+    progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
+    progvc-lab info     IN.pgvc [--json]
+    progvc-lab train    stage1|stage2 ...          (progvc_lab.training.cli)
+    progvc-lab eval     [--model] [--clips PATHS...] [--out outputs/eval] [--frames N]
+    progvc-lab bench    [--model] [--clip PATH] [--threads 1 2] [--frames N]
+
+Files named with ``-o`` are never replaced unless ``--force`` is given. ``demo`` and ``eval`` write
+fixed file names into their own output folder (``--out``) and replace them on every run.
+
+Errors caused by the input (a missing or foreign file, a stream from another model, a corrupted or
+truncated stream, a bad option value) print ``progvc-lab: error: ...`` and exit with status 2;
+``--debug`` shows the traceback instead. ``info`` and ``truncate`` read bytes only and do not load
+torch or a model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import bitstream
+from .bitstream import BitstreamError
+
+PROG = "progvc-lab"
+
+
+class UsageError(ValueError):
+    """A problem with the command line's values that argparse cannot see."""
+
+
+# ---- small helpers -----------------------------------------------------------------------------------
+def _read_input(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder, expected a file")
+    return p.read_bytes()
+
+
+def _check_output(path: str, force: bool) -> Path:
+    p = Path(path)
+    if p.exists() and not force:
+        raise FileExistsError(f"{p} already exists; pass --force to replace it")
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder; give a file name after -o")
+    return p
+
+
+def _write_bytes(path: Path, data: bytes):
+    """Write via a temporary file + rename, so a failed run never leaves half a file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+    return parse
+
+
+def _non_negative(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be 0 or more, got {value}")
+        return value
+    return parse
+
+
+def _load_model(name: str):
+    from .evaluate import load_codec
+
+    return load_codec(name)
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n} bytes" if n < 10_000 else f"{n} bytes ({n / 1024:.1f} KiB)"
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+def cmd_encode(args) -> int:
+    from fractions import Fraction
+
+    from .data import read_video
+    from .metrics import bpp
+
+    out = _check_output(args.output, args.force)
+    if not Path(args.input).exists():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    if args.gop is not None and args.gop > 65535:
+        raise UsageError(f"--gop must be at most 65535, got {args.gop}")
+    codec = _load_model(args.model)
+    if args.gop is not None:
+        codec.config.gop = args.gop
+    video, fps = read_video(args.input, max_frames=args.frames)
+    fps = Fraction(fps).limit_denominator(65535)
+    if fps.numerator > 65535:  # the header stores fps as two u16
+        fps = Fraction(round(float(fps) * 1000), 1000).limit_denominator(65535)
+    T, _, H, W = video.shape
+    t0 = time.perf_counter()
+    data, _ = codec.encode_with_stats(video, fps, verify=args.verify)
+    seconds = time.perf_counter() - t0
+    _write_bytes(out, data)
+    print(f"{args.input} -> {out}: {T} frames {W}x{H}, {_fmt_size(len(data))}, "
+          f"{bpp(len(data), T, H, W):.4f} bpp, {seconds:.2f} s ({T / seconds:.1f} frames/s)"
+          + ("" if args.verify else ", not verified"))
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from fractions import Fraction
+
+    import torch.nn.functional as F
+
+    from .data import write_video
+
+    out = _check_output(args.output, args.force)
+    if out.suffix.lower() not in (".y4m", ".mp4"):
+        raise UsageError(f"{out}: decode writes .y4m or .mp4 files, not {out.suffix or 'no extension'}")
+    data = _read_input(args.input)
+    header = bitstream.read_stream(data).header  # fail on a foreign file before loading the model
+    codec = _load_model(args.model)
+    t0 = time.perf_counter()
+    video = codec.decode(data, scales=args.scales, sampler=args.sampler, temperature=args.temperature,
+                         top_k=args.top_k, seed=args.seed)
+    seconds = time.perf_counter() - t0
+    H, W = video.shape[-2:]
+    if H % 2 or W % 2:  # 4:2:0 files need even sizes: repeat the last row/column
+        video = F.pad(video, (0, W % 2, 0, H % 2), mode="replicate")
+        print(f"{PROG}: note: frame size {W}x{H} is odd; padded to {video.shape[-1]}x{video.shape[-2]} "
+              "for 4:2:0 output", file=sys.stderr)
+    fps = Fraction(header.fps_num, header.fps_den)
+    write_video(out, video, fps=fps, overwrite=args.force)
+    k = header.scales_sent if args.scales is None else args.scales
+    print(f"{args.input} -> {out}: {video.shape[0]} frames {W}x{H}, {k} of {header.num_scales} scales "
+          f"decoded, sampler {args.sampler}, {seconds:.2f} s ({video.shape[0] / seconds:.1f} frames/s)")
+    return 0
+
+
+def cmd_truncate(args) -> int:
+    out = _check_output(args.output, args.force)
+    data = _read_input(args.input)
+    cut = bitstream.truncate(data, args.scales)
+    _write_bytes(out, cut)
+    print(f"{args.input} -> {out}: kept {args.scales} scales, {len(data)} -> {len(cut)} bytes")
+    return 0
+
+
+def cmd_info(args) -> int:
+    info = bitstream.describe(_read_input(args.input))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(format_info(info, args.input))
+    return 0
+
+
+def format_info(info: dict, name: str = "") -> str:
+    rows = [
+        ("file", name), ("format version", info["version"]), ("model fingerprint", info["fingerprint"]),
+        ("frame size", f"{info['width']}x{info['height']}"), ("fps", info["fps"]),
+        ("frames", info["num_frames"]), ("GOP", f"{info['gop']} frames, {info['num_gops']} GOP(s)"),
+        ("latent", "x".join(map(str, info["latent_hw"]))),
+        ("scales", f"{info['scales_sent']} of {info['num_scales']} sent"),
+        ("schedule", " ".join(f"{h}x{w}" for h, w in info["schedule"])),
+        ("quantizer / mask", f"{info['quantizer']} / {info['mask']} (window {info['window']})"),
+        ("entropy coder", info["coder"]),
+        ("size", f"{info['total_bytes']} bytes = header {info['header_bytes']} + table {info['table_bytes']} "
+                 f"+ data {sum(info['bytes_per_scale'])}"),
+        ("bpp", f"{info['bpp']:.4f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines.append("")
+    lines.append(f"{'scale':>5} {'size':>9} {'bytes':>8} {'cum. bytes':>10} {'cum. bpp':>9}")
+    pixels = info["num_frames"] * info["width"] * info["height"]
+    fixed = info["total_bytes"] - sum(info["bytes_per_scale"])
+    # header and table of a stream truncated to k scales: header is fixed, table shrinks with k
+    cum = 0
+    for s, n in enumerate(info["bytes_per_scale"]):
+        cum += n
+        h, w = info["schedule"][s]
+        lines.append(f"{s:>5} {f'{h}x{w}':>9} {n:>8} {cum:>10} {(cum + fixed) * 8 / pixels:>9.4f}")
+    lines.append("(cum. bpp counts this stream's header and table; a truncated stream's table is smaller)")
+    lines.append("")
+    lines.append(f"{'GOP':>5} {'bytes':>8}")
+    for g, n in enumerate(info["bytes_per_gop"]):
+        lines.append(f"{g:>5} {n:>8}")
+    return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+    try:
+        from .training.cli import main as train_main
+    except ImportError as e:
+        raise UsageError(f"training is not available in this install ({e}); install progvc_lab with its "
+                         "training dependencies (see README)") from e
+    result = train_main(list(args.rest))
+    return result if isinstance(result, int) else 0
+
+
+def cmd_demo(args) -> int:
+    from .evaluate import run_demo
+
+    run_demo(args.model, args.clip, args.out, args.frames, progress=True)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval
+
+    run_eval(args.model, args.clips, args.out, args.frames, progress=True)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .evaluate import run_bench
+
+    run_bench(args.model, args.clip, args.threads, args.frames)
+    return 0
+
+
+# ---- parser ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Progressive generative video compression: encode, truncate, decode, evaluate.",
+        epilog="Files given with -o are never replaced without --force. Run 'progvc-lab demo' to start.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    model_help = "shipped model name ('tiny') or a .pt file saved with Codec.save (default: tiny)"
+
+    p = sub.add_parser("demo", help="encode a sample clip once, decode every truncation level, plot",
+                       description="Encode a clip once and decode every truncation level k = 1..K. Writes "
+                                   "rd_curve.png, frames_by_k.png and results.json into --out (the demo's own "
+                                   "folder: files of those names there are replaced).")
+    p.add_argument("--model", default="tiny", help=model_help)
+    p.add_argument("--clip", help="video to use (default: the shipped foreman clip)")
+    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--frames", type=_positive("--frames"), help="use only the first N frames")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("encode", help="video file -> .pgvc stream")
+    p.add_argument("input", metavar="IN", help=".y4m (read natively) or .mp4/.mkv/... (read with PyAV)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.pgvc")
+    p.add_argument("--model", default="tiny", help=model_help)
+    p.add_argument("--gop", type=_positive("--gop"), help="frames per GOP (default: the model's)")
+    p.add_argument("--frames", type=_positive("--frames"), help="encode only the first N frames")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the encoder self-check (decoding what was written and comparing tokens)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help=".pgvc stream -> .y4m or .mp4")
+    p.add_argument("input", metavar="IN.pgvc")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.y4m|OUT.mp4")
+    p.add_argument("--model", default="tiny", help=model_help)
+    p.add_argument("--scales", type=_non_negative("--scales"),
+                   help="decode only the first k scales (default: all the stream carries)")
+    p.add_argument("--sampler", choices=("zero", "argmax", "sample"), default="zero",
+                   help="how to fill scales the stream does not carry (default: zero = no detail)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampler temperature (sample)")
+    p.add_argument("--top-k", type=_non_negative("--top-k"), default=0, help="keep the k most likely ids (0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (sample): same seed, same video")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("truncate", help="keep the first k scales of a stream (no re-encoding)")
+    p.add_argument("input", metavar="IN.pgvc")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.pgvc")
+    p.add_argument("--scales", type=_non_negative("--scales"), required=True, help="scales to keep")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_truncate)
+
+    p = sub.add_parser("info", help="header fields and bytes per scale and per GOP")
+    p.add_argument("input", metavar="IN.pgvc")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model (progvc_lab.training.cli); arguments pass through",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="rate points (bpp, PSNR, MS-SSIM) per clip as CompressAI JSON + plot")
+    p.add_argument("--model", default="tiny", help=model_help)
+    p.add_argument("--clips", nargs="+", metavar="PATH",
+                   help="clips (default: the shipped data/*.y4m and ../shared/data/clips/*.y4m if present)")
+    p.add_argument("--out", default="outputs/eval", help="output folder (default: outputs/eval)")
+    p.add_argument("--frames", type=_positive("--frames"), help="use only the first N frames of each clip")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="encode/decode frames/s and where the time goes")
+    p.add_argument("--model", default="tiny", help=model_help)
+    p.add_argument("--clip", help="video to time (default: the shipped foreman clip)")
+    p.add_argument("--threads", type=_positive("--threads"), nargs="+", default=[1, 2],
+                   help="thread counts to time (default: 1 2)")
+    p.add_argument("--frames", type=_positive("--frames"), help="use only the first N frames")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _user_errors() -> tuple[type, ...]:
+    errors = [BitstreamError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError,
+              ValueError]
+    for module, name in (("progvc_lab.codec", "CodecError"), ("progvc_lab.data", "VideoFormatError")):
+        mod = sys.modules.get(module)  # only if loaded: `info` must not import torch
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``progvc-lab``. Returns the exit status (0, or 2 for a user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    i = argv.index("train") if "train" in argv else -1
+    if i >= 0 and all(a == "--debug" for a in argv[:i]):
+        # everything after `train` belongs to the training CLI, including --help
+        args = argparse.Namespace(debug=bool(argv[:i]), func=cmd_train, rest=argv[i + 1:])
+    else:
+        args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:
+            if args.debug or not isinstance(e, _user_errors()):
+                raise
+            msg = str(e) or type(e).__name__
+            if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+                msg = f"{e.filename}: {msg}"
+            print(f"{PROG}: error: {msg}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Video data: y4m and video-file IO, colour conversion, synthetic clips, datasets.
+
+Light modules (y4m, colour, video, synthetic) load at once; the ``datasets``/Lightning parts
+(``ClipDataset``, ``build_clip_cache``, ``VideoDataModule``, ...) load on first use, so reading a
+clip does not import them. This package imports nothing from the codec, training or viz code.
+
+>>> from progvc_lab.data import read_video, sample_clip_path
+>>> frames_T3HW, fps = read_video(sample_clip_path("foreman"))   # (30, 3, 144, 176), 30000/1001
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .color import rgb_to_yuv420, rgb_to_yuv444_float, yuv420_to_rgb
+from .synthetic import camera_motion_clip, synthetic_clip
+from .video import read_video, write_video
+from .y4m import VideoFormatError, Y4MVideo, read_y4m, read_y4m_header, write_y4m
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the repository's shipped data folder
+
+_LAZY = {
+    "ClipDataset": "dataset", "build_clip_cache": "dataset", "load_hub_dataset": "dataset",
+    "split_by_source": "dataset", "list_media_files": "dataset", "synthetic_frames_dataset": "dataset",
+    "frames_dataset_from_clips": "dataset",
+    "VideoDataModule": "datamodule", "is_held_out": "datamodule",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def sample_clip_path(name: str = "foreman") -> Path:
+    """Path of a clip shipped in the repository's ``data/`` folder ("foreman" or "akiyo")."""
+    matches = sorted(DATA_DIR.glob(f"{name.lower()}*.y4m"))
+    if not matches:
+        available = sorted(p.stem for p in DATA_DIR.glob("*.y4m"))
+        raise FileNotFoundError(
+            f"no shipped clip named {name!r} in {DATA_DIR} (available: {available or 'none'}). "
+            f"The data/ folder comes with the repository; restore it with `git checkout -- data`."
+        )
+    return matches[0]
+
+
+__all__ = [
+    "VideoFormatError", "Y4MVideo", "read_y4m", "read_y4m_header", "write_y4m",
+    "read_video", "write_video", "yuv420_to_rgb", "rgb_to_yuv420", "rgb_to_yuv444_float",
+    "synthetic_clip", "camera_motion_clip", "sample_clip_path", "DATA_DIR", *_LAZY,
+]

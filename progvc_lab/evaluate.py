@@ -1,0 +1,421 @@
+"""Rate-distortion evaluation, the demo, and the speed benchmark, callable from Python.
+
+The CLI (``progvc-lab demo | eval | bench``) and the notebooks call these functions; none of them
+prints unless asked (``progress=True`` shows tqdm bars on a terminal).
+
+One encode yields every rate point: ``bitstream.truncate`` cuts the stream to k = 1..K scales
+without re-encoding, and each truncated stream is decoded from its real bytes::
+
+    video ──encode──► stream (K scales) ──truncate(k)──► bytes_k ──decode──► video_k ──► metrics
+                                                         (bpp from len(bytes_k), header included)
+
+Metrics (``progvc_lab.metrics``): bpp = file bytes * 8 / (frames * H * W); PSNR-RGB (mean over
+frames); PSNR-YUV weighted (6Y + U + V) / 8 on 8-bit BT.601 4:2:0 (even frame sizes only);
+MS-SSIM on RGB (frames over 96 px; a 7-tap window for 97..160 px, see ``metrics.ms_ssim``).
+
+``bench`` times the coding path and splits the time by stage, by wrapping the methods of one codec
+instance (and the entropy coder) with ``time.perf_counter``; times are *exclusive* (a stage called
+inside another is not counted twice).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import bitstream, metrics
+from .codec import Codec
+from .data import read_video
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_CLIPS = REPO_ROOT.parent / "shared" / "data" / "clips"
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+def load_codec(model: str | Path | Codec = "tiny") -> Codec:
+    """A codec from a shipped name ("tiny"), a .pt saved with ``Codec.save``, or a Codec (as is)."""
+    if isinstance(model, Codec):
+        return model
+    return Codec.from_pretrained(str(model))
+
+
+def load_clip(path: str | Path, frames: int | None = None) -> tuple[torch.Tensor, Fraction]:
+    """Frames (T, 3, H, W) in [0, 1] and fps of a video file (.y4m natively, mp4/mkv via PyAV)."""
+    if frames is not None and frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {frames}")
+    return read_video(path, max_frames=frames)
+
+
+def default_clips() -> list[Path]:
+    """The shipped clips (``data/*.y4m``) and, where present, ``../shared/data/clips/*.y4m``."""
+    from .data import DATA_DIR
+
+    clips = sorted(Path(DATA_DIR).glob("*.y4m"))
+    if SHARED_CLIPS.is_dir():
+        clips += sorted(SHARED_CLIPS.glob("*.y4m"))
+    return clips
+
+
+# ---- fidelity ----------------------------------------------------------------------------------------
+def fidelity(original: torch.Tensor, decoded: torch.Tensor) -> dict:
+    """PSNR-RGB, PSNR-YUV (6Y+U+V)/8 and MS-SSIM of a decoded clip; None where a metric does not apply
+    (YUV 4:2:0 needs even sizes, MS-SSIM needs frames over 96 px)."""
+    out = {"psnr_rgb": metrics.psnr(original, decoded), "psnr_yuv": None, "ms_ssim": None}
+    H, W = original.shape[-2:]
+    if H % 2 == 0 and W % 2 == 0:
+        out["psnr_yuv"] = metrics.psnr_yuv(original, decoded)["yuv"]
+    if min(H, W) > 96:
+        out["ms_ssim"] = metrics.ms_ssim(original, decoded)
+    return out
+
+
+def _finite(x):
+    return x if x is None or math.isfinite(x) else None
+
+
+# ---- one clip: every truncation level ------------------------------------------------------------------
+def rate_points(codec: Codec, video: torch.Tensor, fps=Fraction(25), name: str = "clip",
+                frame_index: int | None = None, progress: bool = False) -> dict:
+    """Encode once, then truncate to k = 1..K scales and decode each level from its real bytes.
+
+    Returns ``{"name", "frames", "height", "width", "encode_fps", "points": [{k, bytes, bpp,
+    psnr_rgb, psnr_yuv, ms_ssim, decode_fps}], "frame_index", "original_frame", "frames_by_k"}``
+    (the last two: one frame at every k, for pictures).
+    """
+    from tqdm.auto import tqdm
+
+    video = Codec.check_video(video)
+    T, _, H, W = video.shape
+    frame_index = T // 2 if frame_index is None else frame_index
+    t0 = time.perf_counter()
+    data = codec.encode(video, fps)
+    encode_s = time.perf_counter() - t0
+    K = bitstream.describe(data)["scales_sent"]
+    points, frames_by_k = [], {}
+    for k in tqdm(range(1, K + 1), desc=f"{name}: decode k", disable=not progress or None, leave=False):
+        data_k = bitstream.truncate(data, k)
+        t0 = time.perf_counter()
+        decoded = codec.decode(data_k)
+        decode_s = time.perf_counter() - t0
+        q = fidelity(video, decoded)
+        points.append({"k": k, "bytes": len(data_k), "bpp": metrics.bpp(len(data_k), T, H, W),
+                       "psnr_rgb": _finite(q["psnr_rgb"]), "psnr_yuv": _finite(q["psnr_yuv"]),
+                       "ms_ssim": q["ms_ssim"], "decode_fps": T / decode_s})
+        frames_by_k[k] = decoded[frame_index]
+    return {"name": name, "frames": T, "height": H, "width": W, "encode_fps": T / encode_s,
+            "encode_seconds": encode_s, "points": points, "frame_index": frame_index,
+            "original_frame": video[frame_index], "frames_by_k": frames_by_k}
+
+
+def to_compressai(result: dict, description: str = "") -> dict:
+    """One clip's ``rate_points`` result in CompressAI's JSON layout (one entry per k)."""
+    pts = result["points"]
+    more = {"scales": [p["k"] for p in pts], "bytes": [p["bytes"] for p in pts],
+            "decode_fps": [p["decode_fps"] for p in pts]}
+    if all(p["ms_ssim"] is not None for p in pts):
+        more["ms_ssim"] = [p["ms_ssim"] for p in pts]
+    if all(p["psnr_yuv"] is not None for p in pts):
+        more["psnr_yuv"] = [p["psnr_yuv"] for p in pts]
+        more["psnr_yuv_weighting"] = "(6Y+U+V)/8 on 8-bit BT.601 limited-range YUV 4:2:0"
+    if any(p["psnr_rgb"] is None for p in pts):  # lossless frames: JSON has no inf
+        raise ValueError("a decoded level is identical to the original (infinite PSNR); nothing to plot")
+    description = description or (f"progvc_lab, one encode truncated to k = 1..{len(pts)} scales; "
+                                   f"{result['frames']} frames {result['width']}x{result['height']}")
+    out = metrics.compressai_json(result["name"], description, [p["bpp"] for p in pts],
+                                  [p["psnr_rgb"] for p in pts], **more)
+    out["encode_fps"] = result["encode_fps"]
+    return out
+
+
+# ---- figures --------------------------------------------------------------------------------------------
+def plot_rd_curve(results: list[dict], path: str | Path, title: str = "progvc_lab: one encode, K rate points"):
+    """bpp vs PSNR-RGB, one line per clip, each point labelled with its k."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for res in results:
+        bpp = [p["bpp"] for p in res["points"]]
+        psnr = [p["psnr_rgb"] for p in res["points"]]
+        ax.plot(bpp, psnr, "o-", label=res["name"])
+        for p in res["points"]:
+            ax.annotate(f"k={p['k']}", (p["bpp"], p["psnr_rgb"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("bpp (file bytes incl. header)")
+    ax.set_ylabel("PSNR-RGB (dB)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_frames_by_k(result: dict, path: str | Path):
+    """The original frame and the same frame decoded at every k, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    levels = sorted(result["frames_by_k"])
+    by_k = {p["k"]: p for p in result["points"]}
+    panels = [("original", result["original_frame"])] + [
+        (f"k={k}  {by_k[k]['bpp']:.3f} bpp\n{by_k[k]['psnr_rgb']:.1f} dB", result["frames_by_k"][k])
+        for k in levels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.4))
+    for ax, (label, frame) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(frame.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{result['name']}: frame {result['frame_index']} at every truncation level", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+# ---- tables -----------------------------------------------------------------------------------------------
+def format_table(result: dict) -> str:
+    """The per-k table of ``rate_points`` as text."""
+    def num(x, fmt):
+        return "n/a" if x is None else format(x, fmt)
+
+    lines = [f"{'k':>2} {'bytes':>8} {'bpp':>8} {'PSNR-RGB':>9} {'PSNR-YUV':>9} {'MS-SSIM':>8} "
+             f"{'enc f/s':>8} {'dec f/s':>8}"]
+    for p in result["points"]:
+        lines.append(f"{p['k']:>2} {p['bytes']:>8} {p['bpp']:>8.4f} {num(p['psnr_rgb'], '9.2f'):>9} "
+                     f"{num(p['psnr_yuv'], '9.2f'):>9} {num(p['ms_ssim'], '8.4f'):>8} "
+                     f"{result['encode_fps']:>8.1f} {p['decode_fps']:>8.1f}")
+    return "\n".join(lines)
+
+
+def format_analysis(analysis: dict) -> str:
+    """Context-model bits per token against the clip's own per-scale unigram, per scale."""
+    bpt = analysis["bits_per_token_per_scale"]
+    ratio = analysis["ratio_to_unigram_per_scale"]
+    counts = [m / b if b else 0 for m, b in zip(analysis["model_bits_per_scale"], bpt)]
+    lines = [f"{'scale':>5} {'model bits/token':>16} {'unigram bits/token':>18} {'ratio':>6}"]
+    for s, (b, r, n, u) in enumerate(zip(bpt, ratio, counts, analysis["unigram_bits_per_scale"])):
+        lines.append(f"{s:>5} {b:>16.3f} {(u / n if n else 0):>18.3f} {r:>6.3f}")
+    lines.append(f"all scales: context model / unigram = {analysis['ratio_to_unigram']:.3f} "
+                 "(unigram = the clip's own static histogram per scale, an optimistic baseline)")
+    return "\n".join(lines)
+
+
+# ---- demo and eval ---------------------------------------------------------------------------------------------
+def run_demo(model="tiny", clip: str | Path | None = None, out: str | Path = "outputs/demo",
+             frames: int | None = None, progress: bool = False, log=print) -> dict:
+    """Encode a clip once, decode every truncation level, write rd_curve.png, frames_by_k.png and
+    results.json into ``out`` (files of those names there are replaced: ``out`` is the demo's own
+    folder). Returns the ``rate_points`` result plus ``analysis`` and ``files``."""
+    from .data import sample_clip_path
+
+    codec = load_codec(model)
+    clip = Path(clip) if clip is not None else sample_clip_path()
+    video, fps = load_clip(clip, frames)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"clip {clip} : {video.shape[0]} frames {video.shape[-1]}x{video.shape[-2]} @ {float(fps):.2f} fps")
+    result = rate_points(codec, video, fps, name=clip.stem, progress=progress)
+    log(format_table(result))
+    log("encode f/s: one encode for all k; dec f/s: decoding the truncated stream of each k")
+    analysis = codec.analyze(video, fps)
+    log(format_analysis(analysis))
+    files = {"rd_curve": plot_rd_curve([result], out / "rd_curve.png"),
+             "frames_by_k": plot_frames_by_k(result, out / "frames_by_k.png"),
+             "results": out / "results.json"}
+    files["results"].write_text(json.dumps(to_compressai(result), indent=2) + "\n")
+    for f in files.values():
+        log(f"wrote {f}")
+    result.update(analysis=analysis, files=files)
+    return result
+
+
+def run_eval(model="tiny", clips=None, out: str | Path = "outputs/eval", frames: int | None = None,
+             progress: bool = False, log=print) -> list[dict]:
+    """Per clip, per k: bpp / PSNR / MS-SSIM. Writes ``<clip>.json`` (CompressAI format) per clip,
+    ``all.json`` (a list of them) and ``rd_curves.png`` into ``out``."""
+    from tqdm.auto import tqdm
+
+    codec = load_codec(model)
+    clips = [Path(c) for c in clips] if clips else default_clips()
+    if not clips:
+        raise FileNotFoundError("no clips to evaluate: pass --clips, or restore the shipped data/ folder")
+    missing = [str(c) for c in clips if not c.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such clip: {', '.join(missing)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, jsons = [], []
+    for clip in tqdm(clips, desc="clips", disable=not progress or None):
+        video, fps = load_clip(clip, frames)
+        name = clip.stem if clip.parent != SHARED_CLIPS else f"shared/{clip.stem}"
+        res = rate_points(codec, video, fps, name=name, progress=progress)
+        log(f"\n== {name} ({res['frames']} frames {res['width']}x{res['height']})")
+        log(format_table(res))
+        js = to_compressai(res)
+        (out / f"{clip.stem}{'' if clip.parent != SHARED_CLIPS else '.shared'}.json").write_text(
+            json.dumps(js, indent=2) + "\n")
+        results.append(res)
+        jsons.append(js)
+    (out / "all.json").write_text(json.dumps(jsons, indent=2) + "\n")
+    plot_rd_curve(results, out / "rd_curves.png", title="progvc_lab: rate points per clip")
+    log(f"wrote {len(jsons)} result files, all.json and rd_curves.png into {out}")
+    return results
+
+
+# ---- bench -------------------------------------------------------------------------------------------------
+class StageTimer:
+    """Exclusive wall time per label for wrapped callables (nested calls are not double counted)."""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+        self.calls = defaultdict(int)
+        self._stack: list[list] = []   # [label, seconds spent in wrapped children]
+        self._undo: list = []
+
+    def wrap(self, owner, attr: str, label: str):
+        original = getattr(owner, attr)
+        had_own = attr in vars(owner)
+
+        def timed(*args, **kwargs):
+            self._stack.append([label, 0.0])
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - t0
+                _, children = self._stack.pop()
+                self.seconds[label] += elapsed - children
+                self.calls[label] += 1
+                if self._stack:
+                    self._stack[-1][1] += elapsed
+
+        setattr(owner, attr, timed)
+        self._undo.append((owner, attr, original, had_own))
+
+    def restore(self):
+        for owner, attr, original, had_own in reversed(self._undo):
+            if had_own:
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)
+        self._undo.clear()
+
+    def reset(self):
+        self.seconds.clear()
+        self.calls.clear()
+
+
+@contextlib.contextmanager
+def timed_stages(codec: Codec):
+    """Wrap the stages of ``codec`` (this instance only) and the entropy coder with a StageTimer."""
+    from . import codec as codec_module
+    from .stages.entropy import get_coder
+
+    timer = StageTimer()
+    coder = get_coder(codec.config.coder)
+    timer.wrap(codec.tokenizer, "encode", "conv encoder (tokenizer.encode)")
+    timer.wrap(codec.quantizer, "tokenize", "quantizer (tokenize)")
+    timer.wrap(codec.quantizer, "context_input", "context inputs (quantizer)")
+    timer.wrap(codec.quantizer, "tokens_to_latent", "tokens -> latent (quantizer)")
+    timer.wrap(codec.context_model, "block_logits", "transformer (block_logits)")
+    timer.wrap(codec_module, "logits_to_cdf", "logits -> integer CDF")
+    timer.wrap(coder, "encode", "arithmetic coding (torchac)")
+    timer.wrap(coder, "decode", "arithmetic coding (torchac)")
+    timer.wrap(codec.tokenizer, "decode", "conv decoder (tokenizer.decode)")
+    try:
+        yield timer
+    finally:
+        timer.restore()
+
+
+def chunk_overhead(data: bytes, model_bits_TK: np.ndarray) -> dict:
+    """Actual bytes per entropy-coder call (one per block) against the model's ideal bits."""
+    stream = bitstream.read_stream(data)
+    h = stream.header
+    actual, ideal = [], []
+    for (g, s), chunk in stream.chunks.items():
+        for t, string in enumerate(bitstream.unpack_chunk(chunk, h.gop_frames(g), "chunk")):
+            actual.append(len(string))
+            ideal.append(float(model_bits_TK[g * h.gop + t, s]) / 8)
+    actual, ideal = np.array(actual, float), np.array(ideal, float)
+    return {"calls": len(actual), "bytes": float(actual.sum()), "model_bytes": float(ideal.sum()),
+            "overhead_bytes_per_call": float((actual - ideal).mean()) if len(actual) else 0.0,
+            "overhead_fraction_of_file": float((actual - ideal).sum() / len(data))}
+
+
+def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), frames: int | None = None,
+              log=print) -> dict:
+    """Encode and decode frames/s per thread count, where the time goes, and the coder's per-call cost."""
+    from .data import sample_clip_path
+
+    codec = load_codec(model)
+    clip = Path(clip) if clip is not None else sample_clip_path()
+    video, fps = load_clip(clip, frames)
+    T, _, H, W = video.shape
+    log(f"clip {clip}: {T} frames {W}x{H}; model {model if not isinstance(model, Codec) else 'given'}")
+    codec.encode(video[:1], fps)  # warm-up: torchac import, first-call allocations
+    old_threads, old_coding = torch.get_num_threads(), codec.config.coding_threads
+    report = {"clip": str(clip), "frames": T, "width": W, "height": H, "runs": []}
+    try:
+        for n in threads:
+            if n < 1:
+                raise ValueError(f"--threads must be at least 1, got {n}")
+            torch.set_num_threads(n)
+            codec.config.coding_threads = n
+            with timed_stages(codec) as timer:
+                t0 = time.perf_counter()
+                data, stats = codec.encode_with_stats(video, fps)
+                enc_s = time.perf_counter() - t0
+                enc_stages = dict(timer.seconds)
+                timer.reset()
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    codec.decode(data)
+                dec_s = time.perf_counter() - t0
+                dec_stages = dict(timer.seconds)
+                calls = dict(timer.calls)
+            run = {"threads": n, "bytes": len(data), "encode_seconds": enc_s, "decode_seconds": dec_s,
+                   "encode_fps": T / enc_s, "decode_fps": T / dec_s, "encode_stages": enc_stages,
+                   "decode_stages": dec_stages, "decode_calls": calls,
+                   "coder_overhead": chunk_overhead(data, stats["model_bits"])}
+            report["runs"].append(run)
+            log(format_bench_run(run))
+    finally:
+        torch.set_num_threads(old_threads)
+        codec.config.coding_threads = old_coding
+    return report
+
+
+def format_bench_run(run: dict) -> str:
+    lines = [f"\n== {run['threads']} thread(s): encode {run['encode_fps']:.1f} frames/s "
+             f"({run['encode_seconds']:.3f} s), decode {run['decode_fps']:.1f} frames/s "
+             f"({run['decode_seconds']:.3f} s), {run['bytes']} bytes"]
+    for what, total, stages in (("encode", run["encode_seconds"], run["encode_stages"]),
+                                ("decode", run["decode_seconds"], run["decode_stages"])):
+        lines.append(f"  {what}: where the time goes")
+        rest = total - sum(stages.values())
+        for label, sec in sorted(stages.items(), key=lambda kv: -kv[1]) + [("other (bitstream, CRC, python)", rest)]:
+            lines.append(f"    {label:<34} {sec * 1000:9.1f} ms  {100 * sec / total:5.1f} %")
+    blocks = run["decode_calls"].get("transformer (block_logits)", 0)
+    if blocks:
+        lines.append(f"  decode: {blocks} blocks, {1000 * run['decode_seconds'] / blocks:.2f} ms per block overall")
+    o = run["coder_overhead"]
+    lines.append(f"  entropy coder: {o['calls']} calls, {o['bytes']:.0f} bytes vs {o['model_bytes']:.1f} model "
+                 f"bytes: {o['overhead_bytes_per_call']:.2f} bytes overhead per call "
+                 f"({100 * o['overhead_fraction_of_file']:.1f} % of the file)")
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""``progvc-lab train STAGE ...``: LightningCLI over the two stages.
+
+    progvc-lab train stage1 --config configs/tiny_stage1.yaml
+    progvc-lab train stage2 --config configs/tiny_stage2.yaml
+    progvc-lab train stage1 --config configs/tiny_stage1.yaml --ckpt_path runs/tiny/stage1/last.ckpt  # resume
+
+Everything after the stage name goes to LightningCLI (``--print_config`` shows every option; any
+``--trainer.*``, ``--model.*`` or ``--data.*`` value can be overridden on the command line).
+"""
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from ..data.datamodule import VideoDataModule
+from .modules import ContextModule, TokenizerModule
+
+STAGES = {"stage1": TokenizerModule, "stage2": ContextModule}
+
+
+def main(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in STAGES:
+        print(f"usage: progvc-lab train {{{','.join(STAGES)}}} --config CONFIG.yaml [LightningCLI options]",
+              file=sys.stderr)
+        return 2
+    stage, rest = argv[0], argv[1:]
+    if not any(a in ("fit", "validate", "test") for a in rest[:1]):
+        rest = ["fit"] + rest
+    LightningCLI(STAGES[stage], VideoDataModule, args=rest, save_config_kwargs={"overwrite": True},
+                 subclass_mode_model=False, subclass_mode_data=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
