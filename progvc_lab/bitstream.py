@@ -207,6 +207,10 @@ def read_stream(data: bytes) -> Stream:
     data = bytes(data)
     r = Reader(data)
     h = unpack_header(r)
+    entries = h.scales_sent * h.num_gops  # each table entry takes >= 3 bytes (varint + CRC-16)
+    if len(data) - r.pos < 3 * entries:
+        raise BitstreamError(f"stream is truncated: its chunk table needs at least {3 * entries} bytes, "
+                             f"only {len(data) - r.pos} left")
     order = [(g, s) for s in range(h.scales_sent) for g in range(h.num_gops)]
     table = {}
     for key in order:

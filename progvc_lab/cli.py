@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -118,8 +119,8 @@ def cmd_encode(args) -> int:
         codec.config.gop = args.gop
     video, fps = read_video(args.input, max_frames=args.frames)
     fps = Fraction(fps).limit_denominator(65535)
-    if fps.numerator > 65535:  # the header stores fps as two u16
-        fps = Fraction(round(float(fps) * 1000), 1000).limit_denominator(65535)
+    if fps.numerator > 65535:  # the header stores fps as two u16: keep the closest fraction that fits
+        fps = fps.limit_denominator(max(1, 65535 // math.ceil(fps)))
     T, _, H, W = video.shape
     t0 = time.perf_counter()
     data, _ = codec.encode_with_stats(video, fps, verify=args.verify)
@@ -142,7 +143,9 @@ def cmd_decode(args) -> int:
     if out.suffix.lower() not in (".y4m", ".mp4"):
         raise UsageError(f"{out}: decode writes .y4m or .mp4 files, not {out.suffix or 'no extension'}")
     data = _read_input(args.input)
-    header = bitstream.read_stream(data).header  # fail on a foreign file before loading the model
+    with warnings.catch_warnings():  # a boundary cut is reported once, by the decode below
+        warnings.simplefilter("ignore")
+        header = bitstream.read_stream(data).header  # fail on a foreign file before loading the model
     codec = _load_model(args.model)
     t0 = time.perf_counter()
     video = codec.decode(data, scales=args.scales, sampler=args.sampler, temperature=args.temperature,

@@ -236,6 +236,14 @@ class Codec(nn.Module):
     def encode_with_stats(self, video, fps=Fraction(25), verify: bool = False) -> tuple[bytes, dict]:
         video = self.check_video(video)
         fps = Fraction(fps).limit_denominator(65535)
+        if fps <= 0:
+            raise CodecError(f"fps must be positive, got {fps}")
+        if fps.numerator > 65535:  # the header stores fps as two u16
+            fps = fps.limit_denominator(max(1, 65535 // math.ceil(fps)))
+        if not 1 <= self.config.gop <= 65535:
+            raise CodecError(f"GOP length must be 1..65535, got {self.config.gop}")
+        if video.shape[0] > bitstream.MAX_FRAMES:
+            raise CodecError(f"at most {bitstream.MAX_FRAMES} frames per stream, got {video.shape[0]}")
         T, _, H, W = video.shape
         t0 = time.perf_counter()
         with deterministic(self.config.coding_threads):

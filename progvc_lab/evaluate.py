@@ -44,6 +44,8 @@ def load_codec(model: str | Path | Codec = "tiny") -> Codec:
     """A codec from a shipped name ("tiny"), a .pt saved with ``Codec.save``, or a Codec (as is)."""
     if isinstance(model, Codec):
         return model
+    if Path(model).suffix in (".pt", ".pth", ".ckpt") and not Path(model).exists():
+        raise FileNotFoundError(f"no model file at {model} (give a .pt saved with Codec.save, or 'tiny')")
     return Codec.from_pretrained(str(model))
 
 
@@ -95,6 +97,7 @@ def rate_points(codec: Codec, video: torch.Tensor, fps=Fraction(25), name: str =
     video = Codec.check_video(video)
     T, _, H, W = video.shape
     frame_index = T // 2 if frame_index is None else frame_index
+    codec.encode(video[:1], fps)  # warm-up (entropy coder load, first-call allocations): not timed
     t0 = time.perf_counter()
     data = codec.encode(video, fps)
     encode_s = time.perf_counter() - t0

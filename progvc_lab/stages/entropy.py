@@ -15,6 +15,7 @@ Backends code one block's symbols (all CDFs of the block known up front) into on
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,10 @@ def _ensure_extension_dir():
         cache = root / ".cache" / "torch_extensions" if (root / "pyproject.toml").exists() else \
             Path.home() / ".cache" / "progvc_lab" / "torch_extensions"
         os.environ["TORCH_EXTENSIONS_DIR"] = str(cache)
+    # build with the environment's own ninja: two ninja versions on PATH rebuild each other's output
+    bindir = str(Path(sys.executable).parent)
+    if (Path(bindir) / "ninja").exists() and bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 class TorchacCoder:
@@ -68,10 +73,16 @@ class TorchacCoder:
 
     def __init__(self):
         _ensure_extension_dir()
-        import contextlib
-        import io
-        with contextlib.redirect_stdout(io.StringIO()):  # silence ninja's build log
+        # silence the build log (ninja runs as a subprocess, so redirect the file descriptor itself)
+        sys.stdout.flush()
+        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
             import torchac
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
         self._torchac = torchac
 
     @staticmethod

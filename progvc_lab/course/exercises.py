@@ -1,0 +1,393 @@
+"""Check functions for the notebook exercises.
+
+Every exercise cell in ``notebooks/0N_*.ipynb`` asks for one small function; the next cell calls
+``check_<name>(your_function)``. A check runs the function on several cases and prints ONE clear
+line: ``correct!``, ``not implemented yet``, or what is wrong (wrong shape, off by one, a CDF that does
+not sum to 2^16, ...). It never raises, so a notebook with unsolved exercises still runs top to
+bottom, and it returns a :class:`CheckResult` (truthy when passed) for tests and scripts.
+
+Solutions: ``progvc_lab.course.solutions`` (``show_solution("name")`` prints one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..stages.entropy import logits_to_cdf as _reference_cdf
+from ..stages.masks import build_mask, is_truncation_safe
+from . import solutions
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _ipython_display_(self):
+        """The check already printed its message; show nothing more in a notebook."""
+
+
+class Wrong(Exception):
+    """Raised inside a check with the message the student sees."""
+
+
+def _run(name: str, fn: Callable, body: Callable[[Callable], None]) -> CheckResult:
+    if not callable(fn):
+        result = CheckResult(name, False, f"{name}: expected a function, got {type(fn).__name__}")
+    else:
+        try:
+            body(fn)
+            result = CheckResult(name, True, f"{name}: correct!")
+        except NotImplementedError:
+            result = CheckResult(name, False, f"{name}: not implemented yet (replace "
+                                              "`raise NotImplementedError` with your code and run the cell again)")
+        except Wrong as e:
+            result = CheckResult(name, False, f"{name}: not quite. {e}")
+        except Exception as e:  # the student's code crashed: say where, do not crash the notebook
+            result = CheckResult(name, False, f"{name}: your function raised {type(e).__name__}: {e}")
+    print(result.message)
+    return result
+
+
+def _tensor(x, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise Wrong(f"{what} should be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _shape(x: torch.Tensor, shape, what: str):
+    if tuple(x.shape) != tuple(shape):
+        raise Wrong(f"wrong shape: {what} should be {tuple(shape)}, got {tuple(x.shape)}")
+
+
+# ---- 01 ---------------------------------------------------------------------------------------------------
+def check_pad_to_stride(fn) -> CheckResult:
+    """``pad_to_stride(x_NCHW, stride)`` pads bottom/right by replication to multiples of ``stride``."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(1)
+        for (H, W), stride in [((144, 176), 8), ((17, 30), 8), ((33, 64), 16), ((5, 7), 4), ((16, 16), 16)]:
+            x = torch.rand(2, 3, H, W, generator=gen)
+            y = _tensor(fn(x.clone(), stride), "the padded frames")
+            want = solutions.pad_to_stride(x, stride)
+            if y.shape[-2:] != want.shape[-2:]:
+                over = [a - b for a, b in zip(y.shape[-2:], want.shape[-2:])]
+                hint = (" (a full extra stride where none was needed? -H % stride is 0 for a multiple)"
+                        if any(o == stride for o in over) else "")
+                raise Wrong(f"wrong shape for a {W}x{H} frame and stride {stride}: expected "
+                            f"{tuple(want.shape)}, got {tuple(y.shape)}{hint}")
+            _shape(y, want.shape, f"the padded {W}x{H} frames")
+            if not torch.equal(y[..., :H, :W], x):
+                raise Wrong(f"the original {W}x{H} pixels moved or changed: pad only at the bottom and right")
+            if not torch.equal(y, want):
+                raise Wrong(f"the padded area of a {W}x{H} frame is not a copy of the edge pixels: use "
+                            "mode='replicate' (zeros make a dark border the tokenizer has to code)")
+    return _run("pad_to_stride", fn, body)
+
+
+# ---- 02 ---------------------------------------------------------------------------------------------------
+def check_area_down_by(fn) -> CheckResult:
+    """``area_down_by(x_NChw, factor)`` averages factor x factor cells."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(2)
+        for shape, f in [((1, 1, 4, 4), 2), ((2, 3, 6, 9), 3), ((1, 16, 18, 22), 2), ((1, 2, 8, 8), 8), ((1, 2, 5, 5), 1)]:
+            x = torch.randn(*shape, generator=gen)
+            y = _tensor(fn(x.clone(), f), "the down-sampled map")
+            want = F.avg_pool2d(x, f)
+            _shape(y, want.shape, f"area_down_by of {tuple(shape)} by {f}")
+            if torch.allclose(y, want, atol=1e-5):
+                continue
+            if torch.allclose(y, x[..., ::f, ::f]):
+                raise Wrong("you picked one pixel per cell (strided sampling); area down-sampling AVERAGES "
+                            "the cell, so no detail is thrown away unevenly")
+            if torch.allclose(y, want * f * f, atol=1e-4):
+                raise Wrong("you summed the cells: divide by factor**2 (take the mean)")
+            raise Wrong(f"values differ from the cell means (max error {float((y - want).abs().max()):.3g}); "
+                        "reshape to (N, C, h/f, f, w/f, f) and average over the two f axes")
+    return _run("area_down_by", fn, body)
+
+
+def check_nearest_code(fn) -> CheckResult:
+    """``nearest_code(r_NChw, codebook_VC)`` -> (N, h, w) int64 ids of the closest codes (L2)."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(3)
+        for N, C, h, w, V in [(1, 4, 1, 1, 8), (2, 4, 3, 5, 16), (1, 16, 6, 6, 512)]:
+            r = torch.randn(N, C, h, w, generator=gen)
+            book = torch.randn(V, C, generator=gen)
+            idx = _tensor(fn(r.clone(), book.clone()), "the token ids")
+            if idx.numel() == N * h * w and tuple(idx.shape) != (N, h, w):
+                raise Wrong(f"wrong shape: expected (N, h, w) = {(N, h, w)}, got {tuple(idx.shape)} "
+                            "(view the ids back to the map's shape)")
+            _shape(idx, (N, h, w), "the token ids")
+            if idx.dtype != torch.int64:
+                raise Wrong(f"token ids should be int64 (torch.long), got {idx.dtype}")
+            if int(idx.min()) < 0 or int(idx.max()) >= V:
+                raise Wrong(f"ids must lie in [0, {V}), got {int(idx.min())}..{int(idx.max())}")
+            r_LC = r.permute(0, 2, 3, 1).reshape(-1, C)
+            d_LV = torch.cdist(r_LC, book)
+            chosen = d_LV.gather(1, idx.reshape(-1, 1)).squeeze(1)
+            best = d_LV.min(1).values
+            if torch.all(chosen <= best + 1e-4):
+                continue
+            if torch.equal(idx.reshape(-1), d_LV.argmax(1)):
+                raise Wrong("you picked the FARTHEST code: use argmin of the distance (or argmax of -distance)")
+            dots = (r_LC @ book.T).argmax(1)
+            if torch.equal(idx.reshape(-1), dots):
+                raise Wrong("you maximised the dot product r.e: without normalised codes that is not the "
+                            "nearest code; use ||e||^2 - 2 r.e (or the full L2 distance)")
+            bad = int((chosen > best + 1e-4).sum())
+            raise Wrong(f"{bad} of {len(best)} positions do not get the nearest code (L2) for N={N}, C={C}, "
+                        f"{h}x{w}, V={V}; flatten positions in (N, h, w) order with the channels last")
+        # ties: a duplicated codebook row must give the lowest index
+        book = torch.eye(4).repeat(2, 1)  # rows 0..3 and 4..7 identical
+        r = torch.eye(4).T.reshape(1, 4, 2, 2)  # position p holds the unit vector e_p
+        idx = fn(r, book)
+        if int(idx.max()) >= 4:
+            raise Wrong("on a tie (two identical codes) pick the lowest index, as argmin does")
+    return _run("nearest_code", fn, body)
+
+
+# ---- 03 ---------------------------------------------------------------------------------------------------
+def check_progvc_sparse_mask(fn) -> CheckResult:
+    """``progvc_sparse_mask(num_frames, num_scales, window)`` -> allowed (T*K, T*K) bool."""
+    def body(fn):
+        for T, K, W in [(1, 3, 1), (3, 3, 1), (4, 2, 2), (5, 6, 1), (3, 4, 0)]:
+            got = _tensor(fn(T, K, W), "the mask")
+            want = build_mask("progvc_sparse", T, K, W)
+            _shape(got, want.shape, f"the mask for T={T}, K={K}")
+            if got.dtype != torch.bool:
+                raise Wrong(f"the mask should be a bool tensor, got {got.dtype}")
+            if torch.equal(got, want):
+                continue
+            if torch.equal(got, want.T):
+                raise Wrong("rows and columns are swapped: allowed[q, k] has the QUERY block as the row")
+            q, k = [int(v) for v in torch.nonzero(got != want)[0]]
+            (tq, sq), (tk, sk) = divmod(q, K), divmod(k, K)
+            should = bool(want[q, k])
+            why = ""
+            if not should and sk > sq:
+                why = " (a finer scale: that would break cutting the stream after scale s)"
+            elif not should and tk < tq - W:
+                why = f" (frame {tk} is outside the window of {W} previous frame(s))"
+            elif not should and tk > tq:
+                why = " (a future frame)"
+            elif should and tk == tq and sk == sq:
+                why = " (every block sees itself)"
+            elif should and tk < tq:
+                why = " (same scale, inside the window)"
+            elif not should and tk < tq and sk != sq:
+                why = " (earlier frames are read at the same scale only)"
+            raise Wrong(f"T={T}, K={K}, window={W}: block (t={tq}, s={sq}) should {'' if should else 'NOT '}"
+                        f"attend to block (t={tk}, s={sk}){why}; block ids are t * K + s")
+        if not is_truncation_safe(fn(3, 3, 1), 3):
+            raise Wrong("the mask is not truncation safe")
+    return _run("progvc_sparse_mask", fn, body)
+
+
+# ---- 04 ---------------------------------------------------------------------------------------------------
+def check_logits_to_cdf(fn) -> CheckResult:
+    """``logits_to_cdf(logits_LV)`` -> (L, V+1) int64, bit-identical to the codec's."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(4)
+        cases = [torch.randn(3, 8, generator=gen), torch.randn(5, 512, generator=gen) * 4,
+                 torch.tensor([[0.0, 0.0, 0.0, 0.0]]),                 # uniform
+                 torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]]),     # a tie for the most likely symbol
+                 torch.tensor([[30.0, 0.0, 0.0, -30.0, 5.0]]),          # very peaked: tiny symbols need >= 1
+                 torch.randn(2, 16, generator=gen) * 0.01]
+        for logits in cases:
+            L, V = logits.shape
+            cdf = _tensor(fn(logits.clone()), "the CDF")
+            if tuple(cdf.shape) == (L, V):
+                raise Wrong(f"wrong shape {tuple(cdf.shape)}: a CDF has V+1 = {V + 1} entries per row "
+                            "(a leading 0, then the running sum)")
+            _shape(cdf, (L, V + 1), "the CDF")
+            if cdf.dtype != torch.int64:
+                raise Wrong(f"the CDF should be int64 integers, got {cdf.dtype}")
+            if bool((cdf[:, 0] != 0).any()):
+                raise Wrong("every row must start with 0 (prepend a zero column before the cumulative sum)")
+            last = cdf[:, -1]
+            if bool((last != 1 << 16).any()):
+                raise Wrong(f"sum not 2^16: rows end at {sorted(set(last.tolist()))[:3]}, expected 65536; "
+                            "give the leftover counts to the most likely symbol")
+            freq = cdf[:, 1:] - cdf[:, :-1]
+            if bool((freq < 1).any()):
+                raise Wrong("some symbol has a count of 0 (or the CDF decreases): every symbol needs >= 1 "
+                            "count, or the coder cannot code it; use floor(p * (2^16 - V)) + 1")
+        for logits in cases:  # all CDFs are valid; now they must be exactly the codec's
+            cdf = fn(logits.clone())
+            freq = cdf[:, 1:] - cdf[:, :-1]
+            want = _reference_cdf(logits)
+            if not torch.equal(cdf, want):
+                diff = (freq - (want[:, 1:] - want[:, :-1]))
+                row = int(torch.nonzero(diff)[0, 0])
+                off = diff[row]
+                if int((off != 0).sum()) == 2 and logits[row].eq(logits[row].max()).sum() > 1:
+                    raise Wrong("ties: give the leftover to the FIRST most likely symbol (argmax of p)")
+                raise Wrong(f"valid CDF, but not the codec's: row {row} differs in {int((off != 0).sum())} "
+                            "symbols. Use softmax in float64, floor (not round), +1 per symbol, and the "
+                            "deficit on argmax; encoder and decoder must agree to the last integer")
+    return _run("logits_to_cdf", fn, body)
+
+
+# ---- 05 ---------------------------------------------------------------------------------------------------
+def check_bpp_ladder(fn) -> CheckResult:
+    """``bpp_ladder(bytes_per_scale, header_bytes, num_frames, height, width)`` -> bpp for k = 1..K."""
+    def body(fn):
+        for per_scale, header, T, H, W in [([23, 47, 95, 342, 1106, 3637], 89, 8, 144, 176),
+                                           ([10, 20, 30], 0, 1, 10, 10), ([100], 50, 2, 16, 16)]:
+            got = fn(list(per_scale), header, T, H, W)
+            got = [float(v) for v in got]
+            want = solutions.bpp_ladder(per_scale, header, T, H, W)
+            if len(got) != len(want):
+                raise Wrong(f"expected one bpp per truncation level k = 1..{len(want)} ({len(want)} values), "
+                            f"got {len(got)}" + (" (off by one: k = 0 is not a level here)" if
+                                                  abs(len(got) - len(want)) == 1 else ""))
+            if np.allclose(got, want, rtol=1e-9):
+                continue
+            pixels = T * H * W
+            if header and np.allclose(got, [v - header * 8 / pixels for v in want]):
+                raise Wrong("the header bytes are part of every truncated file: add them to each level")
+            shifted = [(header + sum(per_scale[:k])) * 8 / pixels for k in range(len(per_scale))]
+            if np.allclose(got, shifted):
+                raise Wrong("off by one: level k keeps scales 0..k-1, so k = 1 already includes scale 0")
+            if np.allclose(got, [v / 8 for v in want]):
+                raise Wrong("bits per pixel: multiply the bytes by 8")
+            if np.allclose(got, [v * pixels / (H * W) for v in want]):
+                raise Wrong("divide by ALL pixels of the clip: frames * height * width")
+            raise Wrong(f"expected {[round(v, 5) for v in want]}, got {[round(v, 5) for v in got]}")
+    return _run("bpp_ladder", fn, body)
+
+
+# ---- 06 ---------------------------------------------------------------------------------------------------
+def check_top_k_filter(fn) -> CheckResult:
+    """``top_k_filter(logits_LV, k)`` keeps the k largest logits per row, -inf elsewhere."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(6)
+        for L, V, k in [(1, 10, 3), (4, 512, 20), (3, 8, 1), (2, 6, 6), (2, 6, 0)]:
+            logits = torch.randn(L, V, generator=gen)
+            got = _tensor(fn(logits.clone(), k), "the filtered logits")
+            _shape(got, (L, V), "the filtered logits")
+            want = solutions.top_k_filter(logits, k)
+            kept = torch.isfinite(got).sum(1)
+            want_kept = torch.isfinite(want).sum(1)
+            if torch.equal(got, want):
+                continue
+            if k == 0 or k >= V:
+                raise Wrong(f"k = {k} with V = {V} should keep every logit unchanged (0 means 'no filter')")
+            keep = torch.isfinite(want)
+            if torch.equal(got[keep], want[keep]) and not bool(torch.isneginf(got[~keep]).any()):
+                raise Wrong("removed entries must be -inf (so that softmax gives them probability 0)")
+            if torch.equal(kept, want_kept + 1) or torch.equal(kept, want_kept - 1):
+                raise Wrong(f"off by one: keep exactly k = {k} logits per row, got {kept.tolist()}")
+            bottom_k = logits <= -((-logits).topk(k, dim=-1).values[:, -1:])
+            if torch.equal(torch.isfinite(got), bottom_k):
+                raise Wrong("you kept the SMALLEST logits: keep the k largest")
+            if not torch.equal(torch.isfinite(got), torch.isfinite(want)):
+                if torch.equal(kept, want_kept):
+                    raise Wrong("the right number of logits kept, but not the largest of EACH ROW "
+                                "(take the k-th largest per row: topk(..., dim=-1))")
+                raise Wrong(f"keep k = {k} logits per row; got {kept.tolist()} finite values per row")
+            if bool((got[torch.isfinite(got)] == 0).any()) or not torch.allclose(got[torch.isfinite(got)],
+                                                                                 want[torch.isfinite(want)]):
+                raise Wrong("the kept logits must stay unchanged (no renormalising here: softmax does that)")
+            raise Wrong("removed entries must be -inf (so that softmax gives them probability 0)")
+    return _run("top_k_filter", fn, body)
+
+
+# ---- 07 ---------------------------------------------------------------------------------------------------
+def check_unigram_bits(fn) -> CheckResult:
+    """``unigram_bits(tokens, codebook_size)`` -> total bits with the tokens' own histogram."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(7)
+        cases = [(torch.tensor([0, 0, 1, 1]), 4), (torch.tensor([3, 3, 3, 3]), 8),
+                 (torch.randint(0, 16, (5, 6, 7), generator=gen), 16),
+                 (torch.randint(0, 40, (1000,), generator=gen) % 7, 512)]
+        for tokens, V in cases:
+            got = fn(tokens.clone(), V)
+            if isinstance(got, torch.Tensor):
+                got = got.item() if got.numel() == 1 else got
+            if not isinstance(got, (int, float, np.floating)):
+                raise Wrong(f"return one number (total bits), got {type(got).__name__}")
+            got = float(got)
+            want = solutions.unigram_bits(tokens, V)
+            if math.isnan(got):
+                raise Wrong("got NaN: skip ids that never occur (0 * log 0 is taken as 0)")
+            if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+                continue
+            n = tokens.numel()
+            if want and math.isclose(got, want * math.log(2), rel_tol=1e-6):
+                raise Wrong("that is in nats: use log2 for bits")
+            if want and math.isclose(got, want / n, rel_tol=1e-6):
+                raise Wrong(f"that is bits per TOKEN; return the total over all {n} tokens")
+            if math.isclose(got, -want, rel_tol=1e-6):
+                raise Wrong("sign: the cost is -log2 p (positive)")
+            raise Wrong(f"for {n} tokens with V = {V} expected {want:.3f} bits, got {got:.3f}")
+    return _run("unigram_bits", fn, body)
+
+
+# ---- 08 ---------------------------------------------------------------------------------------------------
+def check_mean_psnr(fn) -> CheckResult:
+    """``mean_psnr(a_T3HW, b_T3HW)`` -> mean over frames of the per-frame PSNR (dB, peak 1.0)."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(8)
+        a = torch.rand(4, 3, 16, 20, generator=gen)
+        noise = torch.randn(4, 3, 16, 20, generator=gen) * torch.tensor([0.01, 0.05, 0.1, 0.02]).view(4, 1, 1, 1)
+        b = (a + noise).clamp(0, 1)
+        for x, y in [(a, b), (a[:1], b[:1]), (a, (a + 0.1).clamp(0, 1))]:
+            got = fn(x.clone(), y.clone())
+            got = float(got.item() if isinstance(got, torch.Tensor) else got)
+            want = solutions.mean_psnr(x, y)
+            if math.isclose(got, want, abs_tol=1e-4):
+                continue
+            mse = ((x.double() - y.double()) ** 2).mean()
+            if math.isclose(got, float(10 * torch.log10(1 / mse)), abs_tol=1e-4):
+                raise Wrong("you computed the PSNR of the mean MSE over the whole clip; papers average the "
+                            "per-frame PSNRs (one bad frame then costs more)")
+            if math.isclose(got, want + 20 * math.log10(255), abs_tol=1e-3):
+                raise Wrong("the frames are in [0, 1]: the peak value is 1.0, not 255")
+            if math.isclose(got, want / 2, abs_tol=1e-3) or math.isclose(got, want * 2, abs_tol=1e-3):
+                raise Wrong("PSNR = 10 log10(peak^2 / MSE) = 20 log10(peak / RMSE); check the factor 10 vs 20")
+            raise Wrong(f"expected {want:.3f} dB, got {got:.3f} dB")
+    return _run("mean_psnr", fn, body)
+
+
+def check_rate_saving_at_quality(fn) -> CheckResult:
+    """``rate_saving_at_quality(anchor_bpp, anchor_psnr, test_bpp, test_psnr, target_psnr)`` -> percent."""
+    def body(fn):
+        anchor = ([0.02, 0.04, 0.08], [28.0, 31.0, 34.0])
+        cases = [(anchor, ([0.01, 0.02, 0.04], [28.0, 31.0, 34.0]), 31.0),   # half the rate everywhere
+                 (anchor, anchor, 30.0),                                      # same codec: 0 %
+                 (anchor, ([0.03, 0.06, 0.12], [28.0, 31.0, 34.0]), 29.5),   # 50 % more
+                 (anchor, ([0.05, 0.025, 0.0125], [33.0, 30.0, 27.0]), 32.0)]  # unsorted points
+        for (ab, ap), (tb, tp), target in cases:
+            got = float(fn(list(ab), list(ap), list(tb), list(tp), target))
+            want = solutions.rate_saving_at_quality(ab, ap, tb, tp, target)
+            if math.isclose(got, want, abs_tol=1e-6):
+                continue
+            if math.isclose(got, -want, abs_tol=1e-6):
+                raise Wrong("sign: negative means the test codec SAVES rate (test / anchor - 1)")
+            if math.isclose(got, want / 100, abs_tol=1e-6):
+                raise Wrong("return percent (multiply the ratio - 1 by 100)")
+            lin = lambda b, p: np.interp(target, sorted(p), [x for _, x in sorted(zip(p, b))])
+            if math.isclose(got, (lin(tb, tp) / lin(ab, ap) - 1) * 100, abs_tol=1e-6) and not math.isclose(got, want):
+                raise Wrong("interpolate log(bpp), not bpp: rate-distortion curves are close to straight in "
+                            "log rate")
+            raise Wrong(f"target {target} dB: expected {want:.2f} %, got {got:.2f} % (sort each curve's points "
+                        "by PSNR before interpolating)")
+    return _run("rate_saving_at_quality", fn, body)
+
+
+CHECKS = {
+    "pad_to_stride": check_pad_to_stride, "area_down_by": check_area_down_by, "nearest_code": check_nearest_code,
+    "progvc_sparse_mask": check_progvc_sparse_mask, "logits_to_cdf": check_logits_to_cdf,
+    "bpp_ladder": check_bpp_ladder, "top_k_filter": check_top_k_filter, "unigram_bits": check_unigram_bits,
+    "mean_psnr": check_mean_psnr, "rate_saving_at_quality": check_rate_saving_at_quality,
+}

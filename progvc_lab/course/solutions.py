@@ -1,0 +1,123 @@
+"""Reference solutions of the notebook exercises (one function per exercise).
+
+Look here after you tried: ``progvc_lab.course.show_solution("nearest_code")`` prints one of them.
+Each solution is the short, readable version of what the package does somewhere (the docstring says
+where), so the exercise and the codec agree by construction.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+# ---- 01 video and tokenizer ---------------------------------------------------------------------------
+def pad_to_stride(x_NCHW: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad frames on the bottom and right (replicating the edge pixels) so H and W become multiples
+    of ``stride``. Frames that already fit come back unchanged. (``ConvTokenizer.encode``)"""
+    H, W = x_NCHW.shape[-2:]
+    pad_h, pad_w = -H % stride, -W % stride
+    if pad_h == 0 and pad_w == 0:
+        return x_NCHW
+    return F.pad(x_NCHW, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+# ---- 02 multi-scale quantizer ---------------------------------------------------------------------------
+def area_down_by(x_NChw: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average non-overlapping ``factor x factor`` cells: (N, C, h, w) -> (N, C, h/f, w/f).
+    (``quantizer.area_down`` for sizes that divide evenly)"""
+    N, C, h, w = x_NChw.shape
+    return x_NChw.reshape(N, C, h // factor, factor, w // factor, factor).mean(dim=(3, 5))
+
+
+def nearest_code(r_NChw: torch.Tensor, codebook_VC: torch.Tensor) -> torch.Tensor:
+    """Index (N, h, w) int64 of the codebook row closest (L2) to each latent vector; lowest index on
+    ties. (``MultiScaleResidualQuantizer.nearest_code``)"""
+    N, C, h, w = r_NChw.shape
+    r_LC = r_NChw.permute(0, 2, 3, 1).reshape(-1, C)        # one row per position
+    dist_LV = torch.cdist(r_LC, codebook_VC) ** 2
+    return dist_LV.argmin(dim=1).view(N, h, w)
+
+
+# ---- 03 context model and masks ---------------------------------------------------------------------------
+def progvc_sparse_mask(num_frames: int, num_scales: int, window: int = 1) -> torch.Tensor:
+    """allowed[q, k] over blocks numbered t * K + s: same frame at a coarser-or-equal scale, or the same
+    scale in one of the ``window`` previous frames. (``masks.progvc_sparse_mask``)"""
+    B = num_frames * num_scales
+    allowed = torch.zeros(B, B, dtype=torch.bool)
+    for tq in range(num_frames):
+        for sq in range(num_scales):
+            for tk in range(num_frames):
+                for sk in range(num_scales):
+                    same_frame_coarser = tk == tq and sk <= sq
+                    same_scale_recent = sk == sq and tq - window <= tk < tq
+                    allowed[tq * num_scales + sq, tk * num_scales + sk] = same_frame_coarser or same_scale_recent
+    return allowed
+
+
+# ---- 04 entropy coding ---------------------------------------------------------------------------------------
+def logits_to_cdf(logits_LV: torch.Tensor) -> torch.Tensor:
+    """Integer CDFs (L, V+1) int64 that sum to 2^16, every symbol >= 1 count. (``entropy.logits_to_cdf``)"""
+    total = 1 << 16
+    L, V = logits_LV.shape
+    p_LV = torch.softmax(logits_LV.double(), dim=-1)
+    freq_LV = torch.floor(p_LV * (total - V)).long() + 1
+    freq_LV[torch.arange(L), p_LV.argmax(-1)] += total - freq_LV.sum(-1)
+    return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq_LV.cumsum(-1)], dim=-1)
+
+
+# ---- 05 progressive truncation ----------------------------------------------------------------------------------
+def bpp_ladder(bytes_per_scale: list[int], header_bytes: int, num_frames: int, height: int,
+               width: int) -> list[float]:
+    """bpp of the stream cut after k = 1..K scales: (header + chunks of scales < k) * 8 / pixels."""
+    pixels = num_frames * height * width
+    out, total = [], header_bytes
+    for b in bytes_per_scale:
+        total += b
+        out.append(total * 8 / pixels)
+    return out
+
+
+# ---- 06 detail sampler -----------------------------------------------------------------------------------------
+def top_k_filter(logits_LV: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of every row, set the rest to -inf (ties with the k-th are kept);
+    k = 0 or k >= V keeps everything. (``DetailSampler.choose``)"""
+    if k <= 0 or k >= logits_LV.shape[-1]:
+        return logits_LV.clone()
+    kth_L1 = logits_LV.topk(k, dim=-1).values[:, -1:]
+    return logits_LV.masked_fill(logits_LV < kth_L1, float("-inf"))
+
+
+# ---- 07 swapping a stage ---------------------------------------------------------------------------------------
+def unigram_bits(tokens: torch.Tensor, codebook_size: int) -> float:
+    """Total bits to code ``tokens`` with their own static histogram: -sum_i n_i log2(n_i / N).
+    (the baseline of ``Codec.analyze``)"""
+    counts = torch.bincount(tokens.flatten(), minlength=codebook_size).double()
+    counts = counts[counts > 0]
+    return float(-(counts * torch.log2(counts / counts.sum())).sum())
+
+
+# ---- 08 evaluation ----------------------------------------------------------------------------------------------
+def mean_psnr(a_T3HW: torch.Tensor, b_T3HW: torch.Tensor) -> float:
+    """PSNR in dB of every frame (values in [0, 1]), then the mean over frames. (``metrics.psnr``)"""
+    mse_T = ((a_T3HW.double() - b_T3HW.double()) ** 2).flatten(1).mean(1)
+    return float((10 * torch.log10(1.0 / mse_T)).mean())
+
+
+def rate_saving_at_quality(anchor_bpp, anchor_psnr, test_bpp, test_psnr, target_psnr: float) -> float:
+    """Percent rate the test codec needs against the anchor at one PSNR (negative = saves rate).
+
+    Each curve: interpolate log(bpp) linearly in PSNR at ``target_psnr`` (points sorted by PSNR).
+    BD-rate (``metrics.bd_rate``) averages this over the PSNR range both curves cover.
+    """
+    def log_rate_at(bpp, psnr):
+        order = np.argsort(psnr)
+        return np.interp(target_psnr, np.asarray(psnr, float)[order], np.log(np.asarray(bpp, float)[order]))
+
+    return float((math.exp(log_rate_at(test_bpp, test_psnr) - log_rate_at(anchor_bpp, anchor_psnr)) - 1) * 100)
+
+
+ALL = ["pad_to_stride", "area_down_by", "nearest_code", "progvc_sparse_mask", "logits_to_cdf", "bpp_ladder",
+       "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality"]

@@ -1,0 +1,336 @@
+"""Matplotlib figures of the codec's insides: plain functions that return a ``Figure``.
+
+No widgets here: notebooks, tutorials, the explorers (``viz.widgets``) and ``scripts/`` all call
+these. Each figure is closed in pyplot before it is returned, so a notebook cell shows it once (as
+its value) and nothing piles up in pyplot's figure list. ``figure_to_png`` turns one into PNG bytes.
+
+::
+
+    plot_token_pyramid(tokens, t)                 token ids of frame t, one panel per scale
+    plot_partial_reconstructions(codec, tokens, latent_hw, size, t)   frame t from k = 1..K scales
+    plot_scale_step(original, token_map, recon, s)                    one scale: tokens, recon, residual
+    plot_mask(name, num_frames, num_scales, window)                   block mask + cost + truncation safety
+    plot_bits_per_scale(bytes_per_scale, k)       what each scale costs; what a cut after k saves
+    plot_rd_curve(points, highlight)              bpp vs PSNR, one point per k
+    token_bits_maps(codec, video)                 -log2 p of every token, (T, h_s, w_s) per scale
+    plot_bits_heatmap(bits_maps, t)               where in frame t the bits go, per scale
+    plot_sampler_comparison(frames_by_sampler)    frames side by side
+
+Shapes follow the package: video (T, 3, H, W) in [0, 1]; tokens per scale (T, h_s, w_s).
+"""
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt  # pyplot also registers the notebook's figure display
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..stages.entropy import TOTAL, cdf_to_freq, logits_to_cdf
+from ..stages.masks import attention_cost, build_mask, is_truncation_safe
+from ..stages.quantizer import scale_schedule
+
+# Attention cost needs token counts per scale; without them the masks are compared on the scale
+# schedule of a QCIF frame (176x144) at tokenizer stride 8: latent 18 x 22.
+DEFAULT_LATENT_HW = (18, 22)
+
+
+# ---- small helpers ---------------------------------------------------------------------------------
+def _new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.2, height: float = 3.0, **kw):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    plt.close(fig)  # returned, not kept by pyplot: a notebook shows it once, as the cell's value
+    return fig, axes
+
+
+def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
+    """PNG bytes of a figure (for ``ipywidgets.Image`` or a file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def as_image(frame_3HW) -> np.ndarray:
+    """A frame (3, H, W) in [0, 1] (tensor or array) -> (H, W, 3) float array for ``imshow``."""
+    x = torch.as_tensor(frame_3HW).detach().float().cpu()
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a frame shaped (3, H, W), got {tuple(x.shape)}")
+    return x.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _frame_psnr(a_3HW, b_3HW) -> float:
+    mse = float(((torch.as_tensor(a_3HW).float() - torch.as_tensor(b_3HW).float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def _off(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ---- tokens ----------------------------------------------------------------------------------------
+def plot_token_pyramid(tokens: Sequence[torch.Tensor], t: int = 0, codebook_size: int | None = None) -> Figure:
+    """The token maps of frame ``t``, one panel per scale (coarse to fine), coloured by token id."""
+    K = len(tokens)
+    vmax = codebook_size - 1 if codebook_size else max(int(tok.max()) for tok in tokens)
+    fig, axes = _new_figure(K, width=2.2, height=2.2)
+    for s, (ax, tok) in enumerate(zip(axes[0], tokens)):
+        im = ax.imshow(tok[t].cpu().numpy(), cmap="viridis", vmin=0, vmax=max(vmax, 1), interpolation="nearest")
+        h, w = tok.shape[-2:]
+        ax.set_title(f"scale {s}: {h}x{w}", fontsize=9)
+        _off(ax)
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="token id")
+    fig.suptitle(f"token pyramid of frame {t}", fontsize=10)
+    return fig
+
+
+@torch.no_grad()
+def plot_partial_reconstructions(codec, tokens: Sequence[torch.Tensor], latent_hw, size, t: int = 0,
+                                 original=None) -> Figure:
+    """Frame ``t`` decoded from the first k = 1..K scales (PSNR in the titles when ``original``,
+    the frame (3, H, W), is given)."""
+    K = len(tokens)
+    frame_tokens = [tok[t:t + 1] for tok in tokens]
+    ncols = K + (original is not None)
+    fig, axes = _new_figure(ncols, width=2.2, height=2.0)
+    if original is not None:
+        axes[0][-1].imshow(as_image(original))
+        axes[0][-1].set_title("original", fontsize=9)
+        _off(axes[0][-1])
+    for k in range(1, K + 1):
+        frame = codec.reconstruct(frame_tokens, latent_hw, size, upto=k)[0]
+        ax = axes[0][k - 1]
+        ax.imshow(as_image(frame))
+        title = f"k = {k}"
+        if original is not None:
+            title += f"  {_frame_psnr(frame, original):.1f} dB"
+        ax.set_title(title, fontsize=9)
+        _off(ax)
+    fig.suptitle(f"frame {t} decoded from the first k scales", fontsize=10)
+    return fig
+
+
+def plot_scale_step(original, token_map_hw, recon, s: int, codebook_size: int | None = None) -> Figure:
+    """One step of the pyramid: the frame, the token map of scale ``s``, the reconstruction from
+    scales 0..s, and the residual |frame - reconstruction| those scales leave."""
+    fig, axes = _new_figure(4, width=2.6, height=2.4)
+    ax_o, ax_t, ax_r, ax_e = axes[0]
+    ax_o.imshow(as_image(original))
+    ax_o.set_title("original", fontsize=9)
+    tok = torch.as_tensor(token_map_hw).cpu().numpy()
+    vmax = (codebook_size - 1) if codebook_size else max(int(tok.max()), 1)
+    ax_t.imshow(tok, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+    ax_t.set_title(f"tokens of scale {s} ({tok.shape[0]}x{tok.shape[1]})", fontsize=9)
+    ax_r.imshow(as_image(recon))
+    ax_r.set_title(f"scales 0..{s}: {_frame_psnr(recon, original):.1f} dB", fontsize=9)
+    err_HW = (torch.as_tensor(original).float() - torch.as_tensor(recon).float()).abs().mean(0).numpy()
+    im = ax_e.imshow(err_HW, cmap="magma", vmin=0, vmax=0.5)
+    ax_e.set_title(f"residual |x - x_hat| (mean {err_HW.mean():.3f})", fontsize=9)
+    for ax in axes[0]:
+        _off(ax)
+    fig.colorbar(im, ax=ax_e, shrink=0.75)
+    return fig
+
+
+# ---- masks -----------------------------------------------------------------------------------------
+def mask_summary(name: str, num_frames: int, num_scales: int, window: int = 1,
+                 scale_lengths: Sequence[int] | None = None) -> dict:
+    """Attention cost of a mask (absolute and relative to ``var``) and its truncation safety."""
+    if scale_lengths is None:
+        scale_lengths = [h * w for h, w in scale_schedule(DEFAULT_LATENT_HW, num_scales)]
+    if len(scale_lengths) != num_scales:
+        raise ValueError(f"scale_lengths has {len(scale_lengths)} entries for {num_scales} scales")
+    allowed_BB = build_mask(name, num_frames, num_scales, window)
+    cost = attention_cost(allowed_BB, scale_lengths)
+    var_cost = attention_cost(build_mask("var", num_frames, num_scales), scale_lengths)
+    return {"allowed": allowed_BB, "cost": cost, "var_cost": var_cost, "ratio_to_var": cost / var_cost,
+            "truncation_safe": is_truncation_safe(allowed_BB, num_scales), "scale_lengths": list(scale_lengths)}
+
+
+def plot_mask(name: str, num_frames: int, num_scales: int, window: int = 1,
+              scale_lengths: Sequence[int] | None = None) -> Figure:
+    """The boolean block mask ``allowed[query, key]`` (frame-major blocks) as an image.
+
+    Thin lines separate blocks, thick lines frames. The title gives the attention cost (query-key
+    token pairs for ``scale_lengths[s]`` tokens per scale; default: a QCIF frame at stride 8) and
+    whether a finished stream may be cut after any scale.
+    """
+    info = mask_summary(name, num_frames, num_scales, window, scale_lengths)
+    allowed = info["allowed"].numpy()
+    B = allowed.shape[0]
+    side = min(7.0, max(3.5, 0.28 * B + 1.5))
+    fig, axes = _new_figure(1, width=side, height=side)
+    ax = axes[0][0]
+    ax.imshow(allowed, cmap="Blues", vmin=0, vmax=1.25, interpolation="nearest")
+    edges = np.arange(1, B) - 0.5
+    frame_edge = np.arange(1, B) % num_scales == 0
+    for sel, color, lw in ((~frame_edge, "0.75", 0.4), (frame_edge, "black", 1.6)):  # blocks, frames
+        ax.hlines(edges[sel], -0.5, B - 0.5, color=color, lw=lw)
+        ax.vlines(edges[sel], -0.5, B - 0.5, color=color, lw=lw)
+    labels = [f"t{b // num_scales}s{b % num_scales}" for b in range(B)]
+    step = max(1, B // 24)
+    ax.set_xticks(range(0, B, step), labels[::step], rotation=90, fontsize=7)
+    ax.set_yticks(range(0, B, step), labels[::step], fontsize=7)
+    ax.set_xlabel("key block")
+    ax.set_ylabel("query block")
+    safe = "truncation safe" if info["truncation_safe"] else "NOT truncation safe"
+    win = f", W={window}" if name == "progvc_sparse" else ""
+    ax.set_title(f"{name}{win}: T={num_frames}, K={num_scales}\n"
+                 f"attention cost {info['cost']:,} pairs ({100 * info['ratio_to_var']:.1f}% of var), {safe}",
+                 fontsize=9)
+    return fig
+
+
+# ---- rate ------------------------------------------------------------------------------------------
+def plot_bits_per_scale(bytes_per_scale: Sequence[int], k: int | None = None) -> Figure:
+    """Bar chart of the bits each scale costs; with ``k``, the scales a cut after k drops are
+    highlighted and the bits saved are written on the chart."""
+    bits = np.asarray(bytes_per_scale, dtype=float) * 8
+    K = len(bits)
+    fig, axes = _new_figure(1, width=4.0, height=2.8)
+    ax = axes[0][0]
+    kept = np.arange(K) < (K if k is None else k)
+    colors = np.where(kept, "tab:blue", "tab:orange")
+    ax.bar(np.arange(K), bits, color=colors)
+    ax.set_xticks(range(K))
+    ax.set_xlabel("scale s")
+    ax.set_ylabel("bits")
+    if k is not None and k < K:
+        saved = bits[k:].sum()
+        ax.set_title(f"cut after k={k}: saves {saved:,.0f} bits ({100 * saved / max(bits.sum(), 1):.1f}%)",
+                     fontsize=9)
+        ax.legend(handles=[Patch(color="tab:blue", label="sent"),
+                           Patch(color="tab:orange", label="dropped")], fontsize=8)
+    else:
+        ax.set_title(f"all {K} scales: {bits.sum():,.0f} bits", fontsize=9)
+    return fig
+
+
+def _rd_point(p) -> tuple[float, float, object]:
+    if isinstance(p, Mapping):
+        return float(p["bpp"]), float(p["psnr"]), p.get("k")
+    return float(p[0]), float(p[1]), (p[2] if len(p) > 2 else None)
+
+
+def plot_rd_curve(points, highlight=None, title: str = "rate-distortion: one encode, K rate points") -> Figure:
+    """bpp vs PSNR. ``points``: dicts with ``bpp``, ``psnr`` and ``k``, or tuples (bpp, psnr[, k]).
+    ``highlight``: the k (or, for unlabelled points, the index) to mark."""
+    pts = [_rd_point(p) for p in points]
+    fig, axes = _new_figure(1, width=4.0, height=2.8)
+    ax = axes[0][0]
+    x = [p[0] for p in pts]
+    y = [p[1] for p in pts]
+    ax.plot(x, y, "-o", color="tab:blue", ms=4)
+    for i, (bx, py, k) in enumerate(pts):
+        ax.annotate(f"k={k}" if k is not None else str(i), (bx, py), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
+        if highlight is not None and (k == highlight if k is not None else i == highlight):
+            ax.plot([bx], [py], "o", color="tab:red", ms=10, zorder=3)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (RGB, dB)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+@torch.no_grad()
+def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]:
+    """Model bits (-log2 p under the integer CDF) of every token: one (T, h_s, w_s) array per scale.
+
+    Walks the coding order exactly as ``Codec.encode`` does (``_new_gop`` + ``_walk`` with the
+    encoder's tokens, ``logits_to_cdf`` per block), so the numbers are the code lengths the stream
+    pays; their sum per (frame, scale) equals ``encode_with_stats``'s ``model_bits``. Pass ``stats``
+    from an earlier ``codec.encode_with_stats(video)`` to skip the encode.
+    """
+    from ..codec import deterministic  # viz -> codec, never the other way
+
+    if stats is None:
+        _, stats = codec.encode_with_stats(video)
+    tokens, latent_hw = stats["tokens"], tuple(stats["latent_hw"])
+    schedule = codec.quantizer.schedule(latent_hw)
+    T, K, gop = tokens[0].shape[0], len(schedule), codec.config.gop
+    maps = [np.zeros((T, h, w)) for h, w in schedule]
+    with deterministic(codec.config.coding_threads):
+        for g0 in range(0, T, gop):
+            n = min(gop, T - g0)
+
+            def on_block(t, s, logits_LV):
+                sym_L = tokens[s][g0 + t].flatten()
+                freq_L = cdf_to_freq(logits_to_cdf(logits_LV)).gather(1, sym_L.view(-1, 1)).double()
+                maps[s][g0 + t] = (-(freq_L / TOTAL).log2()).view(schedule[s]).numpy()
+                return tokens[s][g0 + t]
+
+            state, known = codec._new_gop(latent_hw, schedule, n)
+            codec._walk(state, known, range(K), on_block, n)
+    return maps
+
+
+def plot_bits_heatmap(bits_maps: Sequence[np.ndarray], t: int = 0, scale: int | None = None,
+                      frame=None) -> Figure:
+    """Where the bits of frame ``t`` go: bits per token of each scale (from ``token_bits_maps``),
+    stretched over the frame. ``scale``: one scale only (drawn over ``frame`` when given);
+    default: one panel per scale plus their sum per frame area."""
+    K = len(bits_maps)
+    if scale is not None:
+        m = bits_maps[scale][t]
+        ncols = 2 if frame is not None else 1
+        fig, axes = _new_figure(ncols, width=3.6, height=3.0)
+        ax = axes[0][-1]
+        if frame is not None:
+            img = as_image(frame)
+            H, W = img.shape[:2]
+            axes[0][0].imshow(img)
+            axes[0][0].set_title(f"frame {t}", fontsize=9)
+            _off(axes[0][0])
+            ax.imshow(img.mean(-1), cmap="gray", extent=(0, W, H, 0))
+            im = ax.imshow(m, cmap="inferno", alpha=0.65, extent=(0, W, H, 0), interpolation="nearest")
+        else:
+            im = ax.imshow(m, cmap="inferno", interpolation="nearest")
+        _off(ax)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="bits per token")
+        ax.set_title(f"scale {scale} ({m.shape[0]}x{m.shape[1]}): {m.sum():,.0f} bits, "
+                     f"{m.mean():.2f}/token", fontsize=9)
+        return fig
+    fig, axes = _new_figure(K + 1, width=2.2, height=2.2)
+    vmax = max(float(bm[t].max()) for bm in bits_maps)
+    for s in range(K):
+        m = bits_maps[s][t]
+        im = axes[0][s].imshow(m, cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
+        axes[0][s].set_title(f"s={s}: {m.sum():,.0f} bits", fontsize=8)
+        _off(axes[0][s])
+    fig.colorbar(im, ax=list(axes[0][:K]), shrink=0.8, label="bits per token")
+    # every token's bits spread evenly over the finest-scale cells it covers (the sum is kept)
+    density = sum(_spread(bm[t], bits_maps[-1][t].shape) for bm in bits_maps)
+    axes[0][K].imshow(density, cmap="inferno", interpolation="nearest")
+    axes[0][K].set_title(f"all scales: {density.sum():,.0f} bits", fontsize=8)
+    _off(axes[0][K])
+    fig.suptitle(f"model bits of frame {t}", fontsize=10)
+    return fig
+
+
+def _spread(m_hw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Spread each cell of a coarse (h, w) map evenly over the cells of a finer grid it covers."""
+    h, w = m_hw.shape
+    rows = np.arange(size[0]) * h // size[0]     # coarse row of each fine row (nearest, floor)
+    cols = np.arange(size[1]) * w // size[1]
+    cells = np.bincount(rows, minlength=h)[:, None] * np.bincount(cols, minlength=w)[None, :]
+    return (m_hw / cells)[rows][:, cols]
+
+
+# ---- detail sampler --------------------------------------------------------------------------------
+def plot_sampler_comparison(frames_by_sampler: Mapping[str, object], original=None) -> Figure:
+    """Frames (3, H, W) side by side, titled by their key (plus PSNR against ``original``)."""
+    items = list(frames_by_sampler.items())
+    if original is not None:
+        items.append(("original", original))
+    fig, axes = _new_figure(len(items), width=2.8, height=2.5)
+    for ax, (name, frame) in zip(axes[0], items):
+        ax.imshow(as_image(frame))
+        title = str(name)
+        if original is not None and name != "original":
+            title += f"\n{_frame_psnr(frame, original):.1f} dB"
+        ax.set_title(title, fontsize=9)
+        _off(ax)
+    return fig

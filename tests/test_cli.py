@@ -1,0 +1,277 @@
+"""``progvc-lab`` in-process: encode -> info -> truncate -> decode, --force, and errors that speak.
+
+A random tiny codec saved with ``Codec.save`` stands in for the shipped model (``--model m.pt``).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from fractions import Fraction
+
+import pytest
+import torch
+
+from progvc_lab import bitstream
+from progvc_lab.cli import main
+from progvc_lab.data import read_video, write_video
+
+from helpers import make_tiny_codec, one_thread, pattern_clip  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+T, H, W = 4, 32, 48
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    make_tiny_codec(seed=0).save(d / "m.pt")
+    make_tiny_codec(seed=1).save(d / "other.pt")
+    write_video(d / "in.y4m", pattern_clip(T, H, W), fps=Fraction(25))
+    assert main(["encode", str(d / "in.y4m"), "-o", str(d / "a.pgvc"), "--model", str(d / "m.pt")]) == 0
+    return d
+
+
+def run(capsys, *argv):
+    """main(argv) -> (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def expect_error(capsys, match: str, *argv):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2, (out, err)
+    assert err.startswith("progvc-lab: error: "), err
+    assert match in err, err
+    assert "Traceback" not in err
+    return err
+
+
+# ---- the happy path --------------------------------------------------------------------------------------
+def test_encode_matches_the_python_api(files, capsys):
+    rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "b.pgvc", "--model", files / "m.pt")
+    assert rc == 0 and "bytes" in out and "bpp" in out and "frames/s" in out
+    video, fps = read_video(files / "in.y4m")
+    assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0).encode(video, fps)
+
+
+def test_info(files, capsys):
+    rc, out, _ = run(capsys, "info", files / "a.pgvc")
+    assert rc == 0
+    for text in ("48x32", "6 of 6 sent", "progvc_sparse", "torchac", "GOP", "scale"):
+        assert text in out, text
+    rc, out, _ = run(capsys, "info", files / "a.pgvc", "--json")
+    info = json.loads(out)
+    assert info == bitstream.describe((files / "a.pgvc").read_bytes())
+    assert (info["num_frames"], info["scales_sent"], info["gop"]) == (T, 6, 3)
+
+
+def test_truncate_then_decode(files, capsys):
+    a = files / "a.pgvc"
+    rc, out, _ = run(capsys, "truncate", a, "-o", files / "t2.pgvc", "--scales", 2)
+    assert rc == 0 and "kept 2 scales" in out
+    cut = (files / "t2.pgvc").read_bytes()
+    assert cut == bitstream.truncate(a.read_bytes(), 2)
+    rc, out, _ = run(capsys, "info", files / "t2.pgvc", "--json")
+    assert json.loads(out)["scales_sent"] == 2
+    rc, out, _ = run(capsys, "decode", files / "t2.pgvc", "-o", files / "t2.y4m", "--model", files / "m.pt")
+    assert rc == 0 and "2 of 6 scales" in out
+    decoded, fps = read_video(files / "t2.y4m")
+    assert decoded.shape == (T, 3, H, W) and fps == 25
+    # the same as decoding 2 scales of the full stream
+    rc, _, _ = run(capsys, "decode", a, "-o", files / "s2.y4m", "--model", files / "m.pt", "--scales", 2)
+    assert rc == 0 and (files / "s2.y4m").read_bytes() == (files / "t2.y4m").read_bytes()
+
+
+def test_decode_y4m_and_mp4(files, capsys):
+    codec = make_tiny_codec(seed=0)
+    expect = codec.decode((files / "a.pgvc").read_bytes())
+    rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "full.y4m", "--model", files / "m.pt")
+    assert rc == 0
+    write_video(files / "api.y4m", expect, fps=Fraction(25))
+    assert (files / "full.y4m").read_bytes() == (files / "api.y4m").read_bytes()
+    rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "full.mp4", "--model", files / "m.pt")
+    assert rc == 0
+    mp4, fps = read_video(files / "full.mp4")
+    assert mp4.shape == (T, 3, H, W) and float(fps) == pytest.approx(25)
+    # an mp4 is also accepted as encoder input
+    rc, out, _ = run(capsys, "encode", files / "full.mp4", "-o", files / "from_mp4.pgvc", "--model", files / "m.pt",
+                     "--frames", 2, "--gop", 2, "--no-verify")
+    assert rc == 0 and "not verified" in out
+    info = bitstream.describe((files / "from_mp4.pgvc").read_bytes())
+    assert (info["num_frames"], info["gop"]) == (2, 2)
+
+
+def test_decode_samplers(files, capsys):
+    outs = []
+    for i, extra in enumerate([("--seed", 1), ("--seed", 1), ("--seed", 2)]):
+        out = files / f"sample{i}.y4m"
+        rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", out, "--model", files / "m.pt", "--scales", 2,
+                       "--sampler", "sample", "--top-k", 8, "--temperature", 0.8, *extra)
+        assert rc == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+    rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "argmax.y4m", "--model", files / "m.pt",
+                   "--scales", 2, "--sampler", "argmax")
+    assert rc == 0
+
+
+# ---- --force ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cmd,suffix", [("encode", ".pgvc"), ("truncate", ".pgvc"), ("decode", ".y4m")])
+def test_outputs_are_not_replaced_without_force(files, capsys, cmd, suffix):
+    target = files / f"existing_{cmd}{suffix}"
+    target.write_bytes(b"precious")
+    argv = {"encode": ["encode", files / "in.y4m", "--model", files / "m.pt"],
+            "truncate": ["truncate", files / "a.pgvc", "--scales", 1],
+            "decode": ["decode", files / "a.pgvc", "--model", files / "m.pt"]}[cmd]
+    expect_error(capsys, "already exists; pass --force", *argv, "-o", target)
+    assert target.read_bytes() == b"precious"
+    rc, _, _ = run(capsys, *argv, "-o", target, "--force")
+    assert rc == 0 and target.read_bytes() != b"precious"
+    assert not target.with_name(target.name + ".part").exists()
+
+
+# ---- errors ------------------------------------------------------------------------------------------------
+def test_missing_files(files, capsys):
+    missing = files / "nope.pgvc"
+    expect_error(capsys, "no such file", "info", missing)
+    expect_error(capsys, "no such file", "truncate", missing, "-o", files / "x.pgvc", "--scales", 1)
+    expect_error(capsys, "no such file", "decode", missing, "-o", files / "x.y4m", "--model", files / "m.pt")
+    expect_error(capsys, "no such file", "encode", files / "nope.y4m", "-o", files / "x.pgvc",
+                 "--model", files / "m.pt")
+    expect_error(capsys, "no model file at", "encode", files / "in.y4m", "-o", files / "x.pgvc",
+                 "--model", files / "nope.pt")
+    assert not (files / "x.pgvc").exists() and not (files / "x.y4m").exists()
+
+
+def test_not_a_pgvc_file(files, capsys):
+    expect_error(capsys, "not a .pgvc stream", "info", files / "in.y4m")
+    expect_error(capsys, "not a .pgvc stream", "truncate", files / "in.y4m", "-o", files / "x.pgvc", "--scales", 1)
+    expect_error(capsys, "not a .pgvc stream", "decode", files / "in.y4m", "-o", files / "x.y4m",
+                 "--model", files / "m.pt")
+
+
+def test_not_a_video_and_not_a_model(files, capsys):
+    (files / "junk.y4m").write_bytes(b"this is not a video\n" * 10)
+    expect_error(capsys, "junk.y4m", "encode", files / "junk.y4m", "-o", files / "x.pgvc", "--model", files / "m.pt")
+    expect_error(capsys, "not a progvc_lab codec checkpoint", "encode", files / "in.y4m", "-o", files / "x.pgvc",
+                 "--model", files / "junk.y4m")
+
+
+def test_wrong_model(files, capsys):
+    expect_error(capsys, "model mismatch", "decode", files / "a.pgvc", "-o", files / "x.y4m",
+                 "--model", files / "other.pt")
+    assert not (files / "x.y4m").exists()
+
+
+def test_damaged_streams(files, capsys):
+    data = (files / "a.pgvc").read_bytes()
+    (files / "cut.pgvc").write_bytes(data[:-3])
+    expect_error(capsys, "truncated", "info", files / "cut.pgvc")
+    expect_error(capsys, "truncated", "decode", files / "cut.pgvc", "-o", files / "x.y4m", "--model", files / "m.pt")
+    bad = bytearray(data)
+    bad[20] ^= 0xFF
+    (files / "bad.pgvc").write_bytes(bytes(bad))
+    expect_error(capsys, "corrupted", "decode", files / "bad.pgvc", "-o", files / "x.y4m", "--model", files / "m.pt")
+
+
+def test_boundary_cut_decodes_with_a_warning(files, capsys):
+    data = (files / "a.pgvc").read_bytes()
+    info = bitstream.describe(data)
+    end = info["header_bytes"] + info["table_bytes"] + sum(info["bytes_per_scale"][:3])
+    (files / "cut3.pgvc").write_bytes(data[:end])
+    rc, out, err = run(capsys, "decode", files / "cut3.pgvc", "-o", files / "cut3.y4m", "--model", files / "m.pt")
+    assert rc == 0 and "3 of 6 scales" in out
+    assert err.count("progvc-lab: warning: stream was cut after scale 3") == 1, err
+
+
+def test_odd_frame_sizes_are_padded_for_output(files, capsys, tmp_path):
+    # the Python API codes any size; 4:2:0 files need even sizes, so decode repeats the last row/column
+    (tmp_path / "odd.pgvc").write_bytes(make_tiny_codec(seed=0).encode(pattern_clip(2, 37, 53)))
+    rc, _, err = run(capsys, "decode", tmp_path / "odd.pgvc", "-o", tmp_path / "odd.y4m", "--model", files / "m.pt")
+    assert rc == 0 and "53x37 is odd; padded to 54x38" in err
+    assert read_video(tmp_path / "odd.y4m")[0].shape == (2, 3, 38, 54)
+
+
+def test_bad_values(files, capsys):
+    expect_error(capsys, "cannot keep 9 scales", "truncate", files / "a.pgvc", "-o", files / "x.pgvc", "--scales", 9)
+    expect_error(capsys, "cannot decode 7 scales", "decode", files / "a.pgvc", "-o", files / "x.y4m",
+                 "--model", files / "m.pt", "--scales", 7)
+    expect_error(capsys, "temperature", "decode", files / "a.pgvc", "-o", files / "x.y4m", "--model", files / "m.pt",
+                 "--sampler", "sample", "--temperature", 0)
+    expect_error(capsys, ".y4m or .mp4", "decode", files / "a.pgvc", "-o", files / "x.avi", "--model", files / "m.pt")
+    expect_error(capsys, "--gop", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model", files / "m.pt",
+                 "--gop", 70000)
+    for argv in (["truncate", files / "a.pgvc", "-o", files / "x.pgvc", "--scales", -1],
+                 ["decode", files / "a.pgvc", "-o", files / "x.y4m", "--sampler", "blur"],
+                 ["encode", files / "in.y4m", "-o", files / "x.pgvc", "--frames", 0],
+                 ["frobnicate"], []):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code == 2
+    assert "progvc-lab" in capsys.readouterr().err
+
+
+def test_debug_shows_the_exception(files):
+    with pytest.raises(bitstream.BitstreamError, match="not a .pgvc stream"):
+        main(["--debug", "info", str(files / "in.y4m")])
+
+
+def test_info_and_truncate_do_not_load_torch(files):
+    code = ("import sys; from progvc_lab.cli import main; "
+            f"assert main(['info', {str(files / 'a.pgvc')!r}]) == 0; "
+            f"assert main(['truncate', {str(files / 'a.pgvc')!r}, '-o', {str(files / 'light.pgvc')!r}, "
+            "'--scales', '1', '--force']) == 0; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_train_delegates(monkeypatch, capsys):
+    seen = []
+    fake = types.ModuleType("progvc_lab.training.cli")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "progvc_lab.training.cli", fake)
+    assert main(["train", "stage1", "--config", "c.yaml", "--help"]) == 0
+    assert seen == [["stage1", "--config", "c.yaml", "--help"]]
+
+
+# ---- demo, eval, bench ------------------------------------------------------------------------------------
+def test_demo_eval_bench(files, capsys, tmp_path):
+    rc, out, _ = run(capsys, "demo", "--model", files / "m.pt", "--clip", files / "in.y4m", "--out", tmp_path / "demo")
+    assert rc == 0
+    for name in ("rd_curve.png", "frames_by_k.png", "results.json"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0, name
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(res) >= {"name", "description", "results"}
+    assert len(res["results"]["bpp"]) == len(res["results"]["psnr-rgb"]) == 6
+    assert res["results"]["bpp"] == sorted(res["results"]["bpp"])
+    assert "PSNR-YUV" in out and "unigram" in out
+    # the demo's own folder: a second run replaces its files
+    assert run(capsys, "demo", "--model", files / "m.pt", "--clip", files / "in.y4m", "--out", tmp_path / "demo",
+               "--frames", 2)[0] == 0
+
+    rc, out, _ = run(capsys, "eval", "--model", files / "m.pt", "--clips", files / "in.y4m", "--out", tmp_path / "ev")
+    assert rc == 0
+    assert json.loads((tmp_path / "ev" / "in.json").read_text())["results"]["bpp"] == res["results"]["bpp"]
+    assert (tmp_path / "ev" / "rd_curves.png").is_file()
+    expect_error(capsys, "no such clip", "eval", "--model", files / "m.pt", "--clips", files / "nope.y4m")
+
+    rc, out, _ = run(capsys, "bench", "--model", files / "m.pt", "--clip", files / "in.y4m", "--threads", 1)
+    assert rc == 0
+    for text in ("frames/s", "transformer (block_logits)", "arithmetic coding", "conv decoder", "overhead per call"):
+        assert text in out, text
+    assert torch.get_num_threads() == 1  # bench restores the thread setting
+
+
+def test_high_frame_rates_fit_the_header(files, capsys, tmp_path):
+    # the header stores fps as two u16: 120000/1001 is replaced by the closest fraction that fits
+    write_video(tmp_path / "fast.y4m", pattern_clip(2, H, W), fps=Fraction(120000, 1001))
+    rc, _, _ = run(capsys, "encode", tmp_path / "fast.y4m", "-o", tmp_path / "fast.pgvc", "--model", files / "m.pt")
+    assert rc == 0
+    num, den = map(int, bitstream.describe((tmp_path / "fast.pgvc").read_bytes())["fps"].split("/"))
+    assert num / den == pytest.approx(120000 / 1001, rel=1e-5)

@@ -1,0 +1,364 @@
+"""The codec end to end: round trips, progressive truncation, threads, errors, samplers, golden stream.
+
+All tests use a random tiny codec (tests/helpers.py) on 32x48-ish clips, so they say nothing about
+quality; they pin down the *coding*: what is encoded is exactly what is decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from progvc_lab import bitstream
+from progvc_lab.bitstream import BitstreamError
+from progvc_lab.codec import PRETRAINED, Codec, CodecError
+from progvc_lab.stages import DetailSampler
+
+from helpers import decode_tokens_quietly, make_tiny_codec, one_thread, pattern_clip  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_random.md5"
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return make_tiny_codec(seed=0)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return pattern_clip(7)
+
+
+@pytest.fixture(scope="module")
+def encoded(codec, clip):
+    data, stats = codec.encode_with_stats(clip, fps=Fraction(30000, 1001))
+    return data, stats
+
+
+def same_tokens(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# ---- round trips ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed,T,H,W,gop,window", [
+    (0, 4, 32, 48, 3, 1),
+    (1, 7, 32, 48, 5, 1),     # 7 frames, GOP 5: the last GOP has 2 frames
+    (2, 7, 37, 53, 2, 2),     # not a multiple of the stride, window 2
+    (3, 7, 24, 16, 1, 1),     # GOP 1: every frame intra; portrait
+    (4, 3, 9, 70, 5, 2),      # GOP longer than the clip; very wide
+    (5, 5, 41, 27, 2, 1),
+    (6, 2, 8, 8, 2, 2),       # one latent position: the whole pyramid is 1x1
+])
+def test_token_round_trip(seed, T, H, W, gop, window):
+    codec = make_tiny_codec(seed=seed, gop=gop, window=window)
+    video = pattern_clip(T, H, W)
+    if seed % 2:  # mix in some texture so that tokens vary
+        video = (video + 0.3 * torch.rand(video.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
+    data, stats = codec.encode_with_stats(video)
+    decoded, header = codec.decode_tokens(data)
+    assert same_tokens(decoded, stats["tokens"])
+    assert same_tokens(decoded, codec.tokenize(video)[0])
+    assert [tuple(t.shape) for t in decoded] == [(T, *hw) for hw in codec.quantizer.schedule(stats["latent_hw"])]
+    assert (header.num_frames, header.gop, header.num_gops) == (T, gop, -(-T // gop))
+    assert header.gop_frames(header.num_gops - 1) == T - (header.num_gops - 1) * gop
+    out = codec.decode(data)
+    assert out.shape == video.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_verify_and_batch_input(codec, clip, encoded):
+    data, _ = encoded
+    assert codec.encode(clip, fps=Fraction(30000, 1001), verify=True) == data
+    assert codec.encode(clip[None], fps=Fraction(30000, 1001)) == data  # (1, T, 3, H, W) is accepted
+    h = bitstream.read_stream(data).header
+    assert (h.fps_num, h.fps_den, h.width, h.height) == (30000, 1001, 48, 32)
+
+
+def test_decode_matches_reconstruct(codec, clip, encoded):
+    data, stats = encoded
+    expect = codec.reconstruct(stats["tokens"], stats["latent_hw"], clip.shape[-2:])
+    assert torch.equal(codec.decode(data), expect)
+
+
+# ---- progressive ------------------------------------------------------------------------------------
+def test_every_truncation_level_decodes(codec, clip, encoded):
+    data, stats = encoded
+    K = codec.quantizer.num_scales
+    sizes = []
+    for k in range(K + 1):
+        cut = bitstream.truncate(data, k)
+        sizes.append(len(cut))
+        tokens, header = codec.decode_tokens(cut)
+        assert header.scales_sent == k
+        assert same_tokens(tokens, stats["tokens"][:k])
+        video = codec.decode(cut)
+        assert video.shape == clip.shape
+        # decoding k scales of the full stream gives the same video as decoding the cut stream
+        assert torch.equal(video, codec.decode(data, scales=k))
+        if k:
+            assert torch.equal(video, codec.reconstruct(stats["tokens"], stats["latent_hw"], clip.shape[-2:], upto=k))
+    assert sizes[-1] == len(data)
+    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+
+
+def test_cut_at_scale_boundary_decodes_fewer_scales(codec, encoded):
+    data, stats = encoded
+    info = bitstream.describe(data)
+    end = info["header_bytes"] + info["table_bytes"]
+    for k, n in enumerate(info["bytes_per_scale"][:-1], start=1):
+        end += n
+        with pytest.warns(UserWarning, match=f"cut after scale {k} of"):
+            tokens, header = codec.decode_tokens(data[:end])
+        assert header.scales_sent == k and same_tokens(tokens, stats["tokens"][:k])
+
+
+def test_cut_inside_a_scale_is_truncated(codec, encoded):
+    data, _ = encoded
+    info = bitstream.describe(data)
+    start = info["header_bytes"] + info["table_bytes"]
+    for end in (start + 1, start + info["bytes_per_scale"][0] + 1, len(data) - 1, len(data) // 2 + 1, 10, 60):
+        with pytest.raises(BitstreamError, match="truncated"):
+            codec.decode(data[:end])
+
+
+def test_scales_beyond_the_stream_are_refused(codec, encoded):
+    data, _ = encoded
+    with pytest.raises(ValueError, match="cannot decode 3 scales"):
+        codec.decode(bitstream.truncate(data, 2), scales=3)
+
+
+# ---- threads and determinism ------------------------------------------------------------------------------
+@pytest.mark.parametrize("threads", [2, 4])
+def test_decode_threads_do_not_matter(clip, threads):
+    enc = make_tiny_codec(seed=0, coding_threads=1)
+    data, stats = enc.encode_with_stats(clip)
+    dec = make_tiny_codec(seed=0, coding_threads=threads)
+    tokens, _ = dec.decode_tokens(data)
+    assert same_tokens(tokens, stats["tokens"])
+
+
+def test_global_thread_setting_does_not_matter(codec, encoded):
+    data, stats = encoded
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tokens, _ = codec.decode_tokens(data)
+        assert torch.get_num_threads() == 2  # the codec restores the caller's setting
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(old)
+    assert same_tokens(tokens, stats["tokens"])
+
+
+def test_encoding_is_deterministic(codec, clip, encoded):
+    assert codec.encode(clip, fps=Fraction(30000, 1001)) == encoded[0]
+    assert make_tiny_codec(seed=0).encode(clip, fps=Fraction(30000, 1001)) == encoded[0]
+
+
+# ---- errors ------------------------------------------------------------------------------------------------
+def test_wrong_model_is_a_model_mismatch(encoded):
+    data, _ = encoded
+    with pytest.raises(BitstreamError, match="model mismatch"):
+        make_tiny_codec(seed=1).decode(data)
+
+
+def test_flipped_data_bytes_never_give_wrong_tokens(codec, encoded):
+    """A flipped byte in the chunk data either raises (CRC or corrupted chunk) or, when the
+    arithmetic decoder never reads that bit, leaves every token unchanged: never silently wrong."""
+    data, stats = encoded
+    info = bitstream.describe(data)
+    start = info["header_bytes"] + info["table_bytes"]
+    positions = sorted(set(range(start, len(data), 7)) | {start, len(data) - 1})
+    raised = 0
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        try:
+            tokens, _ = decode_tokens_quietly(codec, bytes(bad))
+        except BitstreamError as e:
+            assert "CRC" in str(e) or "corrupted" in str(e) or "truncated" in str(e), str(e)
+            raised += 1
+        else:
+            assert same_tokens(tokens, stats["tokens"]), f"flip at byte {pos} decoded to different tokens"
+    assert raised >= 0.75 * len(positions)
+
+
+def test_flipped_table_bytes(codec, encoded):
+    data, _ = encoded
+    info = bitstream.describe(data)
+    for pos in range(info["header_bytes"], info["header_bytes"] + info["table_bytes"]):
+        bad = bytearray(data)
+        bad[pos] ^= 0x01
+        with pytest.raises(BitstreamError):
+            decode_tokens_quietly(codec, bytes(bad))
+
+
+def test_flipped_header_bytes(codec, encoded):
+    data, _ = encoded
+    for pos in range(bitstream.describe(data)["header_bytes"]):
+        bad = bytearray(data)
+        bad[pos] ^= 0x04
+        with pytest.raises(BitstreamError):
+            codec.decode(bytes(bad))
+
+
+def test_not_a_stream(codec, encoded):
+    data, _ = encoded
+    with pytest.raises(BitstreamError, match="not a .pgvc stream"):
+        codec.decode(b"XXXX" + data[4:])
+    with pytest.raises(BitstreamError, match="newer"):
+        codec.decode(data[:4] + bytes([bitstream.VERSION + 1]) + data[5:])
+    for junk in (b"", b"\x00" * 500, bytes(range(256)), b"YUV4MPEG2 W48 H32 F25:1 Ip\n"):
+        with pytest.raises(BitstreamError):
+            codec.decode(junk)
+
+
+@pytest.mark.parametrize("path", ["clip.pgvc", Path("clip.pgvc")])
+def test_path_instead_of_bytes(codec, path):
+    with pytest.raises(CodecError, match="read the file first"):
+        codec.decode(path)
+
+
+@pytest.mark.parametrize("video,match", [
+    (torch.rand(3, 32, 48), r"\(T, 3, H, W\)"),
+    (torch.rand(2, 1, 32, 48), r"\(T, 3, H, W\)"),
+    (torch.rand(2, 2, 3, 32, 48), "one video at a time"),
+    (torch.zeros(0, 3, 32, 48), "no frames"),
+    ((torch.rand(2, 3, 32, 48) * 255).to(torch.uint8), "float"),
+    (torch.rand(2, 3, 32, 48) * 1.5 + 0.01, r"\[0, 1\]"),
+    (torch.rand(2, 3, 32, 48) - 0.5, r"\[0, 1\]"),
+    (torch.full((2, 3, 32, 48), float("nan")), r"\[0, 1\]"),
+    (torch.rand(1, 3, 1, 48), "outside"),
+    (torch.rand(1, 3, bitstream.MAX_SIDE + 1, 2), "outside"),
+    ([[0.5]], "torch.Tensor"),
+])
+def test_bad_video_is_a_codec_error(codec, video, match):
+    with pytest.raises(CodecError, match=match):
+        codec.encode(video)
+
+
+def test_codec_error_is_a_value_error():
+    assert issubclass(CodecError, ValueError) and issubclass(BitstreamError, ValueError)
+
+
+def test_mask_must_be_truncation_safe():
+    with pytest.raises(ValueError, match="truncation safe"):
+        make_tiny_codec(mask="var")
+
+
+# ---- samplers ------------------------------------------------------------------------------------------------
+def test_samplers_fill_missing_scales(codec, clip, encoded):
+    data, stats = encoded
+    K, k = codec.quantizer.num_scales, 3
+    cut = bitstream.truncate(data, k)
+    zero, _ = codec.decode_tokens(cut, sampler="zero")
+    assert len(zero) == k
+    outs = {}
+    for mode, kw in (("argmax", {}), ("sample", {"seed": 1}), ("sample", {"seed": 1, "temperature": 0.7, "top_k": 8}),
+                     ("sample", {"seed": 2})):
+        tokens, _ = codec.decode_tokens(cut, sampler=mode, **kw)
+        assert len(tokens) == K and same_tokens(tokens[:k], stats["tokens"][:k])
+        assert [t.shape for t in tokens] == [t.shape for t in stats["tokens"]]
+        video = codec.decode(cut, sampler=mode, **kw)
+        assert video.shape == clip.shape
+        outs[(mode, tuple(kw.items()))] = (tokens, video)
+    s1, s2 = outs[("sample", (("seed", 1),))], outs[("sample", (("seed", 2),))]
+    again = codec.decode_tokens(cut, sampler=DetailSampler("sample", seed=1))[0]
+    assert same_tokens(again, s1[0])                       # same seed, same tokens
+    assert not same_tokens(s1[0][k:], s2[0][k:])          # another seed, other tokens
+    assert torch.equal(codec.decode(cut, sampler="sample", seed=1), s1[1])
+    argmax_again = codec.decode_tokens(cut, sampler="argmax")[0]
+    assert same_tokens(argmax_again, outs[("argmax", ())][0])
+
+
+def test_sampler_errors(codec, encoded):
+    with pytest.raises(ValueError, match="unknown sampler"):
+        codec.decode(encoded[0], sampler="blur")
+
+
+# ---- analysis ------------------------------------------------------------------------------------------------
+def test_analyze(codec, clip, encoded):
+    a = codec.analyze(clip, fps=Fraction(30000, 1001))
+    K, T = codec.quantizer.num_scales, clip.shape[0]
+    assert a["bytes"] == len(encoded[0])
+    for key in ("model_bits_per_scale", "bits_per_token_per_scale", "unigram_bits_per_scale",
+                "ratio_to_unigram_per_scale"):
+        assert len(a[key]) == K, key
+    assert len(a["model_bits_per_frame"]) == T
+    assert sum(a["model_bits_per_frame"]) == pytest.approx(sum(a["model_bits_per_scale"]))
+    assert a["model_bits_map"].shape == (T, K)
+    # the entropy coder spends about the model bits (plus a few bytes per block), never much less
+    model_bytes = sum(a["model_bits_per_scale"]) / 8
+    data_bytes = sum(bitstream.describe(encoded[0])["bytes_per_scale"])
+    assert model_bytes - 1 <= data_bytes <= model_bytes + 4 * T * K
+    assert all(b > 0 for b in a["bits_per_token_per_scale"])
+    assert a["ratio_to_unigram"] > 0
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+def test_save_load_keeps_the_fingerprint(tmp_path, codec, encoded):
+    path = tmp_path / "m.pt"
+    codec.save(path, meta={"note": "test"})
+    loaded = Codec.load(path)
+    assert loaded.fingerprint() == codec.fingerprint()
+    assert loaded.meta == {"note": "test"}
+    assert same_tokens(loaded.decode_tokens(encoded[0])[0], encoded[1]["tokens"])
+    assert Codec.from_pretrained(str(path), gop=2).config.gop == 2
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a progvc_lab codec checkpoint"):
+        Codec.load(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        Codec.load(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="unknown model"):
+        Codec.from_pretrained("no-such-model")
+
+
+# ---- golden stream ----------------------------------------------------------------------------------------------
+def golden_stream() -> bytes:
+    codec = make_tiny_codec(seed=1234, gop=3)
+    return codec.encode(pattern_clip(5, 32, 48), fps=Fraction(25))
+
+
+def test_golden_bitstream():
+    """The bytes of a fixed codec on a fixed clip. A change means the format or the coding changed:
+    regenerate on purpose with PROGVC_REGEN_GOLDEN=1 and say why in the commit."""
+    data = golden_stream()
+    digest = hashlib.md5(data).hexdigest()
+    if os.environ.get("PROGVC_REGEN_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(f"{digest}  tiny_random.pgvc ({len(data)} bytes; make_tiny_codec(seed=1234, gop=3), "
+                          "pattern_clip(5, 32, 48), fps 25)\n")
+        pytest.skip(f"PROGVC_REGEN_GOLDEN=1: wrote {GOLDEN} ({digest}); rerun without it")
+    assert GOLDEN.is_file(), f"{GOLDEN} is missing; create it with PROGVC_REGEN_GOLDEN=1"
+    expected = GOLDEN.read_text().split()[0]
+    assert digest == expected, (f"golden stream changed: md5 {digest} ({len(data)} bytes), expected {expected}. "
+                                "If the change is intended, regenerate with PROGVC_REGEN_GOLDEN=1")
+
+
+# ---- real clips --------------------------------------------------------------------------------------------------
+def shared_clips():
+    from conftest import require_shared
+
+    return sorted(require_shared("data", "clips").glob("*.y4m"))
+
+
+def test_shared_clips_round_trip():
+    from progvc_lab.data import read_video
+
+    clips = shared_clips()
+    assert clips, "../shared/data/clips holds no .y4m clips"
+    codec = Codec.from_pretrained("tiny") if PRETRAINED["tiny"].is_file() else make_tiny_codec(seed=0, gop=2)
+    for path in clips:
+        video, fps = read_video(path, max_frames=3)
+        data, stats = codec.encode_with_stats(video, fps)
+        tokens, header = codec.decode_tokens(data)
+        assert same_tokens(tokens, stats["tokens"]), path.name
+        assert (header.width, header.height, header.num_frames) == (video.shape[-1], video.shape[-2], 3)
+        cut = bitstream.truncate(data, 2)
+        assert codec.decode(cut).shape == video.shape

@@ -1,0 +1,254 @@
+"""The exercise checks: every solution passes, typical mistakes fail with the message that names them,
+and an unsolved exercise (``raise NotImplementedError``) is reported, never raised."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progvc_lab import course
+from progvc_lab.course import exercises, solutions
+from progvc_lab.stages.entropy import logits_to_cdf as package_cdf
+from progvc_lab.stages.masks import build_mask
+
+
+def test_every_exercise_has_a_check_and_a_solution():
+    assert set(exercises.CHECKS) == set(solutions.ALL)
+
+
+@pytest.mark.parametrize("name", solutions.ALL)
+def test_solution_passes(name, capsys):
+    result = exercises.CHECKS[name](getattr(solutions, name))
+    out = capsys.readouterr().out
+    assert result and result.passed, out
+    assert "correct!" in out
+
+
+@pytest.mark.parametrize("name", solutions.ALL)
+def test_placeholder_says_not_implemented(name, capsys):
+    def placeholder(*args, **kwargs):
+        raise NotImplementedError
+
+    result = exercises.CHECKS[name](placeholder)
+    assert not result
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_a_crashing_answer_is_reported_not_raised(capsys):
+    assert not course.check_nearest_code(lambda r, book: 1 / 0)
+    assert "raised ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_check_result_is_silent_in_ipython():
+    result = exercises.CheckResult("x", True, "x: correct!")
+    assert result._ipython_display_() is None and bool(result)
+
+
+def _fails_with(check, fn, fragment, capsys):
+    result = check(fn)
+    out = capsys.readouterr().out
+    assert not result, out
+    assert fragment in out, out
+
+
+# ---- one wrong answer (or more) per exercise: the message names the mistake ---------------------------------
+def test_pad_to_stride_mistakes(capsys):
+    zero_pad = lambda x, s: F.pad(x, (0, -x.shape[-1] % s, 0, -x.shape[-2] % s))
+    _fails_with(course.check_pad_to_stride, zero_pad, "replicate", capsys)
+    always_pad = lambda x, s: F.pad(x, (0, s - x.shape[-1] % s, 0, s - x.shape[-2] % s), mode="replicate")
+    _fails_with(course.check_pad_to_stride, always_pad, "wrong shape", capsys)
+    centred = lambda x, s: F.pad(x, (1, -x.shape[-1] % s - 1, 0, -x.shape[-2] % s), mode="replicate") \
+        if x.shape[-1] % s else solutions.pad_to_stride(x, s)
+    _fails_with(course.check_pad_to_stride, centred, "bottom and right", capsys)
+
+
+def test_area_down_by_mistakes(capsys):
+    _fails_with(course.check_area_down_by, lambda x, f: x[..., ::f, ::f], "strided sampling", capsys)
+    _fails_with(course.check_area_down_by, lambda x, f: F.avg_pool2d(x, f) * f * f, "summed", capsys)
+    _fails_with(course.check_area_down_by, lambda x, f: x, "wrong shape", capsys)
+
+
+def test_nearest_code_mistakes(capsys):
+    def farthest(r, book):
+        N, C, h, w = r.shape
+        return torch.cdist(r.permute(0, 2, 3, 1).reshape(-1, C), book).argmax(1).view(N, h, w)
+
+    _fails_with(course.check_nearest_code, farthest, "FARTHEST", capsys)
+    flat = lambda r, book: solutions.nearest_code(r, book).flatten()
+    _fails_with(course.check_nearest_code, flat, "wrong shape", capsys)
+
+    def no_permute(r, book):  # positions and channels mixed up
+        N, C, h, w = r.shape
+        return torch.cdist(r.reshape(-1, C), book).argmin(1).view(N, h, w)
+
+    _fails_with(course.check_nearest_code, no_permute, "not get the nearest code", capsys)
+    as_int32 = lambda r, book: solutions.nearest_code(r, book).int()
+    _fails_with(course.check_nearest_code, as_int32, "int64", capsys)
+
+
+def test_progvc_sparse_mask_mistakes(capsys):
+    _fails_with(course.check_progvc_sparse_mask, lambda T, K, W: build_mask("var", T, K, W), "should NOT", capsys)
+    _fails_with(course.check_progvc_sparse_mask, lambda T, K, W: solutions.progvc_sparse_mask(T, K, W).T,
+                "swapped", capsys)
+
+    def window_off_by_one(T, K, W):
+        return solutions.progvc_sparse_mask(T, K, W + 1)
+
+    _fails_with(course.check_progvc_sparse_mask, window_off_by_one, "outside the window", capsys)
+    _fails_with(course.check_progvc_sparse_mask, lambda T, K, W: solutions.progvc_sparse_mask(T, K, W).int(),
+                "bool", capsys)
+
+
+def test_logits_to_cdf_mistakes(capsys):
+    def no_deficit(logits):
+        L, V = logits.shape
+        freq = torch.floor(torch.softmax(logits.double(), -1) * ((1 << 16) - V)).long() + 1
+        return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq.cumsum(-1)], -1)
+
+    _fails_with(course.check_logits_to_cdf, no_deficit, "sum not 2^16", capsys)
+    _fails_with(course.check_logits_to_cdf, lambda lg: package_cdf(lg)[:, 1:], "V+1", capsys)
+
+    def zero_counts(logits):
+        L, V = logits.shape
+        freq = torch.floor(torch.softmax(logits.double(), -1) * (1 << 16)).long()
+        freq[torch.arange(L), freq.argmax(-1)] += (1 << 16) - freq.sum(-1)
+        return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq.cumsum(-1)], -1)
+
+    _fails_with(course.check_logits_to_cdf, zero_counts, ">= 1", capsys)
+
+    def rounding(logits):
+        L, V = logits.shape
+        p = torch.softmax(logits.double(), -1)
+        freq = torch.round(p * ((1 << 16) - V)).long() + 1
+        freq[torch.arange(L), p.argmax(-1)] += (1 << 16) - freq.sum(-1)
+        return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq.cumsum(-1)], -1)
+
+    _fails_with(course.check_logits_to_cdf, rounding, "floor (not round)", capsys)
+
+    def last_tie(logits):
+        L, V = logits.shape
+        p = torch.softmax(logits.double(), -1)
+        freq = torch.floor(p * ((1 << 16) - V)).long() + 1
+        top = V - 1 - p.flip(-1).argmax(-1)   # the LAST maximal index
+        freq[torch.arange(L), top] += (1 << 16) - freq.sum(-1)
+        return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq.cumsum(-1)], -1)
+
+    _fails_with(course.check_logits_to_cdf, last_tie, "FIRST most likely", capsys)
+
+
+def test_bpp_ladder_mistakes(capsys):
+    def no_header(per_scale, header, T, H, W):
+        return solutions.bpp_ladder(per_scale, 0, T, H, W)
+
+    _fails_with(course.check_bpp_ladder, no_header, "header", capsys)
+
+    def shifted(per_scale, header, T, H, W):
+        return [(header + sum(per_scale[:k])) * 8 / (T * H * W) for k in range(len(per_scale))]
+
+    _fails_with(course.check_bpp_ladder, shifted, "off by one", capsys)
+
+    def with_k0(per_scale, header, T, H, W):
+        return [header * 8 / (T * H * W)] + solutions.bpp_ladder(per_scale, header, T, H, W)
+
+    _fails_with(course.check_bpp_ladder, with_k0, "off by one", capsys)
+    _fails_with(course.check_bpp_ladder, lambda p, h, T, H, W: [v / 8 for v in solutions.bpp_ladder(p, h, T, H, W)],
+                "multiply the bytes by 8", capsys)
+
+
+def test_top_k_filter_mistakes(capsys):
+    def keeps_one_more(logits, k):
+        return solutions.top_k_filter(logits, k + 1) if 0 < k < logits.shape[-1] - 1 else solutions.top_k_filter(logits, k)
+
+    _fails_with(course.check_top_k_filter, keeps_one_more, "off by one", capsys)
+
+    def smallest(logits, k):
+        if k <= 0 or k >= logits.shape[-1]:
+            return logits.clone()
+        kth = (-logits).topk(k, -1).values[:, -1:]      # keeps the k SMALLEST logits
+        return logits.masked_fill(-logits < kth, float("-inf"))
+
+    _fails_with(course.check_top_k_filter, smallest, "SMALLEST", capsys)
+
+    def zeros_not_inf(logits, k):
+        out = solutions.top_k_filter(logits, k)
+        return out.masked_fill(torch.isinf(out), 0.0)
+
+    _fails_with(course.check_top_k_filter, zeros_not_inf, "-inf", capsys)
+
+    def zero_means_nothing(logits, k):
+        return torch.full_like(logits, float("-inf")) if k == 0 else solutions.top_k_filter(logits, k)
+
+    _fails_with(course.check_top_k_filter, zero_means_nothing, "no filter", capsys)
+
+
+def test_unigram_bits_mistakes(capsys):
+    nats = lambda tok, V: solutions.unigram_bits(tok, V) * math.log(2)
+    _fails_with(course.check_unigram_bits, nats, "nats", capsys)
+    per_token = lambda tok, V: solutions.unigram_bits(tok, V) / tok.numel()
+    _fails_with(course.check_unigram_bits, per_token, "per TOKEN", capsys)
+
+    def with_zero_counts(tok, V):
+        c = torch.bincount(tok.flatten(), minlength=V).double()
+        return float(-(c * torch.log2(c / c.sum())).sum())
+
+    _fails_with(course.check_unigram_bits, with_zero_counts, "NaN", capsys)
+
+
+def test_mean_psnr_mistakes(capsys):
+    def global_mse(a, b):
+        return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+    _fails_with(course.check_mean_psnr, global_mse, "mean MSE", capsys)
+    _fails_with(course.check_mean_psnr, lambda a, b: solutions.mean_psnr(a, b) + 20 * math.log10(255), "255", capsys)
+    _fails_with(course.check_mean_psnr, lambda a, b: solutions.mean_psnr(a, b) * 2, "factor 10 vs 20", capsys)
+
+
+def test_rate_saving_mistakes(capsys):
+    f = solutions.rate_saving_at_quality
+    _fails_with(course.check_rate_saving_at_quality, lambda *a: -f(*a), "sign", capsys)
+    _fails_with(course.check_rate_saving_at_quality, lambda *a: f(*a) / 100, "percent", capsys)
+
+    def linear(ab, ap, tb, tp, target):
+        import numpy as np
+
+        at = lambda b, p: np.interp(target, sorted(p), [x for _, x in sorted(zip(p, b))])
+        return (at(tb, tp) / at(ab, ap) - 1) * 100
+
+    _fails_with(course.check_rate_saving_at_quality, linear, "log(bpp)", capsys)
+
+
+# ---- the helpers the notebooks use --------------------------------------------------------------------------
+def test_sample_video_is_small_qcif():
+    video, fps = course.sample_video(frames=3)
+    assert video.shape == (3, 3, 144, 176) and video.dtype == torch.float32
+    assert float(fps) > 0
+
+
+def test_show_solution_prints_source(capsys):
+    course.show_solution("top_k_filter")
+    assert "def top_k_filter" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="no exercise"):
+        course.show_solution("nope")
+
+
+def test_block_bytes_add_up_to_the_chunks():
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
+    data = codec.encode(torch.rand(3, 3, 24, 40))
+    per_block = course.block_bytes(data)
+    assert per_block.shape == (3, 6)
+    info = bitstream.describe(data)
+    # a chunk is the strings plus varint lengths of all but the last string (one byte each here)
+    gop_frames = [2, 1]
+    assert per_block.sum() == sum(info["bytes_per_scale"]) - 6 * sum(n - 1 for n in gop_frames)
+
+
+def test_coder_call_overhead_is_a_few_bits():
+    rows = course.coder_call_overhead(lengths=(1, 64), repeats=5)
+    assert [r["symbols"] for r in rows] == [1, 64]
+    assert all(0 <= r["overhead_bits"] < 40 for r in rows)
