@@ -361,22 +361,30 @@ class Codec(nn.Module):
 
     # ---- analysis --------------------------------------------------------------------------------
     def analyze(self, video, fps=Fraction(25)) -> dict:
-        """Where the bits go: model bits per frame and scale, bits per token, and a per-scale unigram
-        baseline (the clip's own static token histogram, an optimistic baseline)."""
+        """Where the bits go: model bits per frame and scale, bits per token, and two baselines.
+
+        * ``unigram``: a static per-scale token histogram counted on the training data (shipped with
+          the model) -- the baseline the context model must beat;
+        * ``oracle_unigram``: the clip's own per-scale histogram (its empirical entropy), which no
+          real coder can reach without sending the histogram; shown for scale.
+        """
         data, stats = self.encode_with_stats(video, fps)
         bits = stats["model_bits"]
         tokens = stats["tokens"]
         per_scale = bits.sum(0)
-        counts = [t[0].numel() * t.shape[0] for t in tokens]
-        unigram = []
+        counts = np.array([t.numel() for t in tokens])
+        unigram = np.array(self.context_model.unigram_bits(tokens))
+        oracle = []
         for tok in tokens:
             freq = torch.bincount(tok.flatten(), minlength=self.quantizer.codebook_size).double()
             p = freq[freq > 0] / freq.sum()
-            unigram.append(float(-(freq[freq > 0] * p.log2()).sum()))
+            oracle.append(float(-(freq[freq > 0] * p.log2()).sum()))
         return {"bytes": len(data), "model_bits_per_frame": bits.sum(1).tolist(),
-                "model_bits_per_scale": per_scale.tolist(),
-                "bits_per_token_per_scale": (per_scale / np.array(counts)).tolist(),
-                "unigram_bits_per_scale": unigram,
+                "model_bits_per_scale": per_scale.tolist(), "tokens_per_scale": counts.tolist(),
+                "bits_per_token_per_scale": (per_scale / counts).tolist(),
+                "unigram_bits_per_scale": unigram.tolist(),
+                "unigram_bits_per_token_per_scale": (unigram / counts).tolist(),
                 "ratio_to_unigram_per_scale": (per_scale / np.maximum(unigram, 1e-9)).tolist(),
-                "ratio_to_unigram": float(per_scale.sum() / max(sum(unigram), 1e-9)),
+                "ratio_to_unigram": float(per_scale.sum() / max(unigram.sum(), 1e-9)),
+                "oracle_unigram_bits_per_scale": oracle,
                 "model_bits_map": bits, "tokens": tokens}

@@ -205,15 +205,14 @@ def format_table(result: dict) -> str:
 
 
 def format_analysis(analysis: dict) -> str:
-    """Context-model bits per token against the clip's own per-scale unigram, per scale."""
-    bpt = analysis["bits_per_token_per_scale"]
-    ratio = analysis["ratio_to_unigram_per_scale"]
-    counts = [m / b if b else 0 for m, b in zip(analysis["model_bits_per_scale"], bpt)]
-    lines = [f"{'scale':>5} {'model bits/token':>16} {'unigram bits/token':>18} {'ratio':>6}"]
-    for s, (b, r, n, u) in enumerate(zip(bpt, ratio, counts, analysis["unigram_bits_per_scale"])):
-        lines.append(f"{s:>5} {b:>16.3f} {(u / n if n else 0):>18.3f} {r:>6.3f}")
+    """Context-model bits per token against the static per-scale unigram of the training data."""
+    lines = [f"{'scale':>5} {'tokens':>7} {'model bits/token':>16} {'unigram bits/token':>18} {'ratio':>6}"]
+    rows = zip(analysis["tokens_per_scale"], analysis["bits_per_token_per_scale"],
+               analysis["unigram_bits_per_token_per_scale"], analysis["ratio_to_unigram_per_scale"])
+    for s, (n, b, u, r) in enumerate(rows):
+        lines.append(f"{s:>5} {n:>7} {b:>16.3f} {u:>18.3f} {r:>6.3f}")
     lines.append(f"all scales: context model / unigram = {analysis['ratio_to_unigram']:.3f} "
-                 "(unigram = the clip's own static histogram per scale, an optimistic baseline)")
+                 "(unigram = static per-scale token histogram counted on the training data)")
     return "\n".join(lines)
 
 

@@ -217,7 +217,7 @@ def test_truncation_explorer_in_jupyterlab(tmp_path):
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
             state="attached", timeout=60_000)
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator("li.lm-Menu-item[data-command='notebook:run-all-cells']").first.click()
+        page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").first.click()
         drive_truncation_explorer(page, tmp_path, "jupyterlab", log_path)
 
 

@@ -6,6 +6,7 @@ quality; they pin down the *coding*: what is encoded is exactly what is decoded.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -362,3 +363,20 @@ def test_shared_clips_round_trip():
         assert (header.width, header.height, header.num_frames) == (video.shape[-1], video.shape[-2], 3)
         cut = bitstream.truncate(data, 2)
         assert codec.decode(cut).shape == video.shape
+
+
+def test_unigram_baseline_is_the_training_histogram():
+    """The baseline is a static per-scale histogram counted in training: uniform before any counting,
+    and close to the clip's own entropy when counted on the clip itself."""
+    codec = make_tiny_codec(seed=3)
+    video = pattern_clip(4, 32, 48)
+    before = codec.analyze(video)
+    V = codec.quantizer.codebook_size
+    for n, u in zip(before["tokens_per_scale"], before["unigram_bits_per_scale"]):
+        assert u == pytest.approx(n * math.log2(V))
+    tokens, _ = codec.tokenize(video)
+    for _ in range(2000):
+        codec.context_model.count_unigram(tokens)
+    after = codec.analyze(video)
+    for u, o in zip(after["unigram_bits_per_scale"], after["oracle_unigram_bits_per_scale"]):
+        assert o <= u + 1e-6 < o + 0.1 * max(o, 1.0) + 1.0

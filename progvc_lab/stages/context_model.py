@@ -116,6 +116,23 @@ class ContextModel(nn.Module):
         self.head = nn.Linear(D, V)
         for emb in (self.prev_embed, self.level_embed, self.frame_embed):
             nn.init.normal_(emb.weight, std=0.02)
+        # The baseline we must beat: a static per-scale token histogram, counted on the training
+        # data during stage 2 (``count_unigram``). Not used for coding; saved with the model.
+        self.register_buffer("unigram_counts", torch.zeros(num_scales, V, dtype=torch.float64))
+
+    @torch.no_grad()
+    def count_unigram(self, tokens: list[torch.Tensor]):
+        for s, tok in enumerate(tokens):
+            self.unigram_counts[s] += torch.bincount(tok.flatten().cpu(), minlength=self.config.codebook_size).to(
+                self.unigram_counts)
+
+    def unigram_bits(self, tokens: list[torch.Tensor]) -> list[float]:
+        """Bits per scale for ``tokens`` under the static per-scale histogram (add-one smoothed)."""
+        out = []
+        for s, tok in enumerate(tokens):
+            p = (self.unigram_counts[s] + 1) / (self.unigram_counts[s].sum() + self.config.codebook_size)
+            out.append(float(-p.log2()[tok.flatten()].sum()))
+        return out
 
     # ---- the input of one block (shared by both paths) ------------------------------------------
     def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int) -> torch.Tensor:

@@ -168,6 +168,8 @@ class ContextModule(_Base):
             clips = clips[:, None]
         B, T, _, H, W = clips.shape
         tokens, ctx, _ = self.tokens_and_context(clips)
+        if stage == "train":
+            self.context_model.count_unigram(tokens)
         logits_BLV = self.context_model(ctx, tokens)
         target_BL, scale_L = self.context_model.flatten_tokens(tokens)
         nll_BL = F.cross_entropy(logits_BLV.transpose(1, 2), target_BL, reduction="none",
