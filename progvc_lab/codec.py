@@ -111,7 +111,10 @@ class Codec(nn.Module):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             codec = cls.from_config(ckpt["config"])
-            codec.load_state_dict(ckpt["state_dict"])
+            state = dict(ckpt["state_dict"])
+            # checkpoints from before the unigram baseline existed: no histogram counted (uniform)
+            state.setdefault("context_model.unigram_counts", codec.context_model.unigram_counts)
+            codec.load_state_dict(state)
         except (KeyError, RuntimeError, TypeError, EOFError, Exception) as e:
             raise ValueError(f"{path} is not a progvc_lab codec checkpoint ({type(e).__name__}: {e})") from e
         codec.meta = ckpt.get("meta", {})

@@ -93,7 +93,7 @@ def top_k_filter(logits_LV: torch.Tensor, k: int) -> torch.Tensor:
 # ---- 07 swapping a stage ---------------------------------------------------------------------------------------
 def unigram_bits(tokens: torch.Tensor, codebook_size: int) -> float:
     """Total bits to code ``tokens`` with their own static histogram: -sum_i n_i log2(n_i / N).
-    (the baseline of ``Codec.analyze``)"""
+    (the "oracle" baseline of ``Codec.analyze``)"""
     counts = torch.bincount(tokens.flatten(), minlength=codebook_size).double()
     counts = counts[counts > 0]
     return float(-(counts * torch.log2(counts / counts.sum())).sum())

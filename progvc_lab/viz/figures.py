@@ -29,6 +29,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..codec import deterministic
 from ..stages.entropy import TOTAL, cdf_to_freq, logits_to_cdf
 from ..stages.masks import attention_cost, build_mask, is_truncation_safe
 from ..stages.quantizer import scale_schedule
@@ -40,6 +41,7 @@ DEFAULT_LATENT_HW = (18, 22)
 
 # ---- small helpers ---------------------------------------------------------------------------------
 def _new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.2, height: float = 3.0, **kw):
+    kw.setdefault("layout", "constrained")
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
     plt.close(fig)  # returned, not kept by pyplot: a notebook shows it once, as the cell's value
     return fig, axes
@@ -127,7 +129,7 @@ def plot_scale_step(original, token_map_hw, recon, s: int, codebook_size: int | 
     ax_r.set_title(f"scales 0..{s}: {_frame_psnr(recon, original):.1f} dB", fontsize=9)
     err_HW = (torch.as_tensor(original).float() - torch.as_tensor(recon).float()).abs().mean(0).numpy()
     im = ax_e.imshow(err_HW, cmap="magma", vmin=0, vmax=0.5)
-    ax_e.set_title(f"residual |x - x_hat| (mean {err_HW.mean():.3f})", fontsize=9)
+    ax_e.set_title(f"residual |x - x_hat|, mean {err_HW.mean():.3f}", fontsize=9)
     for ax in axes[0]:
         _off(ax)
     fig.colorbar(im, ax=ax_e, shrink=0.75)
@@ -244,8 +246,6 @@ def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]
     pays; their sum per (frame, scale) equals ``encode_with_stats``'s ``model_bits``. Pass ``stats``
     from an earlier ``codec.encode_with_stats(video)`` to skip the encode.
     """
-    from ..codec import deterministic  # viz -> codec, never the other way
-
     if stats is None:
         _, stats = codec.encode_with_stats(video)
     tokens, latent_hw = stats["tokens"], tuple(stats["latent_hw"])
@@ -303,9 +303,10 @@ def plot_bits_heatmap(bits_maps: Sequence[np.ndarray], t: int = 0, scale: int | 
     fig.colorbar(im, ax=list(axes[0][:K]), shrink=0.8, label="bits per token")
     # every token's bits spread evenly over the finest-scale cells it covers (the sum is kept)
     density = sum(_spread(bm[t], bits_maps[-1][t].shape) for bm in bits_maps)
-    axes[0][K].imshow(density, cmap="inferno", interpolation="nearest")
+    im = axes[0][K].imshow(density, cmap="inferno", interpolation="nearest")
     axes[0][K].set_title(f"all scales: {density.sum():,.0f} bits", fontsize=8)
     _off(axes[0][K])
+    fig.colorbar(im, ax=axes[0][K], shrink=0.8, label="bits per finest-scale cell")
     fig.suptitle(f"model bits of frame {t}", fontsize=10)
     return fig
 

@@ -52,7 +52,9 @@ def load_demo_codec(name: str = "tiny") -> Codec:
     explorer app shows that line on top."""
     path = PRETRAINED.get(name)
     if path is None or path.is_file():
-        return Codec.from_pretrained(name)
+        codec = Codec.from_pretrained(name)
+        codec.meta = {"name": name, **getattr(codec, "meta", {})}
+        return codec
     from ..stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
 
     message = (f"the shipped model {path.name} was not found ({path}); using a RANDOM, untrained codec: "
@@ -330,17 +332,17 @@ def truncation_explorer(codec: Codec | None, video=None) -> Explorer:
         p = points[k - 1]
         views["frame"].value = frame_to_png(S.decoded_frame(k, t))
         views["original"].value = frame_to_png(S.video[t])
+        if k not in charts:  # the charts depend on k only: draw each once
+            charts[k] = (_png(figures.plot_bits_per_scale(S.bytes_per_scale, k)),
+                         _png(figures.plot_rd_curve(points, highlight=k)))
+        views["bars"].value, views["rd"].value = charts[k]
         saved = total - p["bytes"]
-        views["label"].value = (
+        views["label"].value = (  # last: when the label has changed, so has everything else
             f"k = {k} of {K} scales: <span class='pgvc-bytes'>{p['bytes']} bytes</span> sent of {total} "
             f"&middot; <span class='pgvc-bpp'>{p['bpp']:.4f} bpp</span> "
             f"&middot; <span class='pgvc-psnr'>{p['psnr']:.2f} dB</span> (RGB PSNR, all frames) "
             f"&middot; <span class='pgvc-saved'>saves {saved} bytes ({100 * saved / total:.1f}%)</span> "
             "vs all scales")
-        if k not in charts:  # the charts depend on k only: draw each once
-            charts[k] = (_png(figures.plot_bits_per_scale(S.bytes_per_scale, k)),
-                         _png(figures.plot_rd_curve(points, highlight=k)))
-        views["bars"].value, views["rd"].value = charts[k]
 
     intro = widgets.HTML("<b>Progressive truncation</b>: one encode; cutting the stream after k scales "
                          "gives a smaller stream that still decodes (header and table rewritten, no re-encode).")
@@ -423,7 +425,12 @@ class ExplorerApp(widgets.VBox):
     def __init__(self, codec: Codec | None = None, clip=None, max_frames: int = DEMO_FRAMES):
         self.codec = codec if codec is not None else load_demo_codec()
         warning = getattr(self.codec, "meta", {}).get("demo_warning")
-        header = widgets.HTML("<h2>progvc_lab explorer</h2>" + (
+        model = "random, untrained" if warning else getattr(self.codec, "meta", {}).get("name", "custom")
+        q = self.codec.quantizer
+        header = widgets.HTML(
+            f"<b>progvc_lab explorer</b> &middot; model: {html.escape(str(model))} (K = {q.num_scales} scales, "
+            f"V = {q.codebook_size} codes, stride {self.codec.tokenizer.stride}, "
+            f"fingerprint {self.codec.fingerprint().hex()})" + (
             f"<p class='pgvc-warning' style='color:#a60'>&#9888; {html.escape(warning)}</p>" if warning else ""))
         clips = shipped_clips()
         self.clip_choice = widgets.Dropdown(options=list(clips) + ["(path below)"], description="clip")

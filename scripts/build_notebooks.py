@@ -1,0 +1,1056 @@
+"""Write notebooks/00_quick_start.ipynb ... 08_evaluation.ipynb from the cells below (no outputs).
+
+    .venv/bin/python scripts/build_notebooks.py            # (re)write all nine
+    .venv/bin/python scripts/build_notebooks.py --check    # exit 1 if a committed notebook differs
+
+The notebooks are generated so that their source is reviewable as Python and regenerable; edit the
+cells HERE, not in Jupyter (or copy your Jupyter edits back here). Every notebook: one idea, prose and
+equations in markdown, code that only calls the package (``progvc_lab``), the first 8 frames of the
+shipped Foreman QCIF clip, and (01..08) at least one exercise checked by ``progvc_lab.course``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "notebooks"
+
+
+def md(text: str):
+    return new_markdown_cell(textwrap.dedent(text).strip("\n"))
+
+
+def code(text: str, exercise: bool = False):
+    cell = new_code_cell(textwrap.dedent(text).strip("\n"))
+    if exercise:
+        cell.metadata["tags"] = ["exercise"]
+    return cell
+
+
+SETUP = code('''
+    import warnings
+
+    import torch
+
+    from progvc_lab.course import sample_video
+    from progvc_lab.viz import ClipSession, load_demo_codec
+
+    torch.manual_seed(0)
+    codec = load_demo_codec()              # the shipped tiny model (a random one, with a warning, if it is missing)
+    video, fps = sample_video(frames=8)    # the first 8 frames of Foreman, QCIF: (8, 3, 144, 176) RGB in [0, 1]
+    session = ClipSession(codec, video, fps, "foreman")   # encodes once, caches truncations and decodes
+    print(f"video {tuple(video.shape)} at {float(fps):.2f} fps; codec: K = {codec.quantizer.num_scales} scales, "
+          f"V = {codec.quantizer.codebook_size} codes, stride {codec.tokenizer.stride}, GOP {codec.config.gop}")
+''')
+
+
+def stuck(name: str):
+    return md(f"Stuck? `show_solution(\"{name}\")` prints the reference solution "
+              "(`progvc_lab/course/solutions.py`). The rest of the notebook uses the package's version, "
+              "so it runs whether or not you solved the exercise.")
+
+
+# =====================================================================================================
+NB = {}
+
+NB["00_quick_start"] = [
+    md(r'''
+    # 00 · Quick start: encode, cut, decode
+
+    **ProGVC** (progressive generative video compression) codes a video as a *pyramid of tokens*:
+    every frame becomes K token maps, from a 1×1 map that holds the gist to a full-resolution map that
+    holds the detail. A Transformer predicts each token from what the decoder already has, and an
+    arithmetic coder turns those predictions into bytes. The stream stores **scale 0 of every frame
+    first, then scale 1, …**, so the first bytes of a stream are themselves a valid, smaller stream:
+    cut it after scale k and the receiver still decodes a (blurrier) video. What the cut removed can
+    be *synthesised* by the same Transformer (notebook 06).
+
+    ```
+    frames ─► tokenizer ─► latent ─► multi-scale quantizer ─► tokens[s], s = 0..K-1
+           ─► context model (Transformer) ─► integer CDFs ─► arithmetic coder
+           ─► stream:  header | scale 0 | scale 1 | ... | scale K-1      (cut after any scale)
+    ```
+
+    Five cells: load, encode, cut, decode, look.
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab import bitstream
+
+    data = codec.encode(video, fps)                       # bytes of a .pgvc stream
+    info = bitstream.describe(data)
+    print(f"{len(data)} bytes = {info['bpp']:.4f} bits per pixel; bytes per scale: {info['bytes_per_scale']}")
+    '''),
+    code('''
+    short = bitstream.truncate(data, 3)                   # keep scales 0, 1, 2: no re-encoding
+    print(f"cut after 3 of {info['num_scales']} scales: {len(short)} bytes "
+          f"({100 * len(short) / len(data):.1f}% of the stream)")
+    '''),
+    code('''
+    from progvc_lab.metrics import psnr
+
+    decoded_3 = codec.decode(short)                        # the receiver of the short stream
+    decoded_all = codec.decode(data)
+    print(f"PSNR-RGB with 3 scales: {psnr(decoded_3, video):.2f} dB; with all: {psnr(decoded_all, video):.2f} dB")
+    '''),
+    code('''
+    from progvc_lab.viz import plot_sampler_comparison
+
+    plot_sampler_comparison({"cut after 3 scales": decoded_3[4], "all scales": decoded_all[4]}, original=video[4])
+    '''),
+    md(r'''
+    **What you just saw.** One encode produced a stream; `bitstream.truncate` made a smaller valid
+    stream from it without touching the model; both decode. The tiny model that ships with the package
+    is small and trained for minutes on a few clips on a CPU, so its pictures are soft: it demonstrates
+    the mechanics faithfully, not state-of-the-art quality.
+
+    | notebook | idea |
+    |---|---|
+    | 01 | video files, colour, and the tokenizer (frames → latent) |
+    | 02 | the multi-scale residual quantizer (latent → token pyramid) |
+    | 03 | the context model and its attention masks (why a cut stream stays decodable) |
+    | 04 | entropy coding: probabilities → integer CDFs → bytes |
+    | 05 | progressive truncation: one encode, K rate points |
+    | 06 | the detail sampler: filling the scales a cut removed |
+    | 07 | swapping a stage and retraining it through the same CLI |
+    | 08 | evaluation: RD curves, metrics, CompressAI JSON, baselines |
+
+    The same steps on the command line: `progvc-lab encode`, `progvc-lab truncate`, `progvc-lab decode`.
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["01_video_and_tokenizer"] = [
+    md(r'''
+    # 01 · Video files, colour, and the tokenizer
+
+    A video here is a tensor **(T, 3, H, W)** of RGB values in [0, 1]. Test sequences come as `.y4m`
+    files: a one-line text header (`YUV4MPEG2 W176 H144 F30000:1001 ...`) and then, per frame, the
+    word `FRAME` and three planes of 8-bit samples: luma **Y** at full size and the two chroma planes
+    **U, V** at half width and half height (*4:2:0*). A QCIF frame (176×144) thus takes
+    176·144·1.5 = 38 016 bytes, 12 bits per pixel. Our targets are around **0.05 bits per pixel**:
+    a compression factor of about 240.
+
+    RGB ↔ YUV is a fixed linear map (BT.601, "limited range": Y in 16..235):
+    $$Y = 16 + 219\,(0.299R + 0.587G + 0.114B),\qquad U = 128 + 224\,\frac{B - Y'}{1.772},\qquad
+    V = 128 + 224\,\frac{R - Y'}{1.402}$$
+    with $Y' = 0.299R + 0.587G + 0.114B$ and $R, G, B \in [0, 1]$.
+    '''),
+    code('''
+    from progvc_lab.data import read_y4m, read_y4m_header, rgb_to_yuv420, sample_clip_path, yuv420_to_rgb
+
+    path = sample_clip_path("foreman")
+    header = read_y4m_header(path)
+    print(path.name, "header line:", path.read_bytes()[:header.header_bytes])
+    clip = read_y4m(path, max_frames=8)
+    print("planes:", clip.y.shape, clip.u.shape, clip.v.shape, clip.y.dtype, "fps", clip.fps)
+    '''),
+    code('''
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(9, 2.6), gridspec_kw={"width_ratios": [2, 1, 1]})
+    for ax, (name, plane) in zip(axes, [("Y (luma)", clip.y[0]), ("U (Cb)", clip.u[0]), ("V (Cr)", clip.v[0])]):
+        ax.imshow(plane, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{name} {plane.shape[1]}x{plane.shape[0]}", fontsize=9)
+        ax.axis("off")
+    '''),
+    code('''
+    # 4:2:0 -> RGB up-samples chroma (nearest) and clips to [0, 1]; RGB -> 4:2:0 averages 2x2 chroma blocks.
+    # Saturated colours (outside the RGB cube) are where the round trip changes samples most.
+    rgb = yuv420_to_rgb(clip.y, clip.u, clip.v)           # (T, 3, H, W) float32 in [0, 1]
+    y, u, v = rgb_to_yuv420(rgb)                          # and back to 8-bit 4:2:0 planes
+    print("RGB", tuple(rgb.shape), rgb.dtype, f"range [{float(rgb.min()):.2f}, {float(rgb.max()):.2f}]")
+    for name, a, b in (("Y", clip.y, y), ("U", clip.u, u), ("V", clip.v, v)):
+        diff = abs(a.astype(int) - b.astype(int))
+        print(f"round trip YUV -> RGB -> YUV, plane {name}: mean |change| {diff.mean():.3f}, largest {diff.max()}")
+    '''),
+    md(r'''
+    ## The tokenizer: frames → latent → frames
+
+    The tokenizer is a small convolutional autoencoder (`progvc_lab/stages/tokenizer.py`). Its encoder
+    halves the resolution log2(stride) times, so a frame H×W becomes a latent map
+    $$f \in \mathbb{R}^{C \times \lceil H/\text{stride}\rceil \times \lceil W/\text{stride}\rceil}.$$
+    Its decoder up-samples (nearest neighbour + convolutions) back to pixels. The latent is still made of
+    floats; the quantizer (notebook 02) turns it into integers. VAR's tokenizer works the same way with
+    stride 16 and C = 32; InfinityStar's video tokenizer also compresses time (4 frames → 1 latent frame),
+    ours works frame by frame and leaves time to the context model.
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab.metrics import psnr
+
+    with torch.no_grad():
+        f = codec.tokenizer.encode(video)                 # (T, C, h, w)
+        x_float = codec.tokenizer.decode(f, video.shape[-2:]).clamp(0, 1)
+    H, W = video.shape[-2:]
+    print(f"frames {tuple(video.shape)} -> latent {tuple(f.shape)}: "
+          f"{f.shape[1] * f.shape[2] * f.shape[3] / (H * W):.3f} floats per pixel")
+    print(f"tokenizer round trip on floats (no quantization): {psnr(x_float, video):.2f} dB")
+    print(f"the whole codec (tokens, all scales):              {psnr(codec.decode(session.data), video):.2f} dB")
+    '''),
+    md(r'''
+    The float round trip is an **upper bound** for everything after it: quantization can only lose
+    information. With the tiny model the gap between the two numbers is the price of the token pyramid.
+
+    ## Frame sizes that are not a multiple of the stride
+
+    The encoder needs H and W divisible by the stride. Other sizes are **padded** at the bottom and the
+    right and the decoder **crops** back: never an error, never a silent resize. Padding *replicates*
+    the edge pixels: zeros would draw a dark border that costs bits and bleeds into the frame.
+    For a 141×170 frame at stride 8: $\lceil 141/8\rceil = 18$ latent rows, so 3 padded pixel rows;
+    $\lceil 170/8 \rceil = 22$ columns, 6 padded pixel columns.
+    '''),
+    code('''
+    from progvc_lab.course import check_pad_to_stride, show_solution
+    import torch.nn.functional as F
+
+    # EXERCISE: pad frames (N, 3, H, W) at the bottom and right, replicating edge pixels, so that
+    # H and W become multiples of `stride`. Frames that already fit come back unchanged.
+    # Hint: -H % stride is the number of rows to add; F.pad(x, (left, right, top, bottom), mode="replicate").
+    def pad_to_stride(x_NCHW, stride):
+        # your code here (about 3 lines)
+        raise NotImplementedError
+
+    check_pad_to_stride(pad_to_stride)
+    ''', exercise=True),
+    stuck("pad_to_stride"),
+    code('''
+    odd = video[:2, :, :141, :170]                        # a crop with awkward sizes
+    with torch.no_grad():
+        f_odd = codec.tokenizer.encode(odd)
+    print("141x170 frames -> latent", tuple(f_odd.shape[-2:]))
+    decoded = codec.decode(codec.encode(odd, fps))
+    print("the codec gives back", tuple(decoded.shape), "- the original size")
+    '''),
+    md(r'''
+    **Takeaways.** A y4m file is planar 8-bit 4:2:0; the package converts to RGB once, on reading. The
+    tokenizer maps each frame to a small grid of C-dimensional vectors (here one vector per 8×8 pixels).
+    Odd sizes are padded and cropped. *Honest note:* the tiny tokenizer is trained for minutes on a CPU
+    and on little data: expect soft pictures and low PSNR on textured content; training data and compute
+    are the dominant knobs (see `configs/tiny_stage1.yaml`).
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["02_multiscale_quantizer"] = [
+    md(r'''
+    # 02 · The multi-scale residual quantizer: latent → token pyramid
+
+    VAR ("Visual Autoregressive modeling", Tian et al. 2024) quantizes a latent $f$ not once but at K
+    scales, coarse to fine. Each scale codes **what the coarser scales left over**:
+
+    $$
+    \begin{aligned}
+    &f_\text{rest} \leftarrow f,\quad \hat f \leftarrow 0\\
+    &\text{for } s = 0,\dots,K-1:\\
+    &\qquad r_s = \operatorname{area\_down}(f_\text{rest},\; h_s\times w_s) &&\text{what is still missing, at scale } s\\
+    &\qquad \text{idx}_s[y,x] = \arg\min_v \lVert r_s[:,y,x] - e_v\rVert_2 &&\text{nearest of } V \text{ codebook vectors}\\
+    &\qquad z_s = \varphi_s\big(\operatorname{up}(e_{\text{idx}_s})\big) &&\text{back to full size, small conv}\\
+    &\qquad \hat f \leftarrow \hat f + z_s,\qquad f_\text{rest} \leftarrow f_\text{rest} - z_s
+    \end{aligned}
+    $$
+
+    with $\varphi_s(x) = \tfrac12 x + \tfrac12\,\mathrm{conv}_{3\times3}(x)$. The tokens are the K maps
+    $\text{idx}_s$; the decoder rebuilds $\hat f$ from tokens alone (`tokens_to_latent`). Stopping the sum
+    after k scales gives a coarser $\hat f_k$: this is what makes the code *progressive*.
+    '''),
+    SETUP,
+    code('''
+    import math
+
+    tokens, latent_hw = session.tokens, session.latent_hw
+    schedule = codec.quantizer.schedule(latent_hw)
+    V = codec.quantizer.codebook_size
+    T, H, W = video.shape[0], video.shape[-2], video.shape[-1]
+    print(f"latent {latent_hw}; scale schedule {schedule}")
+    print(f"{'s':>2} {'size':>7} {'tokens/frame':>12} {'raw bits/frame':>15} {'raw bpp up to s':>16}")
+    total = 0
+    for s, (h, w) in enumerate(schedule):
+        total += h * w * math.log2(V)
+        print(f"{s:>2} {f'{h}x{w}':>7} {h * w:>12} {h * w * math.log2(V):>15.0f} {total / (H * W):>16.4f}")
+    '''),
+    md(r'''
+    The "raw" column is $\log_2 V$ bits per token, as if every token were equally likely. The context
+    model (notebooks 03-04) does much better on coarse scales, but the table already shows the shape of
+    the rate ladder: the finest scale holds most of the tokens. The schedule comes from the latent size
+    ($\text{side}_s \approx \text{side}^{s/(K-1)}$ per dimension), so non-square frames get non-square scales.
+
+    ## Exercise 1: area down-sampling
+
+    `area_down` averages the cells of the finer grid that fall into each coarse cell. For a size that
+    divides evenly by a factor f, every output value is the mean of an f×f block.
+    '''),
+    code('''
+    from progvc_lab.course import check_area_down_by, check_nearest_code, show_solution
+
+    # EXERCISE: average non-overlapping factor x factor cells: (N, C, h, w) -> (N, C, h/factor, w/factor).
+    # Hint: reshape to (N, C, h/f, f, w/f, f) and take the mean over two axes.
+    def area_down_by(x_NChw, factor):
+        # your code here (about 2 lines)
+        raise NotImplementedError
+
+    check_area_down_by(area_down_by)
+    ''', exercise=True),
+    md(r'''
+    ## Exercise 2: the nearest code
+
+    For every position, pick the codebook row $e_v$ closest to the residual vector in L2. Expanding the
+    square, $\lVert r - e_v\rVert^2 = \lVert r\rVert^2 - 2\,r\cdot e_v + \lVert e_v\rVert^2$, and the
+    first term is the same for every v: one matrix product does all positions at once.
+    '''),
+    code('''
+    # EXERCISE: r_NChw (N, C, h, w) residuals, codebook_VC (V, C) -> ids (N, h, w) int64 of the nearest rows.
+    # On a tie pick the lowest index (argmin does). Hint: move C last, flatten positions, torch.cdist or the
+    # expansion above, argmin, reshape.
+    def nearest_code(r_NChw, codebook_VC):
+        # your code here (about 4 lines)
+        raise NotImplementedError
+
+    check_nearest_code(nearest_code)
+    ''', exercise=True),
+    stuck("nearest_code"),
+    code('''
+    with torch.no_grad():
+        f = codec.tokenizer.encode(video)
+        print(f"{'k':>2} {'relative latent error ||f - f_hat_k||^2 / ||f||^2':>52}")
+        for k in range(1, len(schedule) + 1):
+            f_hat = codec.quantizer.tokens_to_latent(tokens, latent_hw, upto=k)
+            print(f"{k:>2} {float(((f - f_hat) ** 2).sum() / (f ** 2).sum()):>52.4f}")
+    '''),
+    md("The token maps of one frame (colour = token id), and the frame decoded from the first k scales:"),
+    code('''
+    from progvc_lab.viz import plot_partial_reconstructions, plot_token_pyramid
+
+    plot_token_pyramid(tokens, t=0, codebook_size=V)
+    '''),
+    code('''
+    plot_partial_reconstructions(codec, tokens, latent_hw, video.shape[-2:], t=0, original=video[0])
+    '''),
+    md(r'''
+    ### Explore
+
+    Move the sliders: for scale s you see its token map, the frame rebuilt from scales 0..s, and the
+    residual those scales leave (what the finer scales still have to code).
+    '''),
+    code('''
+    from progvc_lab.viz import token_pyramid_explorer
+
+    token_pyramid_explorer(codec, session)
+    '''),
+    md(r'''
+    **Takeaways and links.**
+    - VAR: 10 scales (1, 2, 3, 4, 5, 6, 8, 10, 13, 16) on a 16×16 latent, V = 4096, bicubic up-sampling,
+      4 shared φ convs. We use 6 scales, V = 512, bilinear up-sampling and one φ per scale: a smaller
+      pyramid for a CPU.
+    - Infinity replaces the codebook by **bitwise** tokens (BSQ): project to d channels, normalise,
+      keep the signs. A token is then d independent bits, the "vocabulary" is $2^d$ without a table, and
+      the context model predicts bits (a 2-way softmax per bit). Its *bitwise self-correction* trains the
+      model on inputs rebuilt from randomly flipped bits, so it learns to repair its own mistakes.
+      In progvc_lab, BSQ is a planned quantizer variant with the same interface (see notebook 07).
+    - InfinityStar codes a *spacetime* pyramid: each scale block covers several latent frames. Here each
+      frame has its own pyramid and time is handled by the context model.
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["03_context_model_and_masks"] = [
+    md(r'''
+    # 03 · The context model and its attention masks
+
+    A GOP (group of pictures) of T frames, each with K token maps, is a sequence of **blocks** (t, s).
+    The context model, a small Transformer, outputs for every token of block (t, s) a probability over
+    the V codes. The input embedding of a token at position (y, x) of block (t, s) is
+
+    $$
+    x = \underbrace{W_\text{in}\,\operatorname{area\_down}(\hat f_{t,<s})[y,x]}_{\text{coarser scales of this frame (start vector at } s=0)}
+      + \underbrace{E_\text{prev}[\text{tok}_{t-1,s}[y,x]]}_{\text{previous frame, same scale and position}}
+      + E_\text{level}[s] + E_\text{frame}[\min(t, W)] + P(y, x).
+    $$
+
+    The first term is VAR's next-scale input. The second one is **not optional** for video: the hidden
+    state of block (t−1, s) is built from frame t−1's *coarser* scales only, so attending to it never
+    shows the model frame t−1's scale-s tokens themselves. Feeding them in directly is what lets the
+    model predict "same as before" in static areas.
+    '''),
+    SETUP,
+    code('''
+    tokens, latent_hw = session.tokens, session.latent_hw
+    s, t = 3, 1
+    ctx_NChw = codec.quantizer.context_input(tokens[:s], s, latent_hw)       # f_hat of scales < s, area-down
+    x_NLD = codec.context_model.block_input(ctx_NChw[t:t + 1], tokens[s][t - 1:t], t, s)
+    print(f"block (t={t}, s={s}): context input {tuple(ctx_NChw[t].shape)}, previous-frame tokens "
+          f"{tuple(tokens[s][t - 1].shape)} -> embeddings {tuple(x_NLD.shape)} (1 clip, h_s*w_s tokens, width D)")
+    '''),
+    md(r'''
+    ### What the previous frame buys
+
+    Code the same 8 frames twice: as one GOP (every frame after the first sees frame t−1), and as 8 GOPs
+    of one frame (nothing temporal). `Codec.analyze` reports the model's bits per token per scale and two
+    baselines without any context: the **unigram** (a static per-scale token histogram counted on the
+    training data and shipped with the model: what a coder without a context model would pay) and the
+    **oracle** (the clip's own histogram, which no real coder reaches without also sending it).
+    '''),
+    code('''
+    one_gop = codec.analyze(video, fps)
+    codec.config.gop = 1
+    intra_only = codec.analyze(video, fps)
+    codec.config.gop = 8
+    print(f"{'scale':>5} {'GOP of 8':>9} {'GOP of 1':>9} {'unigram':>8} {'oracle':>7}   (bits per token)")
+    for s in range(codec.quantizer.num_scales):
+        n = one_gop["tokens_per_scale"][s]
+        print(f"{s:>5} {one_gop['bits_per_token_per_scale'][s]:>9.3f} {intra_only['bits_per_token_per_scale'][s]:>9.3f} "
+              f"{one_gop['unigram_bits_per_token_per_scale'][s]:>8.3f} {one_gop['oracle_unigram_bits_per_scale'][s] / n:>7.3f}")
+    print(f"whole clip: {one_gop['bytes']} bytes as one GOP, {intra_only['bytes']} bytes as 8 GOPs")
+    '''),
+    md(r'''
+    ## Masks: who may attend to whom
+
+    A mask is a boolean matrix `allowed[q, k]` over block ids `t*K + s` (frame-major). Three are built in
+    (`progvc_lab/stages/masks.py`):
+
+    - **var** (VAR's block-causal rule, frame-major): $\;\text{ord}_k \le \text{ord}_q$ with $\text{ord} = tK + s$.
+    - **infinitystar** (InfinityStar's default): the block itself, and the finest scale of the previous
+      frame: $(t_k, s_k) = (t_q, s_q)$ or $(t_k, s_k) = (t_q - 1, K-1)$.
+    - **progvc_sparse** (ours, the default): the same frame at a coarser-or-equal scale, or the same
+      scale in the W previous frames: $(t_k = t_q \wedge s_k \le s_q) \vee (s_k = s_q \wedge t_q - W \le t_k < t_q)$.
+
+    **Truncation safety.** A finished stream can be cut after *any* scale k iff no block at a scale
+    below k needs a block at scale k or finer, i.e. iff every allowed key satisfies
+    $s_k \le s_q$. `progvc_sparse` has this property; `var` and `infinitystar` do not: their blocks read
+    the finest scale of the previous frame, which a cut stream no longer carries.
+    '''),
+    code('''
+    from IPython.display import display
+    from progvc_lab.viz import plot_mask
+
+    for name in ("var", "infinitystar", "progvc_sparse"):
+        display(plot_mask(name, num_frames=3, num_scales=4))
+    '''),
+    md(r'''
+    The attention cost is the number of (query token, key token) pairs a mask lets attention compute;
+    it is dominated by the finest scale. For a GOP of 8 QCIF frames at the codec's own schedule:
+    '''),
+    code('''
+    from progvc_lab.viz import mask_summary
+
+    lengths = [h * w for h, w in codec.quantizer.schedule(latent_hw)]
+    print(f"{'mask':>17} {'pairs':>12} {'of var':>7}  truncation safe")
+    for name, window in (("var", 1), ("infinitystar", 1), ("progvc_sparse", 1), ("progvc_sparse", 2)):
+        info = mask_summary(name, 8, codec.quantizer.num_scales, window, lengths)
+        label = name + (f" W={window}" if name == "progvc_sparse" else "")
+        print(f"{label:>17} {info['cost']:>12,} {100 * info['ratio_to_var']:>6.1f}%  {info['truncation_safe']}")
+    '''),
+    md("### Explore: pick a mask, the number of frames and scales, the window"),
+    code('''
+    from progvc_lab.viz import mask_explorer
+
+    mask_explorer(latent_hw)
+    '''),
+    md(r'''
+    ## Exercise: the progvc_sparse rule
+
+    Build `allowed` (T·K × T·K, bool) for `progvc_sparse` from the rule above. Block ids are
+    `t * K + s`; the row is the query, the column the key.
+    '''),
+    code('''
+    from progvc_lab.course import check_progvc_sparse_mask, show_solution
+
+    # EXERCISE: allowed[q, k] = True iff key block (tk, sk) is in the query's frame at a coarser-or-equal
+    # scale, or at the same scale in one of the `window` previous frames. Return a bool tensor (T*K, T*K).
+    def progvc_sparse_mask(num_frames, num_scales, window=1):
+        # your code here (loops are fine; or broadcast t and s of every block)
+        raise NotImplementedError
+
+    check_progvc_sparse_mask(progvc_sparse_mask)
+    ''', exercise=True),
+    stuck("progvc_sparse_mask"),
+    md("The codec checks the property when it is built: a mask that is not truncation safe is refused."),
+    code('''
+    from progvc_lab.codec import Codec
+    from progvc_lab.stages import ContextModel
+
+    try:
+        Codec(codec.tokenizer, codec.quantizer, ContextModel(mask="var"))
+    except ValueError as e:
+        print("ValueError:", e)
+    '''),
+    md(r'''
+    **Takeaways and links.**
+    - VAR's mask is block-causal: a scale sees all coarser scales. It is perfect for generation, but in a
+      video stream stored coarse-to-fine it ties frame t to the finest scale of frame t−1.
+    - InfinityStar's attention is sparse on purpose (cost), reading only the last, largest scale of the
+      previous clip; coarser scales of the own frame reach a block through its *input*. Also not
+      truncation safe: its cut point would be fixed at encode time.
+    - ProGVC needs both: temporal context *and* a stream that can be cut anywhere. `progvc_sparse`
+      keeps temporal context at the same scale, so every scale-k prefix stays self-contained.
+    - Encoder and decoder compute the same probabilities because both call `block_logits` for the
+      same blocks in the same order (notebook 04 shows why that matters).
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["04_entropy_coding"] = [
+    md(r'''
+    # 04 · Entropy coding: probabilities → integer CDFs → bytes
+
+    If the model gives token x the probability p(x), an ideal entropy coder spends
+    $-\log_2 p(x)$ bits on it; an arithmetic coder gets within a few bits *per call* of the sum
+    $\sum_i -\log_2 p(x_i)$ ("model bits"). The coder works on integers: each distribution becomes a
+    table of frequencies that sum to $2^{16}$, and its running sum, the **CDF**. Decoding works only if
+    the decoder rebuilds *exactly* the encoder's integers, so the conversion is one pure function:
+
+    $$
+    p = \operatorname{softmax}(\text{logits})\ \text{in float64},\quad
+    \text{freq}_v = \lfloor p_v\,(2^{16} - V)\rfloor + 1,\quad
+    \text{freq}_{\arg\max p} \mathrel{+}= 2^{16} - \textstyle\sum_v \text{freq}_v,\quad
+    \text{cdf} = [0, \operatorname{cumsum}(\text{freq})].
+    $$
+
+    The +1 keeps every symbol codable (a symbol with 0 counts could not be coded at all); the leftover
+    goes to the most likely symbol (lowest index on ties), so the total is exactly $2^{16}$.
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab.course import check_logits_to_cdf, show_solution
+
+    # EXERCISE: logits (L, V) -> integer CDFs (L, V+1) int64 following the recipe above, bit-identical to the
+    # codec's. Hint: torch.softmax(logits.double(), -1); torch.floor; freq[torch.arange(L), top] += deficit;
+    # torch.cat with a zero column, then cumsum.
+    def logits_to_cdf(logits_LV):
+        # your code here (about 6 lines)
+        raise NotImplementedError
+
+    check_logits_to_cdf(logits_to_cdf)
+    ''', exercise=True),
+    stuck("logits_to_cdf"),
+    md(r'''
+    ## Model bits vs actual bytes
+
+    The codec codes one **block** (one frame at one scale) per torchac call, so a GOP of 8 frames × 6
+    scales makes 48 calls. `encode_with_stats` returns the model bits of every block; the stream holds
+    the actual strings (`block_bytes` reads their lengths).
+    '''),
+    code('''
+    import numpy as np
+    from progvc_lab import bitstream
+    from progvc_lab.course import block_bytes
+
+    data, stats = session.encoded
+    model_bits_TK = stats["model_bits"]                  # (frames, scales)
+    actual_bits_TK = 8 * block_bytes(data)
+    print(f"{'scale':>5} {'model bits':>11} {'actual bits':>12} {'overhead/call':>14}")
+    for s in range(model_bits_TK.shape[1]):
+        m, a = model_bits_TK[:, s].sum(), actual_bits_TK[:, s].sum()
+        print(f"{s:>5} {m:>11.0f} {a:>12} {(a - m) / model_bits_TK.shape[0]:>14.1f}")
+    info = bitstream.describe(data)
+    print(f"file: {info['total_bytes']} bytes = header {info['header_bytes']} + chunk table {info['table_bytes']}"
+          f" + chunks {sum(info['bytes_per_scale'])} (strings {actual_bits_TK.sum() // 8} + their length fields)")
+    '''),
+    md(r'''
+    Small blocks pay proportionally the most: a 1×1 block codes one token, yet every call ends with a
+    termination of a few bits. How much exactly? Encode random distributions of different lengths:
+    '''),
+    code('''
+    from progvc_lab.course import coder_call_overhead
+
+    for row in coder_call_overhead(vocab=codec.quantizer.codebook_size, repeats=10):
+        print(f"{row['symbols']:>5} symbols per call: model {row['model_bits']:8.1f} bits, "
+              f"torchac {row['bits']:8.1f} bits, overhead {row['overhead_bits']:5.1f} bits")
+    '''),
+    md(r'''
+    ## Why coding never uses the training pass
+
+    Training computes all logits of a GOP in one teacher-forced pass with the mask; coding computes them
+    block by block (`block_logits`). Mathematically the same function, but different matrix shapes reduce
+    in a different order, so the floats differ in the last digits, and sometimes an integer CDF differs by
+    a count. One differing count desynchronises the decoder *silently* (torchac decodes garbage, no error).
+    Hence the rule: encoder and decoder both call `block_logits`, same shapes, same order, fixed threads.
+    '''),
+    code('''
+    from progvc_lab.course import coding_vs_training_logits
+
+    cmp = coding_vs_training_logits(codec, video)
+    print(f"largest logit difference {cmp['max_abs_diff']:.2e}; tokens whose integer CDF differs: "
+          f"{cmp['tokens_with_different_cdf']} of {cmp['tokens']}")
+    '''),
+    md("### Where the bits go: −log2 p of every token, per scale"),
+    code('''
+    from progvc_lab.viz import plot_bits_heatmap
+
+    plot_bits_heatmap(session.bits_maps, t=1)
+    '''),
+    code('''
+    from progvc_lab.viz import bits_heatmap_explorer
+
+    bits_heatmap_explorer(codec, session)
+    '''),
+    md(r'''
+    **Takeaways and plug point.**
+    - The CDF conversion is deterministic integer arithmetic on float64 probabilities; floats are only
+      trusted up to the softmax, and only because both sides compute them with the same code path.
+    - torchac codes one block per call, all CDFs of the block known up front, ~4.5 bits of termination per
+      call plus the chunk's length fields.
+    - **Plug point: a streaming coder.** `progvc_lab/stages/entropy.py` has a registry `CODERS` and
+      `get_coder(name)`; the stream header stores the coder's name. A constriction range coder
+      (`constriction.stream.queue.RangeEncoder`) would code a whole scale of a GOP as one chunk and decode
+      it incrementally: one termination per chunk (~17 bits with 32-bit words) instead of one per block.
+      It slots in as a class with the same `encode(cdf, symbols)` / `decode(cdf, data)` pair.
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["05_progressive_truncation"] = [
+    md(r'''
+    # 05 · Progressive truncation: one encode, K rate points
+
+    The stream stores its chunks **scale-major**:
+
+    ```
+    header | table | scale 0 of GOP 0, GOP 1, ... | scale 1 of GOP 0, ... | ... | scale K-1 of ...
+    ```
+
+    So the bytes up to the end of scale k−1 are a complete stream of k scales. `bitstream.truncate(data, k)`
+    rewrites the header (k scales sent) and the chunk table and drops the rest, without the model; a raw
+    cut exactly at a scale boundary also decodes (with a warning). This works because the mask is
+    truncation safe (notebook 03): no block of a kept scale ever read a dropped one.
+
+    Rate is counted the way papers do: file bytes (header included) × 8 / (frames × H × W).
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab import bitstream
+    from progvc_lab.metrics import bpp
+
+    data = session.data
+    info = bitstream.describe(data)
+    T, H, W = video.shape[0], video.shape[-2], video.shape[-1]
+    print(f"header {info['header_bytes']} bytes, chunk table {info['table_bytes']} bytes, "
+          f"bytes per scale {info['bytes_per_scale']}")
+    print(f"{'k':>2} {'file bytes':>10} {'bpp':>8} {'saved vs all':>13}")
+    for k in range(info["num_scales"] + 1):
+        n = len(bitstream.truncate(data, k))
+        print(f"{k:>2} {n:>10} {bpp(n, T, H, W):>8.4f} {len(data) - n:>13}")
+    '''),
+    md(r'''
+    ## Exercise: the rate ladder
+
+    Given the bytes of each scale and the header size, compute the bpp of the stream cut after
+    k = 1, …, K scales: level k keeps scales 0..k−1.
+    $$\text{bpp}_k = \frac{8\,\big(\text{header} + \sum_{s<k} \text{bytes}_s\big)}{T\,H\,W}$$
+    '''),
+    code('''
+    from progvc_lab.course import check_bpp_ladder, show_solution
+
+    # EXERCISE: return [bpp_1, ..., bpp_K] for the stream cut after k = 1..K scales.
+    def bpp_ladder(bytes_per_scale, header_bytes, num_frames, height, width):
+        # your code here (a running sum)
+        raise NotImplementedError
+
+    check_bpp_ladder(bpp_ladder)
+    ''', exercise=True),
+    stuck("bpp_ladder"),
+    md(r'''
+    Your ladder is a few bytes *below* the real file sizes above: every kept chunk also has an entry in
+    the chunk table (its length as a varint and a 2-byte CRC of its tokens). The plot shows what each scale
+    costs and what a cut after k = 3 saves:
+    '''),
+    code('''
+    from progvc_lab.viz import plot_bits_per_scale
+
+    plot_bits_per_scale(info["bytes_per_scale"], k=3)
+    '''),
+    md("### Explore: cut the stream after k scales and decode what is left"),
+    code('''
+    from progvc_lab.viz import truncation_explorer
+
+    truncation_explorer(codec, session)
+    '''),
+    md("The rate-distortion curve of this single encode (each point decoded from its real, truncated bytes):"),
+    code('''
+    from progvc_lab.viz import plot_rd_curve
+
+    points = session.rd_points()
+    for p in points:
+        print(f"k={p['k']}: {p['bytes']:>6} bytes  {p['bpp']:.4f} bpp  {p['psnr']:.2f} dB")
+    plot_rd_curve(points, highlight=3)
+    '''),
+    md("A raw cut at a scale boundary is a valid stream; a cut anywhere else is a clear error:"),
+    code('''
+    from progvc_lab.bitstream import BitstreamError
+
+    boundary = len(data) - sum(info["bytes_per_scale"][3:])        # the end of scale 2's chunks
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cut = codec.decode(data[:boundary])
+    print(f"raw cut at byte {boundary}: decoded {tuple(cut.shape)}; warnings: {[str(w.message) for w in caught]}")
+    try:
+        codec.decode(data[:boundary - 5])
+    except BitstreamError as e:
+        print("cut 5 bytes earlier -> BitstreamError:", e)
+    '''),
+    md(r'''
+    **Takeaways and links.**
+    - One encode yields K rate points; a server (or a network node) adapts the rate by cutting bytes,
+      without a model and without re-encoding. Classic scalable coding (SVC/SHVC) offers the same with
+      layers designed for it; here it falls out of the token pyramid plus a truncation-safe mask.
+    - With this tiny model the ladder is coarse (6 points, the last scale costs most of the bytes).
+      ARPC (ICLR 2026) is the image analogue: VAR as both generator and entropy model, send the first k
+      scales, generate the rest. ProGVC does the same for video (notebook 06: generating the rest).
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["06_detail_sampler"] = [
+    md(r'''
+    # 06 · The detail sampler: filling the scales a cut removed
+
+    A stream cut after k scales gives the decoder the tokens of scales 0..k−1. For scales k..K−1 it can
+
+    - **zero**: add nothing: $\hat f = \hat f_k$ (smooth, blurry frames; usually the best PSNR);
+    - **argmax**: ask the context model for the most likely token everywhere (often flat);
+    - **sample**: draw tokens from the model, sharpened by a temperature τ and restricted to the top-k ids:
+    $$p_\tau(v) \propto \exp(\ell_v / \tau)\ \text{for } v \in \text{top-}k(\ell),\qquad 0 \text{ otherwise}.$$
+
+    Sampling invents *plausible* detail, not the original one: PSNR usually drops while the picture looks
+    less blurry (the perception-distortion trade-off). Draws come from the *integer* CDF with a generator
+    seeded by (seed, GOP, t, s), so the same stream and seed give the same video on every run.
+    This is InfinityStar's `gt_leak` at inference (ground truth for the first scales, generation after)
+    and the "detail synthesis" half of ProGVC.
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab.course import check_top_k_filter, show_solution
+
+    # EXERCISE: keep the k largest logits of every row (ties with the k-th are kept), set the others to
+    # -inf; k = 0 or k >= V keeps everything. Hint: logits.topk(k, dim=-1).values[:, -1:] is the k-th largest.
+    def top_k_filter(logits_LV, k):
+        # your code here (about 4 lines)
+        raise NotImplementedError
+
+    check_top_k_filter(top_k_filter)
+    ''', exercise=True),
+    stuck("top_k_filter"),
+    md("Cut after k = 3 scales, fill the rest four ways; PSNR and texture energy over the 8 frames:"),
+    code('''
+    from progvc_lab.metrics import psnr, texture_energy_ratio
+
+    k, t = 3, 4
+    choices = {"zero": {}, "argmax": {}, "sample τ=1": dict(temperature=1.0),
+               "sample τ=0.7, top-20": dict(temperature=0.7, top_k=20)}
+    short = session.truncated(k)
+    frames = {}
+    print(f"{'filler':>22} {'PSNR-RGB':>9} {'texture energy / original':>27}")
+    for name, args in choices.items():
+        decoded = codec.decode(short, sampler=name.split()[0], **args)
+        frames[name] = decoded[t]
+        print(f"{name:>22} {psnr(decoded, video):>9.2f} {texture_energy_ratio(decoded, video):>27.3f}")
+    full = codec.decode(session.data)
+    print(f"{'all scales sent':>22} {psnr(full, video):>9.2f} {texture_energy_ratio(full, video):>27.3f}")
+    '''),
+    code('''
+    from progvc_lab.viz import plot_sampler_comparison
+
+    plot_sampler_comparison(frames, original=video[t])
+    '''),
+    md("Same stream and seed → same video; another seed → other details:"),
+    code('''
+    a = codec.decode_tokens(short, sampler="sample", seed=0)[0]
+    b = codec.decode_tokens(short, sampler="sample", seed=0)[0]
+    c = codec.decode_tokens(short, sampler="sample", seed=1)[0]
+    print("seed 0 twice identical:", all(torch.equal(x, y) for x, y in zip(a, b)),
+          "| seed 0 vs 1 identical:", all(torch.equal(x, y) for x, y in zip(a, c)))
+    print("transmitted scales are never touched:", all(torch.equal(x, y) for x, y in zip(a[:k], c[:k])))
+    '''),
+    md("### Explore: k, sampler, temperature, top-k, seed"),
+    code('''
+    from progvc_lab.viz import sampler_explorer
+
+    sampler_explorer(codec, session)
+    '''),
+    md(r'''
+    **Takeaways and honest limits.**
+    - The sampler only *chooses* tokens; the probabilities come from the same `block_logits` as coding,
+      and the transmitted scales are never changed.
+    - VAR samples with top-k/top-p and a classifier-free-guidance ramp; Infinity samples bits per token
+      and trains with bitwise self-correction so that its own sampled mistakes do not snowball.
+    - The shipped tiny context model is trained for minutes to *code* tokens, not to generate them: its
+      samples are noisy texture at best. Expect "sample" to lower PSNR and raise texture energy; whether it
+      looks better depends on the content. A larger model trained longer (and a perceptual metric such as
+      LPIPS/DISTS, notebook 08) is where detail synthesis starts to pay off.
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["07_swapping_a_stage"] = [
+    md(r'''
+    # 07 · Swapping a stage (and retraining it through the same CLI)
+
+    Every stage is a plain `nn.Module` with a small interface, and the training configs pick each stage
+    by `class_path`. Swapping one is one line of YAML or one command-line override; the rest keeps working:
+
+    ```yaml
+    # configs/tiny_stage2.yaml
+    model:
+      context_model:
+        class_path: progvc_lab.stages.context_model.ContextModel
+        init_args: {codebook_size: 512, latent_dim: 16, num_scales: 6, width: 128, depth: 4, heads: 4,
+                    mask: progvc_sparse, window: 1}        # <- try mask: var, or window: 2
+    ```
+
+    Here we train two context models **for the same few steps on the same data** through the same entry
+    point users call (`progvc-lab train stage2 ...` is `progvc_lab.training.cli.main(["stage2", ...])`)
+    and compare their bits per token from the CSV logs. The tokenizer and quantizer (stage 1) are frozen:
+    we export the demo codec's to a file that stage 2 loads.
+    '''),
+    SETUP,
+    code('''
+    import tempfile
+    from pathlib import Path
+
+    from progvc_lab.data import DATA_DIR
+    from progvc_lab.training.modules import save_stage1
+
+    CONFIGS = DATA_DIR.parent / "configs"
+    workdir = Path(tempfile.mkdtemp(prefix="progvc_nb07_"))
+    stage1 = workdir / "stage1.pt"
+    save_stage1(stage1, codec.tokenizer, codec.quantizer)     # the frozen stage 1 both variants share
+    print("stage 1 weights:", stage1, "| config:", CONFIGS / "tiny_stage2.yaml")
+    '''),
+    code('''
+    import logging
+
+    from progvc_lab.course import read_metrics
+    from progvc_lab.training.cli import main as train
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)   # keep the notebook readable
+    STEPS = 40
+
+    def train_variant(name, *overrides):
+        """Stage-2 training for STEPS steps with a small context model; returns the run's metrics."""
+        run = workdir / name
+        args = ["stage2", "--config", str(CONFIGS / "tiny_stage2.yaml"),
+                "--model.stage1_path", str(stage1), "--model.export_path", "null",
+                "--model.context_model.init_args.width", "64", "--model.context_model.init_args.depth", "2",
+                *overrides,
+                "--data.sources", "[]", "--data.val_sources", '["data/akiyo_qcif_30f.y4m"]',  # synthetic motion; val on Akiyo
+                "--data.crop_size", "[64,64]", "--data.clip_len", "3", "--data.batch_size", "4",
+                "--data.val_samples", "8", "--trainer.max_steps", str(STEPS),
+                "--trainer.val_check_interval", str(STEPS), "--trainer.limit_val_batches", "2",
+                "--trainer.log_every_n_steps", "5", "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_model_summary", "false",
+                "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train(args)
+        return read_metrics(run)
+
+    VARIANTS = {"progvc_sparse W=1": ["--model.context_model.init_args.mask", "progvc_sparse"],
+                "var": ["--model.context_model.init_args.mask", "var"]}
+    # add your own: {"progvc_sparse W=2": ["--model.context_model.init_args.window", "2"]}
+    results = {name: train_variant(name.replace(" ", "_").replace("=", ""), *ov) for name, ov in VARIANTS.items()}
+    '''),
+    code('''
+    K = codec.quantizer.num_scales
+    print(f"validation bits per token after {STEPS} steps (Akiyo crops, 3 frames)")
+    print(f"{'variant':>20} " + " ".join(f"{'s' + str(s):>6}" for s in range(K)) + f" {'all':>6}")
+    for name, m in results.items():
+        per_scale = [m[f"val/bits_per_token_s{s}"][-1][1] for s in range(K)]
+        print(f"{name:>20} " + " ".join(f"{b:>6.2f}" for b in per_scale) + f" {m['val/bits_per_token'][-1][1]:>6.2f}")
+    '''),
+    md(r'''
+    After 40 steps from scratch both variants have learnt mostly the token statistics; differences of a
+    few hundredths of a bit are noise. That is the point of a fair comparison: *same data, same steps,
+    same seed*, then train longer (`STEPS`, `configs/tiny_stage2.yaml` uses 500) before concluding.
+    The `var` model can be trained and measured, but it **cannot be exported as a codec**: its mask is not
+    truncation safe (notebook 03), so `--model.export_path` is `null` here.
+
+    ## Exercise: the histogram baselines
+
+    A context model is only useful if it beats a *static histogram*. `Codec.analyze` reports two:
+    the **unigram** (per-scale token frequencies counted on the training data, shipped with the model)
+    and the **oracle**: code every token of a scale with the clip's *own* frequencies,
+    $-\sum_v n_v \log_2 (n_v / N)$ bits. The oracle is optimistic: a real decoder would need the
+    histogram too. Write the oracle.
+    '''),
+    code('''
+    from progvc_lab.course import check_unigram_bits, show_solution
+
+    # EXERCISE: total bits to code `tokens` (any shape, ids in [0, codebook_size)) with their own histogram.
+    # Hint: torch.bincount(tokens.flatten(), minlength=codebook_size); skip ids that never occur.
+    def unigram_bits(tokens, codebook_size):
+        # your code here (about 3 lines)
+        raise NotImplementedError
+
+    check_unigram_bits(unigram_bits)
+    ''', exercise=True),
+    stuck("unigram_bits"),
+    code('''
+    analysis = codec.analyze(video, fps)      # the demo codec's own context model on these 8 frames
+    print(f"{'scale':>5} {'model bits':>11} {'unigram bits':>13} {'ratio':>6} {'oracle bits':>12}")
+    for s in range(K):
+        print(f"{s:>5} {analysis['model_bits_per_scale'][s]:>11.0f} {analysis['unigram_bits_per_scale'][s]:>13.0f} "
+              f"{analysis['ratio_to_unigram_per_scale'][s]:>6.2f} {analysis['oracle_unigram_bits_per_scale'][s]:>12.0f}")
+    print(f"all scales: the context model needs {analysis['ratio_to_unigram']:.2f} of the unigram bits")
+    '''),
+    md(r'''
+    ## Plug points: where the next variants slot in
+
+    | stage | interface the rest of the codec uses | how to swap it | planned variants |
+    |---|---|---|---|
+    | tokenizer | `encode(x) -> f`, `decode(f, size) -> x`, `stride`, `latent_dim` | `model.tokenizer.class_path` in `configs/tiny_stage1.yaml` | stride 16, a temporal tokenizer |
+    | **quantizer** | `schedule(latent_hw)`, `tokenize(f) -> [tokens]`, `tokens_to_latent(tokens, latent_hw, upto)`, `context_input(tokens, s, latent_hw)`, `num_scales`, `codebook_size` | `model.quantizer.class_path` in `configs/tiny_stage1.yaml` | **BSQ** (Infinity's bitwise tokens: d bits per token, no codebook table; the context model then predicts bits) |
+    | context model | `forward(ctx_inputs, tokens)` for training, `new_state` + `block_logits(state, t, s, ctx)` for coding | `model.context_model.class_path` / `init_args` in `configs/tiny_stage2.yaml` | masks (`masks.py` registry), windows, widths |
+    | **entropy coder** | `encode(cdf, symbols) -> bytes`, `decode(cdf, data) -> symbols` | `CODERS` in `stages/entropy.py` + `Codec(coder=...)`; the name goes into the stream header | **constriction** streaming range coder: one chunk per scale of a GOP, decoded incrementally |
+    | detail sampler | `choose(logits, gop, t, s) -> tokens` | `codec.decode(data, sampler=...)` | top-p, per-scale temperatures |
+
+    A new quantizer must keep two promises: the decoder path is built from tokens only
+    (`tokens_to_latent`, `context_input`), and `context_input` is the *one* function that builds
+    context-model inputs for training, encoder and decoder.
+    '''),
+    code('''
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)     # the two training runs' logs and checkpoints
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["08_evaluation"] = [
+    md(r'''
+    # 08 · Evaluation: rate-distortion curves, metrics, baselines
+
+    The protocol follows video-coding papers (`progvc_lab/metrics.py`, `progvc_lab/evaluate.py`):
+
+    - **rate**: bpp = file bytes × 8 / (frames × H × W), header included, original frame size;
+    - **PSNR** per frame, then the **mean over frames** (not the PSNR of the mean MSE):
+      $\text{PSNR} = 10 \log_{10}(1 / \text{MSE})$ for RGB in [0, 1]; the YUV variant weights
+      $(6Y + U + V)/8$ on 8-bit 4:2:0 (DCVC's convention; say which one you report);
+    - **MS-SSIM** on RGB (QCIF is too small for the standard 11-tap window: a 7-tap window, stated);
+    - **BD-rate**: the average rate difference at equal PSNR between two RD curves (Bjøntegaard);
+    - results in **CompressAI's JSON** layout, so existing plotting tools read them.
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab.course import check_mean_psnr, check_rate_saving_at_quality, show_solution
+
+    # EXERCISE 1: a (T, 3, H, W) and b in [0, 1] -> the mean over frames of each frame's PSNR in dB.
+    def mean_psnr(a_T3HW, b_T3HW):
+        # your code here (about 2 lines)
+        raise NotImplementedError
+
+    check_mean_psnr(mean_psnr)
+    ''', exercise=True),
+    md(r'''
+    BD-rate integrates the gap between two curves over their common PSNR range. Its core, at a single
+    quality: interpolate each curve's $\log(\text{bpp})$ linearly in PSNR at the target, then
+    $\Delta R = \exp(\log R_\text{test} - \log R_\text{anchor}) - 1$ (negative = the test codec saves rate).
+    '''),
+    code('''
+    # EXERCISE 2: percent rate difference of the test codec against the anchor at `target_psnr`.
+    # Hint: np.interp(target, psnr_sorted, log_bpp_sorted) for each curve (sort each by PSNR first).
+    def rate_saving_at_quality(anchor_bpp, anchor_psnr, test_bpp, test_psnr, target_psnr):
+        # your code here (about 5 lines)
+        raise NotImplementedError
+
+    check_rate_saving_at_quality(rate_saving_at_quality)
+    ''', exercise=True),
+    stuck("rate_saving_at_quality"),
+    md("## The codec's own RD curve: one encode, truncated to k = 1..K, every level decoded from its bytes"),
+    code('''
+    from progvc_lab.evaluate import format_table, rate_points
+
+    result = rate_points(codec, video, fps, name="foreman (8 frames)")
+    print(format_table(result))
+    '''),
+    code('''
+    import json
+
+    from progvc_lab.evaluate import to_compressai
+
+    report = to_compressai(result)                      # CompressAI's layout: name, description, results
+    print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
+    for key, values in report["results"].items():
+        print(f"results[{key!r}]: [{', '.join(f'{v:.4g}' for v in values)}]")
+    '''),
+    md(r'''
+    ## Plug point: x264 / x265 baselines
+
+    A fair comparison needs a classical codec on the *same frames* at *matched low rates*, with the exact
+    command line recorded, and BD-rate over ≥ 3 points per curve (`progvc_lab.metrics.bd_rate`). That
+    baselines module is **not built yet**; it will produce CompressAI JSON like the one above, and this
+    cell will become one call. Until then, if `ffmpeg` is on your PATH, here is a *single* x265 point
+    (veryslow preset; bytes of the raw HEVC elementary stream; PSNR-RGB after decoding). Note that 8
+    frames are a short clip for x265: its intra frame dominates the rate.
+    '''),
+    code('''
+    from progvc_lab.course import ffmpeg_point
+    from progvc_lab.viz import plot_rd_curve
+
+    x265 = ffmpeg_point(video, fps, codec="libx265", crf=45, preset="veryslow")
+    points = [{"bpp": p["bpp"], "psnr": p["psnr_rgb"], "k": p["k"]} for p in result["points"]]
+    fig = plot_rd_curve(points, title="progvc_lab truncation ladder" + (" vs one x265 point" if x265 else ""))
+    if x265:
+        print("x265:", x265["command"])
+        print(f"      {x265['bytes']} bytes, {x265['bpp']:.4f} bpp, {x265['psnr_rgb']:.2f} dB PSNR-RGB")
+        ax = fig.axes[0]
+        ax.plot([x265["bpp"]], [x265["psnr_rgb"]], "s", color="tab:red", label=f"x265 veryslow crf {x265['crf']}")
+        ax.legend(fontsize=8)
+    fig
+    '''),
+    md(r'''
+    **Takeaways and honest limits.**
+    - One encode gives K points; every point is a real file (header and chunk table included) decoded by
+      the real decoder. That is what the numbers above are.
+    - The shipped tiny model is far from x265 in PSNR at equal rate: it is a teaching model trained for
+      minutes on a CPU. The *mechanics* (progressive truncation, a context model that beats the unigram,
+      exact arithmetic coding, detail synthesis) are what it demonstrates. Closing the gap is a matter of
+      model size, training data and time (see DESIGN.md, "Targets").
+    - Perceptual metrics (LPIPS, DISTS) need pretrained weights; `progvc_lab.metrics` uses them only when
+      present locally. `metrics.texture_energy_ratio` is a weight-free proxy for "blurred vs detailed".
+    - `progvc-lab eval` runs this protocol on every shipped clip and writes the JSON files and plots.
+    '''),
+]
+
+
+def build() -> dict[str, nbformat.NotebookNode]:
+    out = {}
+    for name, cells in NB.items():
+        nb = new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        out[name] = nb
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed notebooks, write nothing")
+    args = parser.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+    stale = []
+    for name, nb in build().items():
+        path = OUT / f"{name}.ipynb"
+        for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same bytes
+            cell["id"] = f"cell-{i}"
+        text = nbformat.writes(nb) + "\n"
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            nbformat.validate(nb)
+            path.write_text(text)
+            print("wrote", path.relative_to(ROOT))
+    if stale:
+        print("out of date (run scripts/build_notebooks.py):", ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Draw the figures of tutorials/*.md with progvc_lab.viz.figures (PNG, each < 200 KB).
+
+    .venv/bin/python scripts/make_tutorial_figures.py                 # shipped tiny model, Foreman, 8 frames
+    .venv/bin/python scripts/make_tutorial_figures.py --allow-random  # draft figures without tiny.pt
+
+Writes tutorials/figures/NN_*.png and tutorials/figures/numbers.json (the numbers the chapters quote,
+so a reader can check them and a regenerated model shows what changed). The figures come from the
+package's own plotting functions; nothing here draws its own kind of picture.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "tutorials" / "figures"
+MAX_BYTES = 200_000
+
+
+def save(fig, name: str, dpi: int = 90) -> Path:
+    path = OUT / name
+    for d in (dpi, 72, 60, 48):
+        fig.savefig(path, dpi=d, bbox_inches="tight")
+        if path.stat().st_size < MAX_BYTES:
+            break
+    else:
+        raise RuntimeError(f"{path} is {path.stat().st_size} bytes even at dpi 48")
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--allow-random", action="store_true",
+                        help="draw with a random codec when the shipped tiny model is missing (drafts only)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--x265-crf", type=int, nargs="+", default=[51, 47, 43])
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from progvc_lab.codec import PRETRAINED
+    from progvc_lab.course import coder_call_overhead, ffmpeg_point, sample_video
+    from progvc_lab.metrics import psnr, texture_energy_ratio
+    from progvc_lab.viz import ClipSession, load_demo_codec
+    from progvc_lab.viz import figures as F
+
+    if not PRETRAINED["tiny"].is_file() and not args.allow_random:
+        print(f"{PRETRAINED['tiny']} is missing: train it (README) or pass --allow-random for drafts", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        codec = load_demo_codec()
+    OUT.mkdir(parents=True, exist_ok=True)
+    video, fps = sample_video(frames=args.frames)
+    S = ClipSession(codec, video, fps, "foreman")
+    t, V, K = 4, codec.quantizer.codebook_size, codec.quantizer.num_scales
+    numbers: dict = {"model": "tiny" if PRETRAINED["tiny"].is_file() else "RANDOM (draft)",
+                     "clip": f"foreman, first {video.shape[0]} frames, 176x144", "frame_shown": t}
+
+    # 00 quick start
+    full = S.decoded_video(K)
+    save(F.plot_sampler_comparison({"k = 2": S.decoded_frame(2, t), "k = 4": S.decoded_frame(4, t),
+                                    "k = 6 (all)": full[t]}, original=video[t]), "00_quick_start.png")
+    # 01 tokenizer
+    with torch.no_grad():
+        f = codec.tokenizer.encode(video)
+        x_float = codec.tokenizer.decode(f, video.shape[-2:]).clamp(0, 1)
+    numbers["tokenizer_float_psnr"] = psnr(x_float, video)
+    numbers["codec_full_psnr"] = psnr(full, video)
+    numbers["latent_shape"] = list(f.shape[1:])
+    save(F.plot_sampler_comparison({"tokenizer only\n(float latent)": x_float[t], "tokens, all scales": full[t]},
+                                   original=video[t]), "01_tokenizer.png")
+    # 02 quantizer
+    tokens, latent_hw = S.tokens, S.latent_hw
+    numbers["schedule"] = [list(x) for x in codec.quantizer.schedule(latent_hw)]
+    save(F.plot_token_pyramid(tokens, t, V), "02_token_pyramid.png")
+    save(F.plot_partial_reconstructions(codec, tokens, latent_hw, video.shape[-2:], t, original=video[t]),
+         "02_partial_reconstructions.png")
+    save(F.plot_scale_step(video[t], tokens[3][t], S.recon_frame(4, t), 3, V), "02_scale_step.png")
+    with torch.no_grad():
+        numbers["latent_error_by_k"] = [
+            float(((f - codec.quantizer.tokens_to_latent(tokens, latent_hw, upto=k)) ** 2).sum() / (f ** 2).sum())
+            for k in range(1, K + 1)]
+    # 03 masks and the context model
+    for name in ("var", "infinitystar", "progvc_sparse"):
+        save(F.plot_mask(name, 3, 4), f"03_mask_{name}.png")
+    lengths = [h * w for h, w in codec.quantizer.schedule(latent_hw)]
+    numbers["mask_cost_gop8"] = {f"{n} W={w}": F.mask_summary(n, 8, K, w, lengths)["ratio_to_var"]
+                                 for n, w in (("var", 1), ("infinitystar", 1), ("progvc_sparse", 1),
+                                              ("progvc_sparse", 2))}
+    one_gop = codec.analyze(video, fps)
+    gop = codec.config.gop
+    codec.config.gop = 1
+    intra = codec.analyze(video, fps)
+    codec.config.gop = gop
+    numbers["bits_per_token_gop8"] = one_gop["bits_per_token_per_scale"]
+    numbers["bits_per_token_gop1"] = intra["bits_per_token_per_scale"]
+    numbers["unigram_bits_per_token"] = one_gop["unigram_bits_per_token_per_scale"]
+    numbers["oracle_bits_per_token"] = [o / n for o, n in zip(one_gop["oracle_unigram_bits_per_scale"],
+                                                             one_gop["tokens_per_scale"])]
+    numbers["ratio_to_unigram_per_scale"] = one_gop["ratio_to_unigram_per_scale"]
+    numbers["ratio_to_unigram"] = one_gop["ratio_to_unigram"]
+    numbers["bytes_gop8_vs_gop1"] = [one_gop["bytes"], intra["bytes"]]
+    # 04 entropy coding
+    save(F.plot_bits_heatmap(S.bits_maps, t=1), "04_bits_heatmap.png")
+    save(F.plot_bits_per_scale(S.bytes_per_scale), "04_bits_per_scale.png")
+    numbers["torchac_overhead_bits"] = {r["symbols"]: r["overhead_bits"]
+                                        for r in coder_call_overhead(vocab=V, lengths=(1, 16, 256), repeats=10)}
+    # 05 truncation
+    save(F.plot_bits_per_scale(S.bytes_per_scale, k=3), "05_cut_after_3.png")
+    rd = S.rd_points()
+    numbers["rd"] = [{"k": p["k"], "bytes": p["bytes"], "bpp": p["bpp"], "psnr": p["psnr"]} for p in rd]
+    save(F.plot_rd_curve(rd, highlight=3), "05_rd_curve.png")
+    # 06 samplers
+    k = 3
+    samplers = {"zero": {}, "argmax": {}, "sample": dict(temperature=1.0),
+                "sample τ=0.7 top-20": dict(temperature=0.7, top_k=20)}
+    frames, numbers["samplers_k3"] = {}, {}
+    for name, kw in samplers.items():
+        dec = codec.decode(S.truncated(k), sampler=name.split()[0], **kw)
+        frames[name] = dec[t]
+        numbers["samplers_k3"][name] = {"psnr": psnr(dec, video), "texture_ratio": texture_energy_ratio(dec, video)}
+    save(F.plot_sampler_comparison(frames, original=video[t]), "06_samplers.png")
+    # 07 swapping: the same mask family, another window
+    save(F.plot_mask("progvc_sparse", 4, 3, window=2), "07_mask_progvc_sparse_w2.png")
+    # 08 evaluation: the ladder and a few x265 points
+    fig = F.plot_rd_curve(rd, title="progvc_lab tiny (one encode) vs x265 veryslow")
+    pts = [p for p in (ffmpeg_point(video, fps, crf=c) for c in args.x265_crf) if p]
+    if pts:
+        ax = fig.axes[0]
+        ax.plot([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts], "s--", color="tab:red", label="x265 veryslow")
+        for p in pts:
+            ax.annotate(f"crf {p['crf']}", (p["bpp"], p["psnr_rgb"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        ax.legend(fontsize=8)
+        numbers["x265"] = [{k2: p[k2] for k2 in ("crf", "bytes", "bpp", "psnr_rgb", "command")} for p in pts]
+    save(fig, "08_rd_vs_x265.png")
+
+    (OUT / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    print(f"wrote {(OUT / 'numbers.json').relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
