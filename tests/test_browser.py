@@ -245,4 +245,13 @@ def test_explorer_app_in_voila(tmp_path):
     with server(cmd, f"{base}/voila/static/voila.js", tmp_path, "voila") as log_path, browser_page() as page:
         page.goto(base, timeout=WIDGET_TIMEOUT_MS)
         drive_truncation_explorer(page, tmp_path, "voila", log_path)
+        # the other tabs are built when first shown: open the masks tab and flip the mask
+        page.get_by_role("tab", name="Masks").click()
+        safe = page.locator(".pgvc-mask-summary .pgvc-safe").first
+        safe.wait_for(state="visible", timeout=STEP_TIMEOUT_MS)
+        assert safe.inner_text() == "yes"  # progvc_sparse
+        page.locator(".pgvc-masks select").first.select_option("var")
+        page.wait_for_function("() => document.querySelector('.pgvc-mask-summary .pgvc-safe')"
+                               "?.textContent === 'no'", timeout=STEP_TIMEOUT_MS)
+        shoot(page, tmp_path, "voila_masks")
         assert page.get_by_text("import explorer_app").count() == 0, "Voila shows the notebook's code"

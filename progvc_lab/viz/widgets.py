@@ -252,7 +252,8 @@ def _slider(description, lo, hi, value, cls=None, **kw):
 
 
 def _image(cls: str) -> widgets.Image:
-    img = widgets.Image(format="png")
+    # natural size: a flex column would otherwise stretch (and blur) the picture to its full width
+    img = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start", max_width="100%"))
     img.add_class(cls)
     return img
 
