@@ -144,7 +144,8 @@ def test_truncation_explorer_k_changes_bytes_and_picture(session):
     label_1 = box.views["label"].value
     assert label_1 != label_full
     assert f"<span class='pgvc-bytes'>{len(bitstream.truncate(session.data, 1))} bytes</span>" in label_1
-    assert "frame" in _moved(box, "frame", 3)
+    box.controls["k"].value = K  # (at k = 1 a random codec may decode every frame alike)
+    assert {"frame", "original"} <= _moved(box, "frame", 3)
 
 
 def test_token_pyramid_explorer_moves(session):

@@ -1,0 +1,60 @@
+"""The shipped model on real clips: what `make demo` promises, as tests that can fail."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from progvc_lab import bitstream
+from progvc_lab.cli import main as cli
+from progvc_lab.codec import PRETRAINED, Codec
+from progvc_lab.data import read_video, sample_clip_path, write_video
+from progvc_lab.metrics import psnr
+
+pytestmark = pytest.mark.skipif(not PRETRAINED["tiny"].is_file(), reason="shipped checkpoint not built yet")
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec.from_pretrained("tiny")
+
+
+@pytest.fixture(scope="module")
+def foreman():
+    video, fps = read_video(sample_clip_path("foreman"), max_frames=6)
+    return video, fps
+
+
+def test_rate_and_fidelity_increase_with_k(codec, foreman):
+    video, fps = foreman
+    data = codec.encode(video, fps=fps)
+    sizes, quality = [], []
+    for k in range(1, codec.quantizer.num_scales + 1):
+        cut = bitstream.truncate(data, k)
+        sizes.append(len(cut))
+        quality.append(psnr(codec.decode(cut), video))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), sizes
+    assert quality == sorted(quality), quality
+    assert quality[-1] > 20.0, quality  # the full pyramid of the shipped model is a usable picture
+
+
+def test_context_model_beats_the_unigram_baseline(codec, foreman):
+    video, fps = foreman
+    stats = codec.analyze(video, fps=fps)
+    assert stats["ratio_to_unigram"] < 1.0, stats["ratio_to_unigram_per_scale"]
+
+
+@pytest.mark.parametrize("size", [(240, 320), (240, 416)])
+def test_cli_round_trip_on_unseen_sizes(tmp_path, capsys, codec, size):
+    """encode -> truncate every k -> decode, on a y4m size the project never trained on."""
+    H, W = size
+    video, fps = read_video(sample_clip_path("akiyo"), max_frames=3)
+    big = torch.nn.functional.interpolate(video, size=(H, W), mode="bilinear", align_corners=False).clamp(0, 1)
+    src = write_video(tmp_path / f"clip_{W}x{H}.y4m", big, fps)
+    stream = tmp_path / "clip.pgvc"
+    assert cli(["encode", str(src), "-o", str(stream)]) == 0
+    for k in range(1, codec.quantizer.num_scales + 1):
+        cut, out = tmp_path / f"k{k}.pgvc", tmp_path / f"k{k}.y4m"
+        assert cli(["truncate", str(stream), "-o", str(cut), "--scales", str(k)]) == 0
+        assert cli(["decode", str(cut), "-o", str(out)]) == 0
+        decoded, _ = read_video(out)
+        assert decoded.shape == big.shape
