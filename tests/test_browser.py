@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ EXPLORER_NOTEBOOK = REPO_ROOT / "notebooks" / "explorer.ipynb"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "pgvc-browser-test"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 WIDGET_TIMEOUT_MS = 150_000   # kernel start + encode + one decode per k on 2 busy cores
 STEP_TIMEOUT_MS = 30_000      # one slider move
 
@@ -185,32 +185,46 @@ def truncation_notebook(tmp: Path) -> Path:
     exist yet, a one-cell stand-in that shows the same explorer."""
     dest = tmp / "notebooks"
     dest.mkdir()
-    if TRUNCATION_NOTEBOOK.is_file():
-        return Path(shutil.copy(TRUNCATION_NOTEBOOK, dest))
     import nbformat
 
+    if TRUNCATION_NOTEBOOK.is_file():
+        nb = nbformat.read(TRUNCATION_NOTEBOOK, as_version=4)
+        nb.metadata["kernelspec"] = KERNELSPEC  # so JupyterLab starts it without asking
+        path = dest / TRUNCATION_NOTEBOOK.name
+        nbformat.write(nb, path)
+        return path
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "from progvc_lab.viz import load_clip, load_demo_codec, truncation_explorer\n"
         "video, fps, label = load_clip('foreman', max_frames=8)\n"
         "truncation_explorer(load_demo_codec(), video)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = KERNELSPEC
     path = dest / "truncation_standin.ipynb"
     nbformat.write(nb, path)
     return path
 
 
-def run_all_cells(page, attempts: int = 6):
+def run_all_cells(page, timeout: float = 120.0):
     """Run > Run All Cells, until a code cell shows it started ([*] or [1]). A click made while the
-    notebook's kernel session is still connecting does nothing, so try again."""
+    notebook's kernel session is still connecting does nothing, so try again; accept the default in
+    a "Select Kernel" dialog."""
     prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
-    for _ in range(attempts):
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
-            state="attached", timeout=60_000)  # the kernel is up
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():
+            text = dialog.first.inner_text()
+            if "Select Kernel" not in text:
+                raise AssertionError(f"JupyterLab shows a dialog: {text!r}")
+            dialog.locator("button.jp-mod-accept").first.click()  # the default: Python 3
+        if not idle.count():  # no kernel yet
+            page.wait_for_timeout(500)
+            continue
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
         page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").first.click()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        started = time.monotonic() + 10
+        while time.monotonic() < started:
             if re.search(r"\[(\*|\d+)\]", prompt.inner_text()):
                 return
             page.wait_for_timeout(250)
