@@ -22,7 +22,7 @@ OUT = ROOT / "tutorials" / "figures"
 MAX_BYTES = 200_000
 
 
-def save(fig, name: str, dpi: int = 90) -> Path:
+def save(fig, name: str, dpi: int = 80) -> Path:
     path = OUT / name
     for d in (dpi, 72, 60, 48):
         fig.savefig(path, dpi=d, bbox_inches="tight")

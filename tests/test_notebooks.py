@@ -87,3 +87,29 @@ def test_notebook_executes(path, tmp_path):
     assert not errors, f"{path.name}: error outputs {errors}"
     print(f"{path.name}: executed in {seconds:.1f} s")
     assert seconds < TIMEOUT_S
+
+
+# ---- the tutorials: one chapter per notebook, figures present and small ------------------------------------
+TUTORIALS = ROOT / "tutorials"
+
+
+def test_one_tutorial_chapter_per_course_notebook():
+    if not TUTORIALS.is_dir():
+        pytest.skip("tutorials/ not present")
+    missing = [n for n in COURSE if not (TUTORIALS / f"{n}.md").is_file()]
+    assert not missing, f"tutorial chapters missing: {missing}"
+    toc = (TUTORIALS / "README.md").read_text()
+    assert all(f"{n}.md" in toc for n in COURSE), "tutorials/README.md must link every chapter"
+
+
+def test_tutorial_figures_exist_and_are_small():
+    import re
+
+    if not TUTORIALS.is_dir():
+        pytest.skip("tutorials/ not present")
+    for chapter in sorted(TUTORIALS.glob("*.md")):
+        for ref in re.findall(r"\]\((figures/[^)]+)\)", chapter.read_text()):
+            path = TUTORIALS / ref
+            assert path.is_file(), f"{chapter.name} shows {ref}, which does not exist (scripts/make_tutorial_figures.py)"
+    for png in (TUTORIALS / "figures").glob("*.png"):
+        assert png.stat().st_size < 200_000, f"{png.name} is {png.stat().st_size} bytes; keep figures under 200 KB"
