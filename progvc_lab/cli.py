@@ -68,28 +68,24 @@ def _write_bytes(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
-def _positive(name):
+def _int_at_least(name, low):
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {value}")
         return value
     return parse
+
+
+def _positive(name):
+    return _int_at_least(name, 1)
 
 
 def _non_negative(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be 0 or more, got {value}")
-        return value
-    return parse
+    return _int_at_least(name, 0)
 
 
 def _load_model(name: str):
