@@ -869,7 +869,7 @@ NB["07_swapping_a_stage"] = [
     Both variants start at about $\log_2 512 = 9$ bits (a uniform guess) and after 40 steps have learnt
     mostly the token statistics of the synthetic clips; differences of a few hundredths of a bit between
     them are noise. That is the point of a fair comparison: *same data, same steps, same seed*, then train
-    longer (`STEPS`; `configs/tiny_stage2.yaml` uses 500) before concluding. Validation here uses other
+    longer (`STEPS`; `configs/tiny_stage2.yaml` uses 1500) before concluding. Validation here uses other
     synthetic clips than training. Try validating on a real clip
     (`"--data.val_sources", '["data/akiyo_qcif_30f.y4m"]'`): after 40 steps on synthetic motion the model
     is *worse than uniform* there (about 10 bits per token): what it learnt does not transfer yet.

@@ -79,3 +79,15 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "distributed_backend=gloo" in out.stderr + out.stdout
     assert (tmp_path / "s1.pt").is_file()
+
+
+def test_resume_from_last_checkpoint(tmp_path):
+    """A run stopped at step 2 resumes from last.ckpt and continues to step 4."""
+    args = ["stage1", "--config", str(ROOT / "configs/tiny_stage1.yaml"), *TINY_MODEL, *TINY_DATA,
+            "--data.crop_size", "[32,32]", "--data.batch_size", "2", "--model.export_path", str(tmp_path / "s1.pt")]
+    train_main(args + _trainer(tmp_path / "a", 2))
+    last = next((tmp_path / "a").rglob("last.ckpt"))
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+    train_main(args + _trainer(tmp_path / "b", 4) + ["--ckpt_path", str(last)])
+    resumed = next((tmp_path / "b").rglob("last.ckpt"))
+    assert torch.load(resumed, map_location="cpu", weights_only=False)["global_step"] == 4
