@@ -12,7 +12,7 @@
              DetailSampler fills scales k..K-1 (or zero-fill stops there)
              ─► Quantizer.tokens_to_latent ─► Tokenizer.decode ─► crop ─► frames
 
-Encoder and decoder share one function (``_walk``) that visits blocks and asks the context model for
+Encoder and decoder share one function (``walk_blocks``) that visits blocks and asks the context model for
 logits, so they compute bit-identical CDFs by construction. The coding path runs with a fixed number
 of threads and deterministic algorithms (``coding_threads``).
 """
@@ -210,10 +210,12 @@ class Codec(nn.Module):
             frames.append(self.tokenizer.decode(f, size).clamp(0, 1))
         return torch.cat(frames)
 
-    def _walk(self, state, tokens, s_range, on_block, n_frames):
+    def walk_blocks(self, state, tokens, s_range, on_block, n_frames):
         """Visit blocks scale-major; ``on_block(t, s, logits) -> tokens (h_s, w_s)``.
 
-        THE coding order. Encoder, decoder and the detail sampler all go through here.
+        THE coding order. Encoder, decoder and the detail sampler all go through here; so do analysis
+        tools (``viz.token_bits_maps``, the course) that need per-block probabilities exactly as coded.
+        Start each GOP with ``new_gop``.
         """
         latent_hw = state.latent_hw
         for s in s_range:
@@ -225,7 +227,7 @@ class Codec(nn.Module):
                 state.tokens[(t, s)] = tok
                 tokens[s][t] = tok
 
-    def _new_gop(self, latent_hw, schedule, n_frames):
+    def new_gop(self, latent_hw, schedule, n_frames):
         state = self.context_model.new_state(latent_hw, schedule, n_frames)
         decode_order(state.allowed_BB, len(schedule))  # raises if scale-major order is invalid
         return state, [[None] * n_frames for _ in schedule]
@@ -271,8 +273,8 @@ class Codec(nn.Module):
                     bits[g * header.gop + t, s] = model_bits(cdf, sym)
                     return gop_tokens[s][t]
 
-                state, known = self._new_gop(latent_hw, schedule, n)
-                self._walk(state, known, range(len(schedule)), on_block, n)
+                state, known = self.new_gop(latent_hw, schedule, n)
+                self.walk_blocks(state, known, range(len(schedule)), on_block, n)
                 for s in range(len(schedule)):
                     stream.chunks[(g, s)] = bitstream.pack_chunk([strings[(t, s)] for t in range(n)])
                     stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
@@ -337,13 +339,13 @@ class Codec(nn.Module):
                         raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: {e}") from e
                     return sym
 
-                state, known = self._new_gop(h.latent_hw, h.schedule, n)
-                self._walk(state, known, range(k), on_decode, n)
+                state, known = self.new_gop(h.latent_hw, h.schedule, n)
+                self.walk_blocks(state, known, range(k), on_decode, n)
                 for s in range(k):
                     if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
                         raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
                 if sampler.predicts:
-                    self._walk(state, known, range(k, h.num_scales),
+                    self.walk_blocks(state, known, range(k, h.num_scales),
                                lambda t, s, logits: sampler.choose(logits, g, t, s), n)
                 for s in range(last):
                     out[s].append(torch.stack(known[s]))

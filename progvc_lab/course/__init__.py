@@ -109,8 +109,8 @@ def coding_vs_training_logits(codec, video: torch.Tensor) -> dict:
             coding[(t, s)] = logits_LV
             return tokens[s][t]
 
-        state, known = codec._new_gop(latent_hw, schedule, T)
-        codec._walk(state, known, range(len(schedule)), on_block, T)
+        state, known = codec.new_gop(latent_hw, schedule, T)
+        codec.walk_blocks(state, known, range(len(schedule)), on_block, T)
     coding_LV = torch.cat([coding[(t, s)] for t in range(T) for s in range(len(schedule))])  # frame-major
     differ_L = (logits_to_cdf(coding_LV) != logits_to_cdf(training_LV)).any(1)
     return {"tokens": coding_LV.shape[0], "max_abs_diff": float((coding_LV - training_LV).abs().max()),

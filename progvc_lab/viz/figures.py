@@ -241,7 +241,7 @@ def plot_rd_curve(points, highlight=None, title: str = "rate-distortion: one enc
 def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]:
     """Model bits (-log2 p under the integer CDF) of every token: one (T, h_s, w_s) array per scale.
 
-    Walks the coding order exactly as ``Codec.encode`` does (``_new_gop`` + ``_walk`` with the
+    Walks the coding order exactly as ``Codec.encode`` does (``new_gop`` + ``walk_blocks`` with the
     encoder's tokens, ``logits_to_cdf`` per block), so the numbers are the code lengths the stream
     pays; their sum per (frame, scale) equals ``encode_with_stats``'s ``model_bits``. Pass ``stats``
     from an earlier ``codec.encode_with_stats(video)`` to skip the encode.
@@ -262,8 +262,8 @@ def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]
                 maps[s][g0 + t] = (-(freq_L / TOTAL).log2()).view(schedule[s]).numpy()
                 return tokens[s][g0 + t]
 
-            state, known = codec._new_gop(latent_hw, schedule, n)
-            codec._walk(state, known, range(K), on_block, n)
+            state, known = codec.new_gop(latent_hw, schedule, n)
+            codec.walk_blocks(state, known, range(K), on_block, n)
     return maps
 
 
