@@ -265,9 +265,11 @@ def run_eval(model="tiny", clips=None, out: str | Path = "outputs/eval", frames:
         video, fps = load_clip(clip, frames)
         name = clip.stem if clip.parent != SHARED_CLIPS else f"shared/{clip.stem}"
         res = rate_points(codec, video, fps, name=name, progress=progress)
-        log(f"\n== {name} ({res['frames']} frames {res['width']}x{res['height']})")
+        from .data import is_held_out
+        seen = "held out from training" if is_held_out(clip) else "SEEN IN TRAINING (not an unseen-clip number)"
+        log(f"\n== {name} ({res['frames']} frames {res['width']}x{res['height']}; {seen})")
         log(format_table(res))
-        js = to_compressai(res)
+        js = to_compressai(res, description=seen)
         (out / f"{clip.stem}{'' if clip.parent != SHARED_CLIPS else '.shared'}.json").write_text(
             json.dumps(js, indent=2) + "\n")
         results.append(res)
