@@ -34,7 +34,6 @@ def main():
             for k, (h, w), n, bpp in rows:
                 print(f"  {k:>2}  {h:>2}x{w:<3}  {n:>10}  {bpp:8.4f}")
     try:
-        import torch
         from progvc_lab.codec import Codec
         from progvc_lab.data import read_video, sample_clip_path
         from progvc_lab.bitstream import describe

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import math
 import time
@@ -115,7 +114,7 @@ class Codec(nn.Module):
             # checkpoints from before the unigram baseline existed: no histogram counted (uniform)
             state.setdefault("context_model.unigram_counts", codec.context_model.unigram_counts)
             codec.load_state_dict(state)
-        except (KeyError, RuntimeError, TypeError, EOFError, Exception) as e:
+        except Exception as e:  # any unreadable or mismatched file: say which one
             raise ValueError(f"{path} is not a progvc_lab codec checkpoint ({type(e).__name__}: {e})") from e
         codec.meta = ckpt.get("meta", {})
         return codec.eval()

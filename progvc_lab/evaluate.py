@@ -251,6 +251,8 @@ def run_eval(model="tiny", clips=None, out: str | Path = "outputs/eval", frames:
     ``all.json`` (a list of them) and ``rd_curves.png`` into ``out``."""
     from tqdm.auto import tqdm
 
+    from .data import is_held_out
+
     codec = load_codec(model)
     clips = [Path(c) for c in clips] if clips else default_clips()
     if not clips:
@@ -265,7 +267,6 @@ def run_eval(model="tiny", clips=None, out: str | Path = "outputs/eval", frames:
         video, fps = load_clip(clip, frames)
         name = clip.stem if clip.parent != SHARED_CLIPS else f"shared/{clip.stem}"
         res = rate_points(codec, video, fps, name=name, progress=progress)
-        from .data import is_held_out
         seen = "held out from training" if is_held_out(clip) else "SEEN IN TRAINING (not an unseen-clip number)"
         log(f"\n== {name} ({res['frames']} frames {res['width']}x{res['height']}; {seen})")
         log(format_table(res))

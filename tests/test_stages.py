@@ -141,7 +141,7 @@ def test_tokens_to_latent_equals_tokenize_loop(latent_hw):
     q = _quantizer()
     f = torch.randn(2, q.latent_dim, *latent_hw, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        tokens, partials = q._residual_loop(f, keep_partials=True)
+        tokens, partials, _ = q._residual_loop(f, keep_partials=True)
         assert [tuple(t.shape) for t in tokens] == [(2, *hw) for hw in q.schedule(latent_hw)]
         # a direct computation of the loop: residual, area-down, brute-force nearest code, phi, sum
         f_rest, f_hat = f.clone(), torch.zeros_like(f)

@@ -47,10 +47,15 @@ def cdf_to_freq(cdf_LV1: torch.Tensor) -> torch.Tensor:
     return cdf_LV1[:, 1:] - cdf_LV1[:, :-1]
 
 
+def symbol_bits(cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> torch.Tensor:
+    """Ideal code length of each symbol under the integer CDFs: -log2(freq / 2^16), (L,) float64."""
+    freq = cdf_to_freq(cdf_LV1).gather(1, symbols_L.reshape(-1, 1).long()).double()
+    return -(freq / TOTAL).log2().squeeze(1)
+
+
 def model_bits(cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> float:
-    """Ideal code length of ``symbols`` under the integer CDFs: sum of -log2(freq / 2^16)."""
-    freq = cdf_to_freq(cdf_LV1).gather(1, symbols_L.view(-1, 1).long()).double()
-    return float(-(freq / TOTAL).log2().sum())
+    """Ideal code length of ``symbols`` under the integer CDFs (sum of ``symbol_bits``)."""
+    return float(symbol_bits(cdf_LV1, symbols_L).sum())
 
 
 def _ensure_extension_dir():

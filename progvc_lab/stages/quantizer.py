@@ -21,7 +21,6 @@ per dimension, so non-square frames get non-square scales and the last scale is 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -107,19 +106,19 @@ class MultiScaleResidualQuantizer(nn.Module):
         return self._residual_loop(f_NChw)[0]
 
     def forward(self, f_NChw: torch.Tensor, upto: int | None = None):
-        """Training pass. Returns (f_hat straight-through, tokens, loss, stats).
+        """Training pass. Returns (f_hat for the decoder, tokens, quantizer loss).
 
         ``upto`` = number of scales to keep (scale dropout: the tokenizer's decoder learns to make
         sense of truncated pyramids). The quantizer loss is VAR's: for every scale the partial sum is
         pulled towards f (codebook) and f towards it (commitment, weight beta), averaged over scales.
         """
-        tokens, f_hats = self._residual_loop(f_NChw, keep_partials=True)
+        tokens, f_hats, _ = self._residual_loop(f_NChw, keep_partials=True)
         loss = f_NChw.new_zeros(())
         for f_hat in f_hats:
             loss = loss + F.mse_loss(f_hat, f_NChw.detach()) + self.beta * F.mse_loss(f_NChw, f_hat.detach())
         loss = loss / len(f_hats)
         k = self.num_scales if upto is None else upto
-        f_hat_k = f_hats[k - 1]
+        f_hat_k = f_hats[k - 1]  # all scales: straight-through to f; fewer: f_hat_k itself
         f_st = f_NChw + (f_hat_k - f_NChw).detach() if k == self.num_scales else f_hat_k
         if self.training:
             with torch.no_grad():
@@ -128,18 +127,21 @@ class MultiScaleResidualQuantizer(nn.Module):
         return f_st, tokens, loss
 
     def _residual_loop(self, f_NChw, keep_partials=False):
+        """The encoder loop of the module docstring. Returns (tokens, partial f_hats, residuals r_s)."""
         latent_hw = tuple(f_NChw.shape[-2:])
         f_rest, f_hat = f_NChw, torch.zeros_like(f_NChw)
-        tokens, partials = [], []
+        tokens, partials, residuals = [], [], []
         for s, size in enumerate(self.schedule(latent_hw)):
-            idx = self.nearest_code(area_down(f_rest, size).detach())
+            r = area_down(f_rest, size).detach()
+            idx = self.nearest_code(r)
             z = self.scale_contribution(idx, s, latent_hw)
             f_hat = f_hat + z
             f_rest = f_rest - z
             tokens.append(idx)
+            residuals.append(r)
             if keep_partials:
                 partials.append(f_hat)
-        return tokens, partials
+        return tokens, partials, residuals
 
     @torch.no_grad()
     def restart_dead_codes(self, f_NChw: torch.Tensor, threshold: float = 1e-3) -> int:
@@ -148,12 +150,8 @@ class MultiScaleResidualQuantizer(nn.Module):
         if len(dead) == 0:
             return 0
         # candidates: the residuals the codebook actually has to match, at every scale
-        latent_hw = tuple(f_NChw.shape[-2:])
-        f_rest, pool = f_NChw, []
-        for s, (size, idx) in enumerate(zip(self.schedule(latent_hw), self.tokenize(f_NChw))):
-            pool.append(area_down(f_rest, size).permute(0, 2, 3, 1).reshape(-1, self.latent_dim))
-            f_rest = f_rest - self.scale_contribution(idx, s, latent_hw)
-        pool = torch.cat(pool)
+        residuals = self._residual_loop(f_NChw)[2]
+        pool = torch.cat([r.permute(0, 2, 3, 1).reshape(-1, self.latent_dim) for r in residuals])
         pick = torch.randint(len(pool), (len(dead),), device=pool.device)
         self.codebook.weight.data[dead] = pool[pick]
         self.code_usage[dead] = threshold * 10  # give them time to be picked

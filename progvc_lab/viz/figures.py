@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..codec import deterministic
-from ..stages.entropy import TOTAL, cdf_to_freq, logits_to_cdf
+from ..stages.entropy import logits_to_cdf, symbol_bits
 from ..stages.masks import attention_cost, build_mask, is_truncation_safe
 from ..stages.quantizer import scale_schedule
 
@@ -258,8 +258,7 @@ def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]
 
             def on_block(t, s, logits_LV):
                 sym_L = tokens[s][g0 + t].flatten()
-                freq_L = cdf_to_freq(logits_to_cdf(logits_LV)).gather(1, sym_L.view(-1, 1)).double()
-                maps[s][g0 + t] = (-(freq_L / TOTAL).log2()).view(schedule[s]).numpy()
+                maps[s][g0 + t] = symbol_bits(logits_to_cdf(logits_LV), sym_L).view(schedule[s]).numpy()
                 return tokens[s][g0 + t]
 
             state, known = codec.new_gop(latent_hw, schedule, n)
