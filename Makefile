@@ -43,6 +43,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+# ST-LPIPS weights (progvc_lab.perceptual): only the wheel's .pth files are read, its Python module
+# (which imports torchvision) never is. --no-deps so torchvision can never come along with it.
+	$(PIP) install -q --no-deps stlpips-pytorch==0.0.2
 	touch $@
 
 # demo: the shipped model on a shipped clip, no network, no GPU.
