@@ -11,10 +11,16 @@
   side must exceed ``(win_size - 1) * 16``: the standard 11-tap window needs > 160 px, so frames
   between 97 and 160 px (QCIF is 176x144) use a 7-tap window (stated in the result name you should
   report: "MS-SSIM, 7-tap window"). Frames of 96 px or less raise ValueError: use :func:`ssim`.
-- **BD-rate**: Bjøntegaard delta rate on (log rate, PSNR), the percentage of rate the test codec
+- **BD-rate**: Bjøntegaard delta rate on (log rate, quality), the percentage of rate the test codec
   needs compared to the anchor at equal quality (negative = saves rate). ``piecewise=True`` uses
   monotone PCHIP interpolation with 100-sample trapezoid integration (as the widely used
-  ``Bjontegaard_metric`` code and DCVC do); ``piecewise=False`` a cubic polynomial fit.
+  ``Bjontegaard_metric`` code and DCVC do; ``integration="exact"`` integrates the PCHIP exactly,
+  as the ``bjontegaard`` package does, and agrees with it to ~1e-10; the two integrations differ
+  by ~0.01 percentage points); ``piecewise=False`` a cubic polynomial fit. ``higher_is_better=False``
+  for LPIPS-like metrics. :func:`bd_rate_report` is the version for evaluations: only over the
+  overlapping quality range, monotone (Pareto) curves, "no overlap" instead of an error, and the
+  ``bjontegaard`` package's value beside ours; :func:`quality_gap_at_rate` gives the quality
+  difference at each test rate (PCHIP in log-rate, None outside the anchor's rates).
 - **texture energy**: a weight-free statistic of fine detail (mean squared Laplacian of luma). Its
   ratio decoded/original shows whether a codec blurs (< 1) or invents texture (~1 or > 1).
 - ``compressai_json`` packs results in CompressAI's JSON layout.
@@ -155,13 +161,58 @@ def pchip_interpolate(x: Sequence[float], y: Sequence[float], x_new: Sequence[fl
     return h00 * y[k] + h10 * h * d[k] + h01 * y[k + 1] + h11 * h * d[k + 1]
 
 
-def bd_rate(r1, d1, r2, d2, piecewise: bool = True) -> float:
+def pchip_integral(x: Sequence[float], y: Sequence[float], lo: float, hi: float) -> float:
+    """Exact integral over [lo, hi] (inside [x[0], x[-1]]) of :func:`pchip_interpolate`'s curve."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    d = _pchip_slopes(x, y)
+
+    def antiderivative(s):  # integral of the four Hermite basis functions from 0 to s
+        return (s**4 / 2 - s**3 + s, s**4 / 4 - 2 * s**3 / 3 + s**2 / 2, -(s**4) / 2 + s**3, s**4 / 4 - s**3 / 3)
+
+    total = 0.0
+    for k in range(len(x) - 1):
+        a, b = max(lo, x[k]), min(hi, x[k + 1])
+        if b <= a:
+            continue
+        h = x[k + 1] - x[k]
+        A, B = antiderivative((b - x[k]) / h), antiderivative((a - x[k]) / h)
+        h00, h10, h01, h11 = (p - q for p, q in zip(A, B))
+        total += h * (h00 * y[k] + h10 * h * d[k] + h01 * y[k + 1] + h11 * h * d[k + 1])
+    return float(total)
+
+
+def _bd_integrals(q1, lr1, q2, lr2, lo, hi, piecewise, integration):
+    if piecewise and integration == "exact":
+        return pchip_integral(q1, lr1, lo, hi), pchip_integral(q2, lr2, lo, hi)
+    if piecewise:
+        if integration != "trapezoid":
+            raise ValueError(f"bd_rate: integration must be 'trapezoid' or 'exact', got {integration!r}")
+        samples = np.linspace(lo, hi, num=100)
+        step = samples[1] - samples[0]
+        v1, v2 = pchip_interpolate(q1, lr1, samples), pchip_interpolate(q2, lr2, samples)
+        return step * (v1.sum() - (v1[0] + v1[-1]) / 2), step * (v2.sum() - (v2[0] + v2[-1]) / 2)
+    p1 = np.polyint(np.polyfit(q1, lr1, min(3, len(q1) - 1)))
+    p2 = np.polyint(np.polyfit(q2, lr2, min(3, len(q2) - 1)))
+    return np.polyval(p1, hi) - np.polyval(p1, lo), np.polyval(p2, hi) - np.polyval(p2, lo)
+
+
+def _bd_from_integrals(int1, int2, lo, hi) -> float:
+    return float((np.exp((int2 - int1) / (hi - lo)) - 1) * 100)
+
+
+def bd_rate(r1, d1, r2, d2, piecewise: bool = True, higher_is_better: bool = True,
+            integration: str = "trapezoid") -> float:
     """Bjøntegaard delta rate in percent of curve 2 (test) against curve 1 (anchor).
 
-    ``r`` are rates (bpp or bytes, any positive unit, the same for both), ``d`` the PSNR in dB.
-    Each curve needs >= 3 points with distinct PSNR values; they are sorted by PSNR together (the
-    points are pairs). The integral runs over the PSNR range the two curves share. -50 means the
-    test codec needs half the rate. ``piecewise=False`` fits a cubic (degree n-1 for 3 points).
+    ``r`` are rates (bpp or bytes, any positive unit, the same for both), ``d`` the quality (PSNR
+    in dB, MS-SSIM, ...; ``higher_is_better=False`` for LPIPS-like distortions, which are negated).
+    Each curve needs >= 3 points with distinct quality values; they are sorted by quality together
+    (the points are pairs). The integral of log-rate over quality runs over the quality range the
+    two curves share. -50 means the test codec needs half the rate. ``piecewise=False`` fits a
+    cubic (degree n-1 for 3 points). ``integration``: "trapezoid" (100 samples, as the
+    ``Bjontegaard_metric`` code and DCVC) or "exact" (the PCHIP integral, as the ``bjontegaard``
+    package with method="pchip"); they differ by ~0.01 percentage points on real curves.
+    Raises ValueError on bad input or no overlap; :func:`bd_rate_report` never raises for those.
     """
     curves = []
     for name, r, d in (("anchor", r1, d1), ("test", r2, d2)):
@@ -170,6 +221,7 @@ def bd_rate(r1, d1, r2, d2, piecewise: bool = True) -> float:
             raise ValueError(f"bd_rate: the {name} curve needs >= 3 (rate, PSNR) pairs, got {len(r)} rates and {len(d)} PSNRs")
         if np.any(r <= 0) or not np.all(np.isfinite(d)):
             raise ValueError(f"bd_rate: the {name} curve needs positive rates and finite PSNRs")
+        d = d if higher_is_better else -d
         order = np.argsort(d)
         if np.any(np.diff(d[order]) == 0):
             raise ValueError(f"bd_rate: the {name} curve has repeated PSNR values {d.tolist()}")
@@ -181,19 +233,169 @@ def bd_rate(r1, d1, r2, d2, piecewise: bool = True) -> float:
             f"bd_rate: the PSNR ranges do not overlap ([{psnr1[0]:.2f}, {psnr1[-1]:.2f}] vs "
             f"[{psnr2[0]:.2f}, {psnr2[-1]:.2f}] dB); choose rate points with common quality"
         )
-    if piecewise:
-        samples = np.linspace(lo, hi, num=100)
-        step = samples[1] - samples[0]
-        v1, v2 = pchip_interpolate(psnr1, log_r1, samples), pchip_interpolate(psnr2, log_r2, samples)
-        int1 = step * (v1.sum() - (v1[0] + v1[-1]) / 2)
-        int2 = step * (v2.sum() - (v2[0] + v2[-1]) / 2)
-    else:
-        p1 = np.polyint(np.polyfit(psnr1, log_r1, min(3, len(psnr1) - 1)))
-        p2 = np.polyint(np.polyfit(psnr2, log_r2, min(3, len(psnr2) - 1)))
-        int1 = np.polyval(p1, hi) - np.polyval(p1, lo)
-        int2 = np.polyval(p2, hi) - np.polyval(p2, lo)
-    avg_diff = (int2 - int1) / (hi - lo)
-    return float((np.exp(avg_diff) - 1) * 100)
+    return _bd_from_integrals(*_bd_integrals(psnr1, log_r1, psnr2, log_r2, lo, hi, piecewise, integration), lo, hi)
+
+
+def rd_frontier(rates, quality, higher_is_better: bool = True, rule: str | None = "pareto") -> np.ndarray:
+    """Indices of the points kept as a monotone rate-quality curve, in increasing rate.
+
+    - ``"pareto"`` (default): drop every point that another point beats or matches in quality at
+      a lower or equal rate (a higher-rate point must bring strictly better quality). What is left
+      rises in both rate and quality, so quality <-> log-rate interpolation is one-to-one.
+    - ``"hull"``: additionally keep only the upper convex hull in (log rate, quality), i.e. drop
+      points below the chord of their neighbours (the RD curve an encoder could reach by switching).
+    - ``None``: keep every point, ordered by rate.
+    Non-finite qualities (e.g. inf PSNR of a lossless point) are always dropped.
+    """
+    r, q = np.asarray(rates, float), np.asarray(quality, float)
+    if r.shape != q.shape or r.ndim != 1:
+        raise ValueError(f"rd_frontier: {r.shape} rates vs {q.shape} quality values")
+    if np.any(~(r > 0)):
+        raise ValueError(f"rd_frontier: rates must be positive, got {r.tolist()}")
+    q = q if higher_is_better else -q
+    finite = np.flatnonzero(np.isfinite(q))
+    order = finite[np.lexsort((-q[finite], r[finite]))]  # by rate, best quality first on ties
+    if rule is None:
+        return order
+    if rule not in ("pareto", "hull"):
+        raise ValueError(f"rd_frontier: rule must be 'pareto', 'hull' or None, got {rule!r}")
+    kept: list[int] = []
+    for i in order:
+        if not kept or (q[i] > q[kept[-1]] and r[i] > r[kept[-1]]):
+            kept.append(i)
+    if rule == "hull":
+        x = np.log(r)
+        hull: list[int] = []
+        for i in kept:  # monotone chain, upper hull: drop the middle point of every non-right turn
+            while len(hull) >= 2:
+                a, b = hull[-2], hull[-1]
+                cross = (x[b] - x[a]) * (q[i] - q[a]) - (q[b] - q[a]) * (x[i] - x[a])
+                if cross >= 0:
+                    hull.pop()
+                else:
+                    break
+            hull.append(i)
+        kept = hull
+    return np.asarray(kept, dtype=int)
+
+
+def bd_rate_report(anchor_rates, anchor_quality, test_rates, test_quality, higher_is_better: bool = True,
+                   monotone: str | None = "pareto", piecewise: bool = True, integration: str = "exact",
+                   reference: bool = True) -> dict:
+    """BD-rate of the test curve against the anchor, only where their qualities overlap; never raises for data.
+
+    Returns ``{"bd_rate", "overlap", "note", "points_used", "points_in_overlap", "dropped",
+    "overlap_fraction", "reference"}``:
+
+    - ``bd_rate``: percent rate change of the test codec at equal quality (negative = saves rate),
+      or None with ``note`` "no overlap" (the quality ranges do not meet: nothing is extrapolated)
+      or "too few points" (a curve has < 2 points left).
+    - ``overlap``: [lo, hi] of the shared quality range in the metric's own units (None if none).
+    - Non-monotone curves: each curve is first reduced with :func:`rd_frontier` (``monotone``,
+      default "pareto": points a cheaper point matches in quality are dropped; their indices go in
+      ``dropped`` and the note says so).
+    - Few points: PCHIP needs 2 points per curve (with 2 it is the straight line in log-rate), so
+      the result is computed whenever each curve keeps >= 2 points; the interpolant over the
+      overlap uses the curve's points on both sides of it. If either curve has fewer than 3 points
+      inside the overlap the note says "few points in overlap (anchor a, test b)": read such a
+      number as rough. ``points_used`` counts each curve's points that went into its interpolant
+      (all of them after the monotone reduction), ``points_in_overlap`` those inside [lo, hi].
+    - ``integration`` defaults to "exact" here (the PCHIP integral, as the ``bjontegaard``
+      package): ``reference``, the same curves through that package (method "pchip"; None when it
+      is not installed or ``piecewise=False``), then agrees with ``bd_rate`` to ~1e-10. Our
+      :func:`bd_rate` keeps the 100-sample trapezoid of DCVC's code by default, which differs
+      from the exact integral by ~0.01 percentage points on measured RD curves (up to ~2% of the
+      value on erratic synthetic ones).
+    ``higher_is_better=False`` (LPIPS-like): quality is negated inside, nothing else changes.
+    """
+    out = {"bd_rate": None, "overlap": None, "note": "", "points_used": {"anchor": 0, "test": 0},
+           "points_in_overlap": {"anchor": 0, "test": 0}, "dropped": {"anchor": [], "test": []},
+           "overlap_fraction": 0.0, "reference": None, "higher_is_better": bool(higher_is_better)}
+    sign = 1.0 if higher_is_better else -1.0
+    curves, notes = [], []
+    for name, r, q in (("anchor", anchor_rates, anchor_quality), ("test", test_rates, test_quality)):
+        r, q = np.asarray(r, float), np.asarray(q, float)
+        keep = rd_frontier(r, q, higher_is_better, monotone)
+        out["dropped"][name] = sorted(set(range(len(r))) - set(keep.tolist()))
+        qs, lr = sign * q[keep], np.log(r[keep])
+        order = np.argsort(qs, kind="stable")
+        qs, lr = qs[order], lr[order]
+        if monotone is None and np.any(np.diff(qs) == 0):
+            keep_distinct = np.concatenate([[True], np.diff(qs) > 0])
+            qs, lr = qs[keep_distinct], lr[keep_distinct]
+        curves.append((qs, lr))
+        out["points_used"][name] = len(qs)
+    if out["dropped"]["anchor"] or out["dropped"]["test"]:
+        notes.append(f"dropped non-monotone points (anchor {out['dropped']['anchor']}, test {out['dropped']['test']})")
+    (q1, lr1), (q2, lr2) = curves
+    if len(q1) < 2 or len(q2) < 2:
+        out["note"] = "; ".join(["too few points (a curve needs >= 2 monotone points)", *notes])
+        return out
+    lo, hi = max(q1[0], q2[0]), min(q1[-1], q2[-1])
+    if hi <= lo:
+        out["note"] = "; ".join(["no overlap", *notes])
+        return out
+    out["overlap"] = sorted([float(sign * lo), float(sign * hi)])
+    out["overlap_fraction"] = float((hi - lo) / (max(q1[-1], q2[-1]) - min(q1[0], q2[0])))
+    for name, (qs, lr) in zip(("anchor", "test"), curves):
+        inside = (qs >= lo) & (qs <= hi)
+        out["points_in_overlap"][name] = int(inside.sum())
+    out["bd_rate"] = _bd_from_integrals(*_bd_integrals(q1, lr1, q2, lr2, lo, hi, piecewise, integration), lo, hi)
+    few = min(out["points_in_overlap"].values()) < 3
+    if few:
+        notes.insert(0, f"few points in overlap (anchor {out['points_in_overlap']['anchor']}, "
+                        f"test {out['points_in_overlap']['test']}): rough")
+    out["note"] = "; ".join(notes) if notes else "ok"
+    if reference and piecewise:
+        out["reference"] = _bjontegaard_reference(q1, lr1, q2, lr2)
+    return out
+
+
+def _bjontegaard_reference(q1, lr1, q2, lr2) -> float | None:
+    try:
+        import warnings
+
+        import bjontegaard
+    except ImportError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its "insufficient overlap" warning: our note covers that
+        value = bjontegaard.bd_rate(np.exp(lr1), q1, np.exp(lr2), q2, method="pchip",
+                                    require_matching_points=False, min_overlap=0)
+    return float(value) if np.isfinite(value) else None
+
+
+def quality_gap_at_rate(anchor_rates, anchor_quality, test_rates, test_quality, higher_is_better: bool = True,
+                        monotone: str | None = "pareto") -> list[float | None]:
+    """For each test point: its quality minus the anchor's quality at the same rate, or None.
+
+    The anchor is reduced to a monotone curve (:func:`rd_frontier`) and interpolated with PCHIP in
+    log-rate. A test rate outside the anchor's rate range gives None (no extrapolation). The sign is
+    the raw difference test - anchor (for PSNR/MS-SSIM positive means the test is better; for an
+    LPIPS-like metric, pass ``higher_is_better=False`` for the frontier and read negative as better).
+    """
+    ra, qa = np.asarray(anchor_rates, float), np.asarray(anchor_quality, float)
+    rt, qt = np.asarray(test_rates, float), np.asarray(test_quality, float)
+    if rt.shape != qt.shape or rt.ndim != 1:
+        raise ValueError(f"quality_gap_at_rate: {rt.shape} test rates vs {qt.shape} quality values")
+    keep = rd_frontier(ra, qa, higher_is_better, monotone)
+    x, y = np.log(ra[keep]), qa[keep]
+    if monotone is None and np.any(np.diff(x) == 0):
+        raise ValueError("quality_gap_at_rate: the anchor has repeated rates; use monotone='pareto'")
+    gaps: list[float | None] = []
+    for r, q in zip(rt, qt):
+        if not (r > 0 and np.isfinite(q)) or len(x) == 0:
+            gaps.append(None)
+            continue
+        lr = math.log(r)
+        tol = 1e-12 * max(1.0, abs(lr))
+        if lr < x[0] - tol or lr > x[-1] + tol:
+            gaps.append(None)
+        elif len(x) == 1:
+            gaps.append(float(q - y[0]))
+        else:
+            gaps.append(float(q - pchip_interpolate(x, y, [min(max(lr, x[0]), x[-1])])[0]))
+    return gaps
 
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])

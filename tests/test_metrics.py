@@ -11,8 +11,8 @@ import torch
 
 from progvc_lab.data import read_video, sample_clip_path, synthetic_clip
 from progvc_lab.metrics import (
-    bd_rate, bpp, compressai_json, ms_ssim, pchip_interpolate, psnr, psnr_per_frame, psnr_yuv, ssim, texture_energy,
-    texture_energy_ratio,
+    bd_rate, bd_rate_report, bpp, compressai_json, ms_ssim, pchip_integral, pchip_interpolate, psnr, psnr_per_frame,
+    psnr_yuv, quality_gap_at_rate, rd_frontier, ssim, texture_energy, texture_energy_ratio,
 )
 
 
@@ -99,3 +99,104 @@ def test_compressai_json_layout():
     json.dumps(out)
     with pytest.raises(ValueError):
         compressai_json("x", "y", [0.1], [30.0, 31.0])
+
+
+# --- BD-rate report, quality gap, agreement with the bjontegaard package ------------------------------
+ANCHOR_R = np.array([0.0105, 0.0193, 0.0445, 0.0979, 0.1865])  # x264 on Foreman (bpp, PSNR-Y)
+ANCHOR_Q = np.array([22.18, 26.44, 31.70, 36.01, 38.94])
+CURVE_PAIRS = [
+    (ANCHOR_R, ANCHOR_Q, [0.0127, 0.0197, 0.0408, 0.0796, 0.1155, 0.1892], [22.89, 27.24, 32.23, 35.93, 37.73, 39.93]),
+    ([0.02, 0.04, 0.08, 0.16], [28, 31, 33.5, 35], [0.015, 0.035, 0.07, 0.15], [28.5, 31.2, 34, 35.8]),
+    ([100, 200, 400, 800], [30, 33, 36, 38], [90, 180, 360, 720, 1500], [29, 32.5, 35, 37.5, 40]),
+    ([0.01, 0.03, 0.05], [0.2, 0.5, 0.7], [0.02, 0.05, 0.1, 0.2], [0.4, 0.6, 0.8, 0.9]),  # MS-SSIM-like
+]
+
+
+@pytest.mark.parametrize("pair", range(len(CURVE_PAIRS)))
+def test_bd_rate_agrees_with_the_bjontegaard_package(pair):
+    bjontegaard = pytest.importorskip("bjontegaard")
+    r1, d1, r2, d2 = (np.asarray(v, float) for v in CURVE_PAIRS[pair])
+    # its API: (rate_anchor, dist_anchor, rate_test, dist_test, method); points must be in increasing
+    # order (it does not sort), exact PCHIP integral over the overlap, log10 rates (same percentage)
+    ref = bjontegaard.bd_rate(r1, d1, r2, d2, method="pchip", require_matching_points=False, min_overlap=0)
+    assert bd_rate(r1, d1, r2, d2, integration="exact") == pytest.approx(ref, abs=1e-8)
+    assert bd_rate(r1, d1, r2, d2) == pytest.approx(ref, abs=0.05)  # 100-sample trapezoid (DCVC's way)
+    rep = bd_rate_report(r1, d1, r2, d2)
+    assert rep["bd_rate"] == pytest.approx(ref, abs=1e-8) and rep["reference"] == pytest.approx(ref, abs=1e-8)
+
+
+def test_pchip_integral_is_exact():
+    x, y = np.array([0.0, 1.0, 2.5, 4.0]), np.array([0.0, 2.0, 2.5, 4.0])
+    dense = np.linspace(0.3, 3.7, 200001)
+    v = pchip_interpolate(x, y, dense)
+    numeric = float(((v[1:] + v[:-1]) / 2 * np.diff(dense)).sum())
+    assert pchip_integral(x, y, 0.3, 3.7) == pytest.approx(numeric, abs=1e-8)
+    assert pchip_integral([0, 1], [1, 3], 0, 1) == pytest.approx(2.0)  # a line
+
+
+@pytest.mark.parametrize("integration", ["trapezoid", "exact"])
+def test_bd_rate_known_answers(integration):
+    # half the rate at every quality: exactly -50 %
+    assert bd_rate(ANCHOR_R, ANCHOR_Q, ANCHOR_R * 0.5, ANCHOR_Q, integration=integration) == pytest.approx(-50.0, abs=1e-9)
+    # PSNR = a + b ln(rate); the test curve is c dB better at every rate: at equal PSNR it needs
+    # ln r_t = ln r_a - c / b, so BD-rate = exp(-c / b) - 1 (PCHIP reproduces the straight line)
+    b, c = 4.0, 1.5
+    rates = np.array([0.01, 0.02, 0.05, 0.1, 0.2])
+    quality = 40 + b * np.log(rates)
+    expected = (math.exp(-c / b) - 1) * 100
+    assert bd_rate(rates, quality, rates, quality + c, integration=integration) == pytest.approx(expected, abs=1e-9)
+    rep = bd_rate_report(rates, quality, rates, quality + c, integration=integration)
+    assert rep["bd_rate"] == pytest.approx(expected, abs=1e-9)
+    assert rep["overlap"] == pytest.approx([quality[0] + c, quality[-1]])
+
+
+def test_bd_rate_report_lower_is_better_metric():
+    lpips = np.array([0.55, 0.42, 0.30, 0.21])  # falls as the rate rises
+    rates = np.array([0.01, 0.02, 0.04, 0.08])
+    rep = bd_rate_report(rates, lpips, rates * 0.5, lpips, higher_is_better=False)
+    assert rep["bd_rate"] == pytest.approx(-50.0, abs=1e-9) and rep["overlap"] == pytest.approx([0.21, 0.55])
+    # read as higher-is-better, the same LPIPS curve would have rate falling with "quality": the
+    # monotone reduction keeps a single point and the report says so instead of inventing a number
+    wrong = bd_rate_report(rates, lpips, rates * 0.5, lpips, higher_is_better=True)
+    assert wrong["bd_rate"] is None and wrong["note"].startswith("too few points")
+    assert bd_rate(rates, lpips, rates * 2, lpips, higher_is_better=False) == pytest.approx(100.0)
+
+
+def test_bd_rate_report_no_overlap_and_few_points():
+    rep = bd_rate_report([1, 2, 3], [20, 21, 22], [1, 2, 3], [30, 31, 32])
+    assert rep["bd_rate"] is None and rep["overlap"] is None and rep["note"] == "no overlap"
+    # two points per curve: PCHIP is the line in log-rate; computed, but flagged as rough
+    rep = bd_rate_report([0.01, 0.04], [30, 34], [0.005, 0.02], [30, 34])
+    assert rep["bd_rate"] == pytest.approx(-50.0) and rep["note"].startswith("few points in overlap")
+    # the overlap holds one anchor point: still computed over the shared range only
+    rep = bd_rate_report(ANCHOR_R, ANCHOR_Q, [0.15, 0.3, 0.5], [38.0, 40.0, 42.0])
+    assert rep["overlap"] == pytest.approx([38.0, 38.94]) and rep["points_in_overlap"] == {"anchor": 1, "test": 1}
+    assert rep["bd_rate"] is not None and "few points" in rep["note"]
+    assert bd_rate_report([0.01], [30.0], ANCHOR_R, ANCHOR_Q)["note"].startswith("too few points")
+
+
+def test_bd_rate_report_drops_non_monotone_points():
+    # a point that costs more rate than its neighbour and gives less quality is dominated
+    rates = np.array([0.01, 0.02, 0.025, 0.04, 0.08])
+    quality = np.array([28.0, 31.0, 30.5, 33.5, 35.0])
+    assert rd_frontier(rates, quality).tolist() == [0, 1, 3, 4]
+    rep = bd_rate_report(rates, quality, rates / 2, quality)
+    assert rep["dropped"] == {"anchor": [2], "test": [2]} and "dropped non-monotone" in rep["note"]
+    clean = bd_rate_report(rates[[0, 1, 3, 4]], quality[[0, 1, 3, 4]], rates[[0, 1, 3, 4]] / 2, quality[[0, 1, 3, 4]])
+    assert rep["bd_rate"] == pytest.approx(clean["bd_rate"]) == pytest.approx(-50.0)
+    # the convex hull also drops points under the chord of their neighbours
+    concave_break = np.array([28.0, 29.0, 33.0, 35.0])
+    assert rd_frontier([0.01, 0.02, 0.04, 0.08], concave_break, rule="hull").tolist() == [0, 2, 3]
+    assert rd_frontier([0.01, 0.02], [30.0, math.inf]).tolist() == [0]  # lossless inf PSNR is dropped
+
+
+def test_quality_gap_at_rate():
+    rates = np.array([0.01, 0.02, 0.04, 0.08])
+    quality = 40 + 4.0 * np.log(rates)
+    gaps = quality_gap_at_rate(rates, quality, [0.005, 0.01, 0.03, 0.08, 0.2], [20.0, 25.0, 30.0, 31.0, 35.0])
+    assert gaps[0] is None and gaps[-1] is None  # outside the anchor's rates: no extrapolation
+    assert gaps[1] == pytest.approx(25.0 - quality[0])
+    assert gaps[2] == pytest.approx(30.0 - (40 + 4.0 * math.log(0.03)), abs=1e-9)  # PCHIP on a line in log-rate
+    assert gaps[3] == pytest.approx(31.0 - quality[-1])
+    lpips = np.array([0.5, 0.4, 0.3, 0.2])
+    assert quality_gap_at_rate(rates, lpips, [0.02], [0.3], higher_is_better=False) == [pytest.approx(-0.1)]

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import csv
 import inspect
-import shutil
-import subprocess
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -136,32 +133,22 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 def ffmpeg_point(video: torch.Tensor, fps=Fraction(25), codec: str = "libx265", crf: int = 40,
                  preset: str = "veryslow", workdir: str | Path | None = None) -> dict | None:
     """One rate point of an ffmpeg baseline on ``video`` (T, 3, H, W): bytes of the raw elementary
-    stream, bpp and PSNR-RGB, plus the exact command line. ``None`` (with a message) without ffmpeg.
+    stream (SEI removed), bpp and PSNR-RGB, plus the exact command line. ``None`` (with a message)
+    when ffmpeg or the encoder is missing.
 
-    A placeholder for the baselines module: one point, one preset, to show where such numbers come from.
+    A thin wrapper over :func:`progvc_lab.baselines.encode_decode` (x264/x265, ``-tune psnr``, one
+    intra frame); use that module, and its ``crf_ladder``, for real comparisons. ``workdir`` is
+    kept for old callers and ignored (the baselines use their own temporary folder).
     """
-    from .. import metrics
-    from ..data import read_video, write_video
+    from .. import baselines, metrics
 
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        print("ffmpeg is not on PATH: skipping the x265 point (apt-get install ffmpeg to see it)")
+    try:
+        point = baselines.encode_decode(video, codec, crf, fps=fps, preset=preset)
+    except baselines.BaselineUnavailable as err:
+        print(f"skipping the {codec} point: {err}")
         return None
-    fmt = {"libx265": "hevc", "libx264": "h264"}[codec]
-    params = ["-x265-params", "log-level=error"] if codec == "libx265" else []
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        src, out, dec = Path(tmp) / "in.y4m", Path(tmp) / f"out.{fmt}", Path(tmp) / "dec.y4m"
-        write_video(src, video, fps)
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-i", src.name, "-c:v", codec, "-preset", preset,
-               "-crf", str(crf), *params, "-pix_fmt", "yuv420p", "-f", fmt, out.name]
-        subprocess.run([ffmpeg, *cmd[1:]], cwd=tmp, check=True, capture_output=True)
-        subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-i", out.name, "-f", "yuv4mpegpipe",
-                        "-pix_fmt", "yuv420p", dec.name], cwd=tmp, check=True, capture_output=True)
-        decoded, _ = read_video(dec)
-        nbytes = out.stat().st_size
-    T, _, H, W = video.shape
-    return {"codec": codec, "crf": crf, "preset": preset, "bytes": nbytes, "bpp": metrics.bpp(nbytes, T, H, W),
-            "psnr_rgb": metrics.psnr(video, decoded[:T]), "command": " ".join(cmd)}
+    return {"codec": codec, "crf": crf, "preset": preset, "bytes": point.bytes, "bpp": point.bpp,
+            "psnr_rgb": metrics.psnr(video, point.decoded), "command": point.commands[0]}
 
 
 class Stopwatch:
