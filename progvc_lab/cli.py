@@ -9,7 +9,9 @@
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
     progvc-lab info     IN.pgvc [--json]
     progvc-lab train    stage1|stage2 ...          (progvc_lab.training.cli)
-    progvc-lab eval     [--model] [--clips PATHS...] [--out outputs/eval] [--frames N]
+    progvc-lab eval     [CLIP ...] [--model] [--samplers zero,argmax,sample] [--baselines x264,x265|none]
+                        [--json OUT.json] [--plot OUT.png] [--out outputs/eval] [--frames N]
+                        [--no-perceptual] [--force]
     progvc-lab bench    [--model] [--clip PATH] [--threads 1 2] [--frames N]
 
 Files named with ``-o`` are never replaced unless ``--force`` is given. ``demo`` and ``eval`` write
@@ -229,10 +231,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _csv_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def cmd_eval(args) -> int:
     from .evaluate import run_eval
 
-    run_eval(args.model, args.clips, args.out, args.frames, progress=True)
+    clips = list(args.clip or []) + list(args.clips or [])
+    for path in (args.json, args.plot):
+        if path and Path(path).exists() and not args.force:
+            raise FileExistsError(f"{path} exists; pass --force to replace it")
+    run_eval(args.model, clips or None, args.out, args.frames, progress=True,
+             samplers=_csv_list(args.samplers), baselines=_csv_list(args.baselines),
+             json_path=args.json, plot_path=args.plot, perceptual=args.perceptual, force=args.force)
     return 0
 
 
@@ -304,12 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="rate points (bpp, PSNR, MS-SSIM) per clip as CompressAI JSON + plot")
+    p = sub.add_parser("eval", help="ours vs x264/x265: RD points, BD-rates, perceptual metrics, JSON + plots",
+                       description="Encode each clip once, decode every truncation level k from its real bytes "
+                                   "(per sampler), run x264/x265 over a CRF ladder spanning our rates, score every "
+                                   "decode with the same metrics (PSNR-Y/RGB/YUV, MS-SSIM, ST-LPIPS, GMSD, texture), "
+                                   "and report BD-rates, quality gaps at equal rate and speeds.")
+    p.add_argument("clip", nargs="*", metavar="CLIP",
+                   help="clips (.y4m; default: the shipped data/*.y4m and ../shared/data/clips/*.y4m if present)")
+    p.add_argument("--clips", nargs="+", metavar="PATH", help=argparse.SUPPRESS)  # the older spelling
     p.add_argument("--model", default="tiny", help=model_help)
-    p.add_argument("--clips", nargs="+", metavar="PATH",
-                   help="clips (default: the shipped data/*.y4m and ../shared/data/clips/*.y4m if present)")
-    p.add_argument("--out", default="outputs/eval", help="output folder (default: outputs/eval)")
+    p.add_argument("--samplers", default="zero",
+                   help="comma-separated detail samplers for the unsent scales: zero,argmax,sample (default: zero)")
+    p.add_argument("--baselines", default="x264,x265",
+                   help="comma-separated baselines: x264,x265 (default), or 'none'")
+    p.add_argument("--json", metavar="OUT.json", help="write the whole evaluation (CompressAI-style entries + summary)")
+    p.add_argument("--plot", metavar="OUT.png", help="write the RD plots (log bpp; PSNR-Y, MS-SSIM, ST-LPIPS)")
+    p.add_argument("--out", default="outputs/eval",
+                   help="folder for eval.json, rd.png and one CompressAI JSON per clip and codec "
+                        "(default: outputs/eval; the tool's own folder, replaced on every run)")
     p.add_argument("--frames", type=_positive("--frames"), help="use only the first N frames of each clip")
+    p.add_argument("--no-perceptual", dest="perceptual", action="store_false",
+                   help="skip ST-LPIPS and GMSD (e.g. without the stlpips-pytorch weights)")
+    p.add_argument("--force", action="store_true", help="replace --json / --plot files that exist")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="encode/decode frames/s and where the time goes")

@@ -239,46 +239,93 @@ def run_demo(model="tiny", clip: str | Path | None = None, out: str | Path = "ou
              "frames_by_k": plot_frames_by_k(result, out / "frames_by_k.png"),
              "results": out / "results.json"}
     files["results"].write_text(json.dumps(to_compressai(result), indent=2) + "\n")
+    same = same_bytes_comparison(result, clip, video, fps, out / "same_bytes.png", frames=frames, log=log)
+    if same is not None:
+        files["same_bytes"] = same["file"]
     for f in files.values():
         log(f"wrote {f}")
-    result.update(analysis=analysis, files=files)
+    result.update(analysis=analysis, files=files, same_bytes=same)
     return result
 
 
-def run_eval(model="tiny", clips=None, out: str | Path = "outputs/eval", frames: int | None = None,
-             progress: bool = False, log=print) -> list[dict]:
-    """Per clip, per k: bpp / PSNR / MS-SSIM. Writes ``<clip>.json`` (CompressAI format) per clip,
-    ``all.json`` (a list of them) and ``rd_curves.png`` into ``out``."""
-    from tqdm.auto import tqdm
+def same_bytes_comparison(result: dict, clip, video, fps, path, k: int | None = None, codec: str = "x265",
+                          frames: int | None = None, log=print) -> dict | None:
+    """x265 at (about) the bytes of our stream cut at k scales (default: all), frame beside frame.
 
-    from .data import is_held_out
+    Scores both with ``rdeval.score`` and writes ``path`` (original | ours | x265). Without ffmpeg or
+    its encoder it says so and returns None (the demo must run on a machine without ffmpeg).
+    """
+    import matplotlib.pyplot as plt
 
-    codec = load_codec(model)
-    clips = [Path(c) for c in clips] if clips else default_clips()
-    if not clips:
-        raise FileNotFoundError("no clips to evaluate: pass --clips, or restore the shipped data/ folder")
-    missing = [str(c) for c in clips if not c.is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such clip: {', '.join(missing)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, jsons = [], []
-    for clip in tqdm(clips, desc="clips", disable=not progress or None):
-        video, fps = load_clip(clip, frames)
-        name = clip.stem if clip.parent != SHARED_CLIPS else f"shared/{clip.stem}"
-        res = rate_points(codec, video, fps, name=name, progress=progress)
-        seen = "held out from training" if is_held_out(clip) else "SEEN IN TRAINING (not an unseen-clip number)"
-        log(f"\n== {name} ({res['frames']} frames {res['width']}x{res['height']}; {seen})")
-        log(format_table(res))
-        js = to_compressai(res, description=seen)
-        (out / f"{clip.stem}{'' if clip.parent != SHARED_CLIPS else '.shared'}.json").write_text(
-            json.dumps(js, indent=2) + "\n")
-        results.append(res)
-        jsons.append(js)
-    (out / "all.json").write_text(json.dumps(jsons, indent=2) + "\n")
-    plot_rd_curve(results, out / "rd_curves.png", title="progvc_lab: rate points per clip")
-    log(f"wrote {len(jsons)} result files, all.json and rd_curves.png into {out}")
-    return results
+    from . import baselines, rdeval
+
+    ok, why = baselines.available(codec)
+    if not ok:
+        log(f"{codec} comparison skipped: {why}")
+        return None
+    by_k = {p["k"]: p for p in result["points"]}
+    k = max(by_k) if k is None else k
+    ours = by_k[k]
+    base = rdeval.matched_baseline(clip, ours["bytes"], codec, max_frames=video.shape[0])
+    q_base = rdeval.score(video, base.decoded, perceptual=False)
+    i = result["frame_index"]
+    ms = lambda x: "n/a" if x is None else f"{x:.3f}"
+    ours_label = f"progvc_lab k={k}: {ours['bytes']} B, {ours['bpp']:.4f} bpp\nMS-SSIM {ms(ours['ms_ssim'])}"
+    base_label = (f"{codec} veryslow crf {base.crf}: {base.bytes} B, {base.bpp:.4f} bpp\n"
+                  f"MS-SSIM {ms(q_base['ms-ssim-rgb'])}")
+    fig = rdeval.plot_same_bytes(result["original_frame"], result["frames_by_k"][k], ours_label,
+                                 base.decoded[i], base_label, path,
+                                 title=f"{result['name']}, frame {i}: the same budget, two codecs")
+    plt.close(fig)
+    log(f"same bytes: ours k={k} {ours['bytes']} B (MS-SSIM {ms(ours['ms_ssim'])}) vs {codec} crf {base.crf} "
+        f"{base.bytes} B (MS-SSIM {ms(q_base['ms-ssim-rgb'])}); {codec} command: {base.commands[0]}")
+    return {"k": k, "ours_bytes": ours["bytes"], "baseline": codec, "crf": base.crf, "baseline_bytes": base.bytes,
+            "baseline_ms_ssim": q_base["ms-ssim-rgb"], "baseline_psnr_y": q_base["psnr-y"],
+            "ours_ms_ssim": ours["ms_ssim"], "commands": base.commands, "file": Path(path),
+            "baseline_frame": base.decoded[i]}
+
+
+def _close(fig):
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def run_eval(model="tiny", clips=None, out: str | Path | None = "outputs/eval", frames: int | None = None,
+             progress: bool = False, log=print, samplers=("zero",), baselines=("x264", "x265"),
+             json_path=None, plot_path=None, perceptual: bool = True, force: bool = False) -> dict:
+    """``progvc-lab eval``: ours (one encode, every k, every sampler) against x264/x265 on each clip.
+
+    See ``progvc_lab.rdeval``. Writes into ``out`` (the tool's own folder, replaced on every run):
+    ``eval.json`` (the whole document), ``rd.png`` and one CompressAI JSON per clip and codec
+    (``<clip>.json`` is ours with the first sampler, ``<clip>.<codec>.json`` the others); ``json_path``
+    and ``plot_path`` are extra copies that are never replaced without ``force``. Returns the document.
+    """
+    from . import rdeval
+
+    doc = rdeval.evaluate_clips(clips, model, samplers, baselines, frames, perceptual, progress, log=log)
+    written = []
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written.append(rdeval.write_json(doc, out / "eval.json", force=True))
+        _close(rdeval.plot_rd(doc, out / "rd.png", force=True))
+        written.append(out / "rd.png")
+        for res in doc["clips"]:
+            stem = res["name"] + (".shared" if Path(res["clip"]).parent == SHARED_CLIPS else "")
+            for i, rec in enumerate(res["codecs"]):
+                name = f"{stem}.json" if i == 0 else f"{stem}.{rec.get('codec')}{'-' + rec['sampler'] if rec.get('sampler') else ''}.json"
+                (out / name).write_text(json.dumps(rec, indent=1) + "\n")
+    if json_path:
+        written.append(rdeval.write_json(doc, json_path, force=force))
+    if plot_path:
+        _close(rdeval.plot_rd(doc, plot_path, force=force))
+        written.append(Path(plot_path))
+    if log:
+        log("\n" + rdeval.summary_table(doc))
+        for f in written:
+            log(f"wrote {f}")
+    return doc
 
 
 # ---- bench -------------------------------------------------------------------------------------------------

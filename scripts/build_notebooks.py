@@ -985,6 +985,275 @@ NB["08_evaluation"] = [
         print(f"results[{key!r}]: [{', '.join(f'{v:.4g}' for v in values)}]")
     '''),
     md(r'''
+    ## Against the codecs people use: x264 and x265, scored by the same code
+
+    `progvc_lab.rdeval` (the engine of `progvc-lab eval`) puts our truncation ladder next to x264 and
+    x265 on the **same frames**: `veryslow`, `-tune psnr`, one intra frame then P/B frames, a CRF
+    ladder chosen for this clip so that it spans our rates (down to CRF 51, the lowest rate they can
+    reach). Their bytes are counted on the raw elementary stream **without the encoder-information
+    SEI** (on a short QCIF clip that text alone is bigger than a whole low-rate stream of ours). Every
+    decode of every codec goes through the one `rdeval.score` function: PSNR-Y/U/V/RGB, PSNR-YUV
+    (6Y+U+V)/8, MS-SSIM, ST-LPIPS (shift-tolerant LPIPS; lower is better), GMSD and the texture ratio.
+    Without `ffmpeg` on your PATH the baselines are skipped, and the cell says so.
+    '''),
+    code('''
+    from progvc_lab import baselines, perceptual, rdeval
+    from progvc_lab.data import sample_clip_path
+
+    clip = sample_clip_path("foreman")
+    wanted = [b for b in ("x264", "x265") if baselines.available(b)[0]]
+    for b in {"x264", "x265"} - set(wanted):
+        print(f"{b} skipped: {baselines.available(b)[1]}")
+    use_perceptual = perceptual.st_lpips_available()[0]
+    if not use_perceptual:
+        print("ST-LPIPS skipped:", perceptual.st_lpips_available()[1])
+    res = rdeval.evaluate_clip(codec, clip, samplers=("zero",), baselines=wanted, frames=len(video),
+                               perceptual=use_perceptual, model_name="demo")
+    print(rdeval.format_clip(res))
+    '''),
+    code('''
+    doc = {"clips": [res]}
+    fig = rdeval.plot_rd(doc, metric_keys=("psnr-y", "ms-ssim-rgb", "st-lpips") if use_perceptual else ("psnr-y", "ms-ssim-rgb"))
+    fig
+    '''),
+    md(r'''
+    **Reading the summary.** *BD-rate* is the average rate difference at equal quality, computed
+    only over the quality range both curves share (it says "no overlap" rather than extrapolate);
+    *gap at equal rate* interpolates the baseline's quality (in log-rate) at each of our rates.
+
+    ## The same budget, picture beside picture
+
+    Our full stream, and x265 at (about) the same number of bytes:
+    '''),
+    code('''
+    if "x265" in wanted:
+        ours = result["points"][-1]
+        x265 = rdeval.matched_baseline(clip, ours["bytes"], "x265", max_frames=len(video))
+        q = rdeval.score(video, x265.decoded, perceptual=False)
+        i = result["frame_index"]
+        fig = rdeval.plot_same_bytes(
+            result["original_frame"], result["frames_by_k"][ours["k"]],
+            f"ours k={ours['k']}: {ours['bytes']} B, MS-SSIM {ours['ms_ssim']:.3f}",
+            x265.decoded[i], f"x265 crf {x265.crf}: {x265.bytes} B, MS-SSIM {q['ms-ssim-rgb']:.3f}",
+            title="foreman, 8 frames: the same bytes, two codecs")
+        print("x265 command:", x265.commands[0])
+    else:
+        fig = None
+        print("x265 is not available here:", baselines.available("x265")[1])
+    fig
+    '''),
+    md(r'''
+    **Takeaways and honest limits.**
+    - The sampler only *chooses* tokens; the probabilities come from the same `block_logits` as coding,
+      and the transmitted scales are never changed.
+    - VAR samples with top-k/top-p and a classifier-free-guidance ramp; Infinity samples bits per token
+      and trains with bitwise self-correction so that its own sampled mistakes do not snowball.
+    - The shipped tiny context model is trained for minutes to *code* tokens, not to generate them: its
+      samples are noisy texture at best. Expect "sample" to lower PSNR and raise texture energy; whether it
+      looks better depends on the content. A larger model trained longer (and a perceptual metric such as
+      LPIPS/DISTS, notebook 08) is where detail synthesis starts to pay off.
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["07_swapping_a_stage"] = [
+    md(r'''
+    # 07 · Swapping a stage (and retraining it through the same CLI)
+
+    Every stage is a plain `nn.Module` with a small interface, and the training configs pick each stage
+    by `class_path`. Swapping one is one line of YAML or one command-line override; the rest keeps working:
+
+    ```yaml
+    # configs/tiny_stage2.yaml
+    model:
+      context_model:
+        class_path: progvc_lab.stages.context_model.ContextModel
+        init_args: {codebook_size: 512, latent_dim: 16, num_scales: 6, width: 128, depth: 4, heads: 4,
+                    mask: progvc_sparse, window: 1}        # <- try mask: var, or window: 2
+    ```
+
+    Here we train two context models **for the same few steps on the same data** through the same entry
+    point users call (`progvc-lab train stage2 ...` is `progvc_lab.training.cli.main(["stage2", ...])`)
+    and compare their bits per token from the CSV logs. The tokenizer and quantizer (stage 1) are frozen:
+    we export the demo codec's to a file that stage 2 loads.
+    '''),
+    SETUP,
+    code('''
+    import tempfile
+    from pathlib import Path
+
+    from progvc_lab.data import DATA_DIR
+    from progvc_lab.training.modules import save_stage1
+
+    CONFIGS = DATA_DIR.parent / "configs"
+    workdir = Path(tempfile.mkdtemp(prefix="progvc_nb07_"))
+    stage1 = workdir / "stage1.pt"
+    save_stage1(stage1, codec.tokenizer, codec.quantizer)     # the frozen stage 1 both variants share
+    print("stage 1 weights:", stage1, "| config:", CONFIGS / "tiny_stage2.yaml")
+    '''),
+    code('''
+    import logging
+
+    from progvc_lab.course import read_metrics
+    from progvc_lab.training.cli import main as train
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)   # keep the notebook readable
+    STEPS = 40
+
+    def train_variant(name, *overrides):
+        """Stage-2 training for STEPS steps with a small context model; returns the run's metrics."""
+        run = workdir / name
+        args = ["stage2", "--config", str(CONFIGS / "tiny_stage2.yaml"),
+                "--model.stage1_path", str(stage1), "--model.export_path", "null",
+                "--model.context_model.init_args.width", "64", "--model.context_model.init_args.depth", "2",
+                "--model.lr", "0.005", *overrides,
+                "--data.sources", "[]", "--data.val_sources", "[]",   # synthetic camera motion, train and val
+                "--data.crop_size", "[64,64]", "--data.clip_len", "3", "--data.batch_size", "4",
+                "--data.val_samples", "8", "--trainer.max_steps", str(STEPS),
+                "--trainer.val_check_interval", str(STEPS), "--trainer.limit_val_batches", "2",
+                "--trainer.log_every_n_steps", "5", "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_model_summary", "false",
+                "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train(args)
+        return read_metrics(run)
+
+    VARIANTS = {"progvc_sparse W=1": ["--model.context_model.init_args.mask", "progvc_sparse"],
+                "var": ["--model.context_model.init_args.mask", "var"]}
+    # add your own: {"progvc_sparse W=2": ["--model.context_model.init_args.window", "2"]}
+    results = {name: train_variant(name.replace(" ", "_").replace("=", ""), *ov) for name, ov in VARIANTS.items()}
+    '''),
+    code('''
+    K = codec.quantizer.num_scales
+    print(f"bits per token: training (first -> last logged step) and validation after {STEPS} steps")
+    print(f"{'variant':>20} {'train':>13} " + " ".join(f"{'s' + str(s):>5}" for s in range(K)) + f" {'val':>5}")
+    for name, m in results.items():
+        train_bits = m["train/bits_per_token"]
+        per_scale = [m[f"val/bits_per_token_s{s}"][-1][1] for s in range(K)]
+        print(f"{name:>20} {train_bits[0][1]:>5.2f} -> {train_bits[-1][1]:>4.2f} "
+              + " ".join(f"{b:>5.2f}" for b in per_scale) + f" {m['val/bits_per_token'][-1][1]:>5.2f}")
+    '''),
+    md(r'''
+    Both variants start at about $\log_2 512 = 9$ bits (a uniform guess) and after 40 steps have learnt
+    mostly the token statistics of the synthetic clips; differences of a few hundredths of a bit between
+    them are noise. That is the point of a fair comparison: *same data, same steps, same seed*, then train
+    longer (`STEPS`; `configs/tiny_stage2.yaml` uses 1500) before concluding. Validation here uses other
+    synthetic clips than training. Try validating on a real clip
+    (`"--data.val_sources", '["data/akiyo_qcif_30f.y4m"]'`): after 40 steps on synthetic motion the model
+    is *worse than uniform* there (about 10 bits per token): what it learnt does not transfer yet.
+    The `var` model can be trained and measured, but it **cannot be exported as a codec**: its mask is not
+    truncation safe (notebook 03), so `--model.export_path` is `null` here.
+
+    ## Exercise: the histogram baselines
+
+    A context model is only useful if it beats a *static histogram*. `Codec.analyze` reports two:
+    the **unigram** (per-scale token frequencies counted on the training data, shipped with the model)
+    and the **oracle**: code every token of a scale with the clip's *own* frequencies,
+    $-\sum_v n_v \log_2 (n_v / N)$ bits. The oracle is optimistic: a real decoder would need the
+    histogram too. Write the oracle.
+    '''),
+    code('''
+    from progvc_lab.course import check_unigram_bits, show_solution
+
+    # EXERCISE: total bits to code `tokens` (any shape, ids in [0, codebook_size)) with their own histogram.
+    # Hint: torch.bincount(tokens.flatten(), minlength=codebook_size); skip ids that never occur.
+    def unigram_bits(tokens, codebook_size):
+        # your code here (about 3 lines)
+        raise NotImplementedError
+
+    check_unigram_bits(unigram_bits)
+    ''', exercise=True),
+    stuck("unigram_bits"),
+    code('''
+    analysis = codec.analyze(video, fps)      # the demo codec's own context model on these 8 frames
+    print(f"{'scale':>5} {'model bits':>11} {'unigram bits':>13} {'ratio':>6} {'oracle bits':>12}")
+    for s in range(K):
+        print(f"{s:>5} {analysis['model_bits_per_scale'][s]:>11.0f} {analysis['unigram_bits_per_scale'][s]:>13.0f} "
+              f"{analysis['ratio_to_unigram_per_scale'][s]:>6.2f} {max(0.0, analysis['oracle_unigram_bits_per_scale'][s]):>12.0f}")
+    print(f"all scales: the context model needs {analysis['ratio_to_unigram']:.2f} of the unigram bits")
+    '''),
+    md(r'''
+    ## Plug points: where the next variants slot in
+
+    | stage | interface the rest of the codec uses | how to swap it | planned variants |
+    |---|---|---|---|
+    | tokenizer | `encode(x) -> f`, `decode(f, size) -> x`, `stride`, `latent_dim` | `model.tokenizer.class_path` in `configs/tiny_stage1.yaml` | stride 16, a temporal tokenizer |
+    | **quantizer** | `schedule(latent_hw)`, `tokenize(f) -> [tokens]`, `tokens_to_latent(tokens, latent_hw, upto)`, `context_input(tokens, s, latent_hw)`, `num_scales`, `codebook_size` | `model.quantizer.class_path` in `configs/tiny_stage1.yaml` | **BSQ** (Infinity's bitwise tokens: d bits per token, no codebook table; the context model then predicts bits) |
+    | context model | `forward(ctx_inputs, tokens)` for training, `new_state` + `block_logits(state, t, s, ctx)` for coding | `model.context_model.class_path` / `init_args` in `configs/tiny_stage2.yaml` | masks (`masks.py` registry), windows, widths |
+    | **entropy coder** | `encode(cdf, symbols) -> bytes`, `decode(cdf, data) -> symbols` | `CODERS` in `stages/entropy.py` + `Codec(coder=...)`; the name goes into the stream header | **constriction** streaming range coder: one chunk per scale of a GOP, decoded incrementally |
+    | detail sampler | `choose(logits, gop, t, s) -> tokens` | `codec.decode(data, sampler=...)` | top-p, per-scale temperatures |
+
+    A new quantizer must keep two promises: the decoder path is built from tokens only
+    (`tokens_to_latent`, `context_input`), and `context_input` is the *one* function that builds
+    context-model inputs for training, encoder and decoder.
+    '''),
+    code('''
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)     # the two training runs' logs and checkpoints
+    '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["08_evaluation"] = [
+    md(r'''
+    # 08 · Evaluation: rate-distortion curves, metrics, baselines
+
+    The protocol follows video-coding papers (`progvc_lab/metrics.py`, `progvc_lab/evaluate.py`):
+
+    - **rate**: bpp = file bytes × 8 / (frames × H × W), header included, original frame size;
+    - **PSNR** per frame, then the **mean over frames** (not the PSNR of the mean MSE):
+      $\text{PSNR} = 10 \log_{10}(1 / \text{MSE})$ for RGB in [0, 1]; the YUV variant weights
+      $(6Y + U + V)/8$ on 8-bit 4:2:0 (DCVC's convention; say which one you report);
+    - **MS-SSIM** on RGB (QCIF is too small for the standard 11-tap window: a 7-tap window, stated);
+    - **BD-rate**: the average rate difference at equal PSNR between two RD curves (Bjøntegaard);
+    - results in **CompressAI's JSON** layout, so existing plotting tools read them.
+    '''),
+    SETUP,
+    code('''
+    from progvc_lab.course import check_mean_psnr, check_rate_saving_at_quality, show_solution
+
+    # EXERCISE 1: a (T, 3, H, W) and b in [0, 1] -> the mean over frames of each frame's PSNR in dB.
+    def mean_psnr(a_T3HW, b_T3HW):
+        # your code here (about 2 lines)
+        raise NotImplementedError
+
+    check_mean_psnr(mean_psnr)
+    ''', exercise=True),
+    md(r'''
+    BD-rate integrates the gap between two curves over their common PSNR range. Its core, at a single
+    quality: interpolate each curve's $\log(\text{bpp})$ linearly in PSNR at the target, then
+    $\Delta R = \exp(\log R_\text{test} - \log R_\text{anchor}) - 1$ (negative = the test codec saves rate).
+    '''),
+    code('''
+    # EXERCISE 2: percent rate difference of the test codec against the anchor at `target_psnr`.
+    # Hint: np.interp(target, psnr_sorted, log_bpp_sorted) for each curve (sort each by PSNR first).
+    def rate_saving_at_quality(anchor_bpp, anchor_psnr, test_bpp, test_psnr, target_psnr):
+        # your code here (about 5 lines)
+        raise NotImplementedError
+
+    check_rate_saving_at_quality(rate_saving_at_quality)
+    ''', exercise=True),
+    stuck("rate_saving_at_quality"),
+    md("## The codec's own RD curve: one encode, truncated to k = 1..K, every level decoded from its bytes"),
+    code('''
+    from progvc_lab.evaluate import format_table, rate_points
+
+    result = rate_points(codec, video, fps, name="foreman (8 frames)")
+    print(format_table(result))
+    '''),
+    code('''
+    import json
+
+    from progvc_lab.evaluate import to_compressai
+
+    report = to_compressai(result)                      # CompressAI's layout: name, description, results
+    print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
+    for key, values in report["results"].items():
+        print(f"results[{key!r}]: [{', '.join(f'{v:.4g}' for v in values)}]")
+    '''),
+    md(r'''
     ## Plug point: x264 / x265 baselines
 
     A fair comparison needs a classical codec on the *same frames* at *matched low rates*, with the exact
@@ -1018,9 +1287,11 @@ NB["08_evaluation"] = [
       points are layouts rather than watchable video: it is a teaching model trained for minutes on a CPU. The *mechanics* (progressive truncation, a context model that beats the unigram,
       exact arithmetic coding, detail synthesis) are what it demonstrates. Closing the gap is a matter of
       model size, training data and time (see DESIGN.md, "Targets").
-    - Perceptual metrics (LPIPS, DISTS) need pretrained weights; `progvc_lab.metrics` uses them only when
-      present locally. `metrics.texture_energy_ratio` is a weight-free proxy for "blurred vs detailed".
-    - `progvc-lab eval` runs this protocol on every shipped clip and writes the JSON files and plots.
+    - ST-LPIPS loads the weights shipped in the `stlpips-pytorch` wheel into our own network (no
+      torchvision, no download); LPIPS and DISTS run only from weights you point at
+      (`progvc_lab.perceptual.lpips(a, b, weights=...)`). GMSD and the texture ratio need no weights.
+    - `progvc-lab eval CLIP... --json out.json --plot out.png` runs this protocol on any clip; the
+      committed results for the shipped model are in `benchmarks/results/`.
     '''),
 ]
 

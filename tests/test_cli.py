@@ -258,7 +258,9 @@ def test_demo_eval_bench(files, capsys, tmp_path):
     rc, out, _ = run(capsys, "eval", "--model", files / "m.pt", "--clips", files / "in.y4m", "--out", tmp_path / "ev")
     assert rc == 0
     assert json.loads((tmp_path / "ev" / "in.json").read_text())["results"]["bpp"] == res["results"]["bpp"]
-    assert (tmp_path / "ev" / "rd_curves.png").is_file()
+    assert (tmp_path / "ev" / "rd.png").is_file()
+    doc = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert [r["codec"] for r in doc["clips"][0]["codecs"]] == ["ours", "x264", "x265"]
     expect_error(capsys, "no such clip", "eval", "--model", files / "m.pt", "--clips", files / "nope.y4m")
 
     rc, out, _ = run(capsys, "bench", "--model", files / "m.pt", "--clip", files / "in.y4m", "--threads", 1)
