@@ -37,15 +37,12 @@ ALLOW_EMPTY = rc=0; $(1) || rc=$$?; \
 # setup: create .venv (only if missing) and install the package in editable mode.
 setup: $(STAMP)
 
-# The stamp is older than pyproject.toml (or missing) -> install again; an existing venv is reused.
-$(STAMP): pyproject.toml
+# The stamp is older than pyproject.toml or this Makefile (or missing) -> install again; an existing venv is reused.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e ".[$(EXTRAS)]"
-# ST-LPIPS weights (progvc_lab.perceptual): only the wheel's .pth files are read, its Python module
-# (which imports torchvision) never is. --no-deps so torchvision can never come along with it.
-	$(PIP) install -q --no-deps stlpips-pytorch==0.0.2
 	touch $@
 
 # demo: the shipped model on a shipped clip, no network, no GPU.
