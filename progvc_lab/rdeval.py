@@ -230,7 +230,7 @@ def compare(anchor: dict, test: dict, metric_keys=BD_METRICS) -> dict:
                         "gap_at_equal_rate": []}
             continue
         report = metrics.bd_rate_report(ra, qa, rt, qt, higher_is_better=higher)
-        gaps = metrics.quality_gap_at_rate(ra, qa, rt, qt)
+        gaps = metrics.quality_gap_at_rate(ra, qa, rt, qt, higher_is_better=higher)
         report["gap_at_equal_rate"] = [
             {"bpp": r, "ours": q, "baseline": None if g is None else q - g, "gap": g}
             for r, q, g in zip(rt, qt, gaps)]
@@ -261,7 +261,9 @@ def low_rate_row(ours: dict, anchor: dict, key: str, max_bpp: float = LOW_RATE_B
     if best is None:
         return {"bpp": None, "ours": None, "baseline": None, "note": f"no point of ours at <= {max_bpp} bpp"}
     ra, qa = _pairs(anchor, key)
-    gap = metrics.quality_gap_at_rate(ra, qa, [best[0]], [best[1]])[0] if len(ra) >= 2 else None
+    higher = METRICS[key][1]
+    gap = (metrics.quality_gap_at_rate(ra, qa, [best[0]], [best[1]], higher_is_better=higher)[0]
+           if len(ra) >= 2 else None)
     row = {"bpp": best[0], "ours": best[1], "baseline": None if gap is None else best[1] - gap}
     if gap is None:
         row["note"] = "outside the baseline's rate range (no extrapolation)"

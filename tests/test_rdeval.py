@@ -116,6 +116,18 @@ def test_summary_on_curves_with_a_known_answer():
     assert summary["speed"]["ours"]["encode_fps"] == 10.0
 
 
+def test_summary_of_a_lower_is_better_metric():
+    # ST-LPIPS falls as rate rises: the same known answer (-50%) and the gap read at our rate
+    anchor, ours = _pair_records(scale=0.5, key="st-lpips")
+    for rec in (anchor, ours):
+        rec["results"]["st-lpips"] = [0.5, 0.4, 0.3, 0.2]
+    summary = rdeval.summarize([ours, anchor])
+    rep = summary["bd_rate"]["ours vs x265"]["st-lpips"]
+    assert rep["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
+    low = summary["low_rate"]["ours vs x265"]["st-lpips"]
+    assert low["ours"] == 0.2 and low["baseline"] == pytest.approx(0.3)
+
+
 def test_summary_says_no_overlap_instead_of_extrapolating():
     anchor, ours = _pair_records()
     ours["results"]["psnr-y"] = [40.0, 41.0, 42.0, 43.0]
