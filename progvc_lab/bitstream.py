@@ -1,10 +1,18 @@
 """The ``.pgvc`` container: header, chunk table, and chunks stored scale-major.
 
-::
+Format version 2 (compact; every integer a LEB128 varint unless said otherwise)::
 
-    "PGVC" | version u8 | header length u16 | header fields | CRC-32 of the header
+    "PGVC" | version u8 | fingerprint (4 bytes) | width | height | fps_num | fps_den | num_frames | gop
+           | latent_h | latent_w | window | num_scales u8 | scales_sent u8 | names u8 [| escaped names]
+           | CRC-16 of all the header bytes before it
     table:  for s < scales_sent: for g < num_gops: varint chunk length, CRC-16 of the chunk's tokens
     data:   scale 0 of GOP 0, GOP 1, ... | scale 1 of GOP 0, GOP 1, ... | ... | scale k-1 of ...
+
+The scale schedule is not stored: it is ``scale_schedule(latent_hw, num_scales)`` (the model's rule,
+a pure function kept here so that ``info`` needs no torch). ``names`` packs four 2-bit ids: quantizer,
+mask, coder and copy gate (bits 0-1, 2-3, 4-5, 6-7) from the tables ``QUANTIZERS``, ``MASKS``,
+``CODERS``, ``COPY_GATES``; id 3 means "not in the table": the name follows as a length-prefixed
+ASCII string (in that order). A QCIF stream's header is about 25 bytes (version 1: about 75).
 
 Because all scale-0 chunks come first, then all scale-1 chunks and so on, the bytes of a stream up
 to the end of scale k are themselves a stream of k scales: ``truncate`` rewrites the header and the
@@ -22,22 +30,47 @@ from __future__ import annotations
 import binascii
 import struct
 import warnings
-import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"PGVC"
-VERSION = 1
+VERSION = 2
 MAX_FRAMES = 1 << 20
 MAX_SIDE = 1 << 14
+FINGERPRINT_BYTES = 4
+QUANTIZERS = ("vq",)
+MASKS = ("progvc_sparse", "var", "infinitystar")
+CODERS = ("torchac",)
+COPY_GATES = ("none", "count", "context")   # "learned" (a model head) would be escaped until it exists
+_ESCAPE = 3
 
 
 class BitstreamError(ValueError):
     """A .pgvc stream is malformed, truncated, corrupted, or does not fit the model."""
 
 
+def scale_schedule(latent_hw: tuple[int, int], num_scales: int) -> list[tuple[int, int]]:
+    """Scale sizes from 1x1 to ``latent_hw`` in geometric steps, non-decreasing per dimension.
+
+    side_s = round(side^(s/(K-1))) per dimension (the quantizer's rule; the stream derives it)."""
+    h, w = latent_hw
+    if h < 1 or w < 1:
+        raise ValueError(f"latent size must be positive, got {latent_hw}")
+    if num_scales == 1:
+        return [(h, w)]
+    out = []
+    for s in range(num_scales):
+        frac = s / (num_scales - 1)
+        hs, ws = max(1, round(h ** frac)), max(1, round(w ** frac))
+        if out:  # never shrink
+            hs, ws = max(hs, out[-1][0]), max(ws, out[-1][1])
+        out.append((min(hs, h), min(ws, w)))
+    out[-1] = (h, w)
+    return out
+
+
 @dataclass
 class Header:
-    fingerprint: bytes            # 8 bytes: hash of the model's weights and config
+    fingerprint: bytes            # first FINGERPRINT_BYTES bytes of the model's hash (weights and config)
     width: int                    # frame size of the original video (before padding)
     height: int
     fps_num: int
@@ -45,17 +78,18 @@ class Header:
     num_frames: int
     gop: int                      # frames per GOP (the last GOP may be shorter)
     latent_hw: tuple[int, int]
-    schedule: list[tuple[int, int]]   # (h_s, w_s) for each of the K scales
+    num_scales: int               # K; the schedule is derived (``schedule``)
     scales_sent: int              # k <= K scales are in the stream
     quantizer: str = "vq"
     mask: str = "progvc_sparse"
     window: int = 1
     coder: str = "torchac"
+    copy_gate: str = "none"       # copy-aware probabilities of P frames (codec.COPY_GATES)
     version: int = VERSION
 
     @property
-    def num_scales(self) -> int:
-        return len(self.schedule)
+    def schedule(self) -> list[tuple[int, int]]:
+        return scale_schedule(tuple(self.latent_hw), self.num_scales)
 
     @property
     def num_gops(self) -> int:
@@ -119,42 +153,64 @@ def tokens_crc(token_bytes: bytes) -> int:
 
 def _pack_str(s: str) -> bytes:
     b = s.encode("ascii")
+    if len(b) > 255:
+        raise ValueError(f"name {s!r} is too long for a stream header")
     return bytes([len(b)]) + b
+
+
+_NAME_TABLES = (("quantizer", QUANTIZERS), ("mask", MASKS), ("coder", CODERS), ("copy_gate", COPY_GATES))
 
 
 # ---- header ------------------------------------------------------------------------------------------
 def pack_header(h: Header) -> bytes:
-    body = bytearray()
-    body += h.fingerprint
-    body += struct.pack("<HHHHIHHHBB", h.width, h.height, h.fps_num, h.fps_den, h.num_frames, h.gop,
-                        h.latent_hw[0], h.latent_hw[1], h.num_scales, h.scales_sent)
-    for hs, ws in h.schedule:
-        body += struct.pack("<HH", hs, ws)
-    body += struct.pack("<B", h.window)
-    body += _pack_str(h.quantizer) + _pack_str(h.mask) + _pack_str(h.coder)
-    out = MAGIC + struct.pack("<BH", h.version, len(body)) + bytes(body)
-    return out + struct.pack("<I", zlib.crc32(out))
+    if len(h.fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"the header stores a {FINGERPRINT_BYTES}-byte model fingerprint, got {len(h.fingerprint)}")
+    if not (0 <= h.num_scales <= 255 and 0 <= h.scales_sent <= 255):
+        raise ValueError(f"{h.scales_sent} of {h.num_scales} scales do not fit the header")
+    out = bytearray(MAGIC) + bytes([h.version]) + h.fingerprint
+    for n in (h.width, h.height, h.fps_num, h.fps_den, h.num_frames, h.gop, h.latent_hw[0], h.latent_hw[1],
+              h.window):
+        out += put_varint(n)
+    out += bytes([h.num_scales, h.scales_sent])
+    ids, escaped = 0, b""
+    for i, (name, table) in enumerate(_NAME_TABLES):
+        value = getattr(h, name)
+        idx = table.index(value) if value in table else _ESCAPE
+        ids |= idx << (2 * i)
+        if idx == _ESCAPE:
+            escaped += _pack_str(value)
+    out += bytes([ids]) + escaped
+    return bytes(out) + struct.pack("<H", binascii.crc_hqx(bytes(out), 0xFFFF))
 
 
 def unpack_header(r: Reader) -> Header:
+    start = r.pos
     magic = r.take(4)
     if magic != MAGIC:
         raise BitstreamError(f"not a .pgvc stream (starts with {magic!r}, expected {MAGIC!r})")
-    version, body_len = r.unpack("BH")
-    if version > VERSION:
-        raise BitstreamError(f"stream format version {version} is newer than this progvc_lab reads "
-                             f"(version {VERSION}); upgrade progvc_lab")
-    start = r.pos - 7
-    body = Reader(r.take(body_len), "stream header")
-    (crc,) = r.unpack("I")
-    if zlib.crc32(r.data[start:r.pos - 4]) != crc:
+    (version,) = r.take(1)
+    if version != VERSION:
+        newer = "newer" if version > VERSION else "older"
+        raise BitstreamError(f"stream format version {version} is {newer} than the one this progvc_lab reads "
+                             f"(version {VERSION}); " + ("upgrade progvc_lab" if version > VERSION else
+                                                         "re-encode it with this version"))
+    try:
+        fingerprint = r.take(FINGERPRINT_BYTES)
+        w, h, fn, fd, nf, gop, lh, lw, window = (r.varint() for _ in range(9))
+        K, k, ids = r.take(3)
+        names = {}
+        for i, (name, table) in enumerate(_NAME_TABLES):
+            idx = (ids >> (2 * i)) & 3
+            names[name] = r.string() if idx == _ESCAPE else (table[idx] if idx < len(table) else None)
+        (crc,) = r.unpack("H")
+    except BitstreamError as e:
+        raise BitstreamError(f"stream header is truncated or corrupted ({e})") from None
+    if binascii.crc_hqx(r.data[start:r.pos - 2], 0xFFFF) != crc:
         raise BitstreamError("stream header is corrupted (CRC mismatch)")
-    fingerprint = body.take(8)
-    w, h, fn, fd, nf, gop, lh, lw, K, k = body.unpack("HHHHIHHHBB")
-    schedule = [tuple(body.unpack("HH")) for _ in range(K)]
-    (window,) = body.unpack("B")
-    quantizer, mask, coder = body.string(), body.string(), body.string()
-    hdr = Header(fingerprint, w, h, fn, fd, nf, gop, (lh, lw), schedule, k, quantizer, mask, window, coder, version)
+    if None in names.values():
+        raise BitstreamError("stream header names an unknown quantizer, mask, coder or copy gate id")
+    hdr = Header(fingerprint, w, h, fn, fd, nf, gop, (lh, lw), K, k, names["quantizer"], names["mask"], window,
+                 names["coder"], names["copy_gate"], version)
     _check_header(hdr)
     return hdr
 
@@ -163,6 +219,8 @@ def _check_header(h: Header):
     problems = []
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         problems.append(f"frame size {h.width}x{h.height}")
+    if not (0 < h.latent_hw[0] <= MAX_SIDE and 0 < h.latent_hw[1] <= MAX_SIDE):
+        problems.append(f"latent size {h.latent_hw}")
     if not 0 < h.num_frames <= MAX_FRAMES:
         problems.append(f"frame count {h.num_frames}")
     if h.gop < 1:
@@ -171,8 +229,6 @@ def _check_header(h: Header):
         problems.append(f"frame rate {h.fps_num}/{h.fps_den}")
     if not 1 <= h.num_scales <= 64 or not 0 <= h.scales_sent <= h.num_scales:
         problems.append(f"{h.scales_sent} of {h.num_scales} scales")
-    if h.schedule and tuple(h.schedule[-1]) != tuple(h.latent_hw):
-        problems.append(f"scale schedule ends at {h.schedule[-1]}, latent is {h.latent_hw}")
     if problems:
         raise BitstreamError("stream header has impossible values: " + ", ".join(problems))
 
@@ -272,7 +328,7 @@ def describe(data: bytes) -> dict:
         "fps": f"{h.fps_num}/{h.fps_den}", "num_frames": h.num_frames, "gop": h.gop,
         "num_gops": h.num_gops, "latent_hw": list(h.latent_hw), "schedule": [list(x) for x in h.schedule],
         "num_scales": h.num_scales, "scales_sent": h.scales_sent, "quantizer": h.quantizer, "mask": h.mask,
-        "window": h.window, "coder": h.coder, "total_bytes": len(data), "header_bytes": header_bytes,
+        "window": h.window, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data), "header_bytes": header_bytes,
         "table_bytes": table_bytes, "bytes_per_scale": per_scale, "bytes_per_gop": per_gop,
         "bpp": len(data) * 8 / (h.num_frames * h.width * h.height),
     }

@@ -4,6 +4,7 @@
 
     progvc-lab demo     [--model tiny] [--clip PATH] [--out outputs/demo] [--frames N]
     progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--no-verify] [--force]
+                        [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate none|count|context]
     progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|sample]
                         [--temperature T] [--top-k K] [--seed S] [--force]
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
@@ -112,21 +113,36 @@ def cmd_encode(args) -> int:
         raise FileNotFoundError(f"{args.input}: no such file")
     if args.gop is not None and args.gop > 65535:
         raise UsageError(f"--gop must be at most 65535, got {args.gop}")
+    targets = [x is not None for x in (args.rdo_lambda, args.target_bpp, args.target_bytes)]
+    if sum(targets) > 1:
+        raise UsageError("give at most one of --lambda, --target-bpp and --target-bytes")
+    for name, value in (("--lambda", args.rdo_lambda), ("--target-bpp", args.target_bpp)):
+        if value is not None and not (math.isfinite(value) and value >= (0 if name == "--lambda" else 1e-9)):
+            raise UsageError(f"{name} must be a finite number {'>= 0' if name == '--lambda' else '> 0'}, got {value}")
     codec = _load_model(args.model)
-    if args.gop is not None:
-        codec.config.gop = args.gop
+    options = {"gop": args.gop, "copy_gate": args.copy_gate, "rdo_lambda": args.rdo_lambda}
     video, fps = read_video(args.input, max_frames=args.frames)
     fps = Fraction(fps).limit_denominator(65535)
-    if fps.numerator > 65535:  # the header stores fps as two u16: keep the closest fraction that fits
+    if fps.numerator > 65535:  # keep fps a fraction of two numbers below 2^16
         fps = fps.limit_denominator(max(1, 65535 // math.ceil(fps)))
     T, _, H, W = video.shape
     t0 = time.perf_counter()
-    data, _ = codec.encode_with_stats(video, fps, verify=args.verify)
+    if args.target_bpp is not None or args.target_bytes is not None:
+        data, stats = codec.encode_to_target(video, fps, target_bytes=args.target_bytes,
+                                             target_bpp=args.target_bpp, verify=args.verify, **options)
+        c = stats["chosen"]
+        chose = (f"; chose k = {c['k']} of {codec.quantizer.num_scales} scales, lambda {c['rdo_lambda']:.4g} "
+                 f"({c['encodes']} encodes, budget {c['budget_bytes']} bytes)")
+    else:
+        data, stats = codec.encode_with_stats(video, fps, verify=args.verify, **options)
+        chose = ""
     seconds = time.perf_counter() - t0
     _write_bytes(out, data)
+    o = stats["options"]
     print(f"{args.input} -> {out}: {T} frames {W}x{H}, {_fmt_size(len(data))}, "
           f"{bpp(len(data), T, H, W):.4f} bpp, {seconds:.2f} s ({T / seconds:.1f} frames/s)"
-          + ("" if args.verify else ", not verified"))
+          + ("" if args.verify else ", not verified")
+          + (chose or f"; GOP {o['gop']}, copy gate {o['copy_gate']}, lambda {o['rdo_lambda']:g}"))
     return 0
 
 
@@ -189,7 +205,7 @@ def format_info(info: dict, name: str = "") -> str:
         ("scales", f"{info['scales_sent']} of {info['num_scales']} sent"),
         ("schedule", " ".join(f"{h}x{w}" for h, w in info["schedule"])),
         ("quantizer / mask", f"{info['quantizer']} / {info['mask']} (window {info['window']})"),
-        ("entropy coder", info["coder"]),
+        ("entropy coder", info["coder"]), ("copy gate", info["copy_gate"]),
         ("size", f"{info['total_bytes']} bytes = header {info['header_bytes']} + table {info['table_bytes']} "
                  f"+ data {sum(info['bytes_per_scale'])}"),
         ("bpp", f"{info['bpp']:.4f}"),
@@ -278,8 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help=".y4m (read natively) or .mp4/.mkv/... (read with PyAV)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.pgvc")
     p.add_argument("--model", default="tiny", help=model_help)
-    p.add_argument("--gop", type=_positive("--gop"), help="frames per GOP (default: the model's)")
+    p.add_argument("--gop", type=_positive("--gop"),
+                   help="frames per GOP: a key frame every N frames (default: 32 = one intra frame, then P "
+                        "frames, a new GOP every 32 frames to bound memory)")
     p.add_argument("--frames", type=_positive("--frames"), help="encode only the first N frames")
+    p.add_argument("--lambda", dest="rdo_lambda", type=float, metavar="L",
+                   help="rate knob: RD-optimised token choice, latent squared error per bit (default 0.005; "
+                        "0 = nearest code, the highest quality and rate)")
+    p.add_argument("--target-bpp", type=float, metavar="B",
+                   help="search lambda and the number of scales for the best quality within B bits per pixel")
+    p.add_argument("--target-bytes", type=_positive("--target-bytes"), metavar="N",
+                   help="as --target-bpp, for a file of at most N bytes")
+    p.add_argument("--copy-gate", choices=("none", "count", "context"),
+                   help="copy-aware probabilities for P frames (default: context; none = off)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the encoder self-check (decoding what was written and comparing tokens)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")

@@ -15,6 +15,28 @@
 Encoder and decoder share one function (``walk_blocks``) that visits blocks and asks the context model for
 logits, so they compute bit-identical CDFs by construction. The coding path runs with a fixed number
 of threads and deterministic algorithms (``coding_threads``).
+
+Three encoder-side tools for low rates (issue 7):
+
+* **Copy-aware probabilities** (``copy_gate``, recorded in the stream header). For block (t, s), t > 0,
+  the coded distribution is ``g * onehot(prev) + (1 - g) * softmax(logits)`` where prev is frame t-1's
+  token at the same scale and position (``logits_to_cdf(logits, copy_symbols, gate)``). The gate is an
+  integer count kept identically by encoder and decoder per (GOP, scale[, context]):
+  ``g = (hits + 1) / (seen + 2)`` over the earlier P frames of the GOP at that scale, a hit being a token
+  equal to its predecessor. ``"count"``: one count per scale; ``"context"``: one per scale and per
+  "was the previous token itself a copy" (0 / 1 / unknown at t = 1); ``"none"``: off. The gate of scale
+  s reads only scale-s tokens of earlier frames, so truncation safety is untouched. ``"learned"`` is the
+  name reserved for a per-token gate head trained in stage 2 (not in the shipped model).
+* **RD-optimised token choice** (``rdo_lambda``, encoder only). Per block, the token minimising
+  ``A_s * ||r - e_v||^2 + lambda * bits(v)`` among the ``rdo_candidates`` nearest codes and frame
+  t-1's token, where r is the scale-s residual of the quantizer given the tokens already chosen at the
+  coarser scales, ``A_s = (h * w) / (h_s * w_s)`` the number of latent positions one scale-s token
+  covers, and bits(v) = -log2 of v's integer-CDF probability (exactly what the coder pays). So the
+  distortion is the squared error summed over the full-resolution latent (C channels), and **lambda is in
+  latent squared error per bit**, the same at every scale and frame size. ``lambda = 0`` is
+  nearest-code encoding exactly.
+* **GOP**: one intra frame, then P frames, up to ``gop`` frames per GOP (default ``MAX_GOP`` = 32; the
+  KV cache of a GOP grows linearly with its length: about 2.4 MB per QCIF frame, 9.5 MB per CIF frame).
 """
 from __future__ import annotations
 
@@ -34,9 +56,9 @@ from torch import nn
 from . import bitstream
 from .bitstream import BitstreamError, Header, Stream
 from .stages.context_model import ContextModel
-from .stages.entropy import get_coder, logits_to_cdf, model_bits
+from .stages.entropy import TOTAL, cdf_to_freq, get_coder, logits_to_cdf, model_bits
 from .stages.masks import build_mask, decode_order, is_truncation_safe
-from .stages.quantizer import MultiScaleResidualQuantizer
+from .stages.quantizer import MultiScaleResidualQuantizer, area_down
 from .stages.sampler import DetailSampler
 from .stages.tokenizer import ConvTokenizer
 
@@ -48,11 +70,21 @@ class CodecError(ValueError):
     """The input given to the codec cannot be coded (wrong shape, range, ...)."""
 
 
+MAX_GOP = 32                    # default GOP length: all-P up to this many frames (KV cache memory)
+COPY_GATES = ("none", "count", "context")   # "learned": reserved for a stage-2 gate head
+COPY_PRIOR = (1, 2)             # g = (hits + a) / (seen + b)
+DEFAULT_LAMBDA = 0.005          # latent squared error per bit (measured, see README)
+ENCODER_CHOICES = ("gop", "copy_gate", "rdo_lambda", "rdo_candidates")  # not taken from checkpoints
+
+
 @dataclass
 class CodecConfig:
-    gop: int = 8                 # frames per GOP; GOPs are coded independently
+    gop: int = MAX_GOP           # frames per GOP (1 intra + P frames); GOPs are coded independently
     coder: str = "torchac"       # entropy coder backend
     coding_threads: int = 1      # intra-op threads on the coding path (fixed for determinism)
+    copy_gate: str = "context"   # copy-aware probabilities: "none" | "count" | "context" (in the header)
+    rdo_lambda: float = DEFAULT_LAMBDA   # RD-optimised token choice; 0 = nearest code
+    rdo_candidates: int = 8      # nearest codes the RDO considers (plus the previous frame's token); 0 = all
 
 
 @contextlib.contextmanager
@@ -75,10 +107,11 @@ def tokens_bytes(tok: torch.Tensor) -> bytes:
 
 class Codec(nn.Module):
     def __init__(self, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer,
-                 context_model: ContextModel, gop: int = 8, coder: str = "torchac", coding_threads: int = 1):
+                 context_model: ContextModel, gop: int = MAX_GOP, coder: str = "torchac", coding_threads: int = 1,
+                 copy_gate: str = "context", rdo_lambda: float = DEFAULT_LAMBDA, rdo_candidates: int = 8):
         super().__init__()
         self.tokenizer, self.quantizer, self.context_model = tokenizer, quantizer, context_model
-        self.config = CodecConfig(gop, coder, coding_threads)
+        self.config = CodecConfig(gop, coder, coding_threads, copy_gate, rdo_lambda, rdo_candidates)
         if tokenizer.latent_dim != quantizer.latent_dim or quantizer.latent_dim != context_model.config.latent_dim:
             raise ValueError("tokenizer, quantizer and context model disagree on the latent dimension")
         if quantizer.num_scales != context_model.config.num_scales:
@@ -109,7 +142,10 @@ class Codec(nn.Module):
             raise FileNotFoundError(f"no checkpoint at {path}")
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            codec = cls.from_config(ckpt["config"])
+            config = dict(ckpt["config"])
+            # encoder choices (GOP, copy gate, lambda) are not part of a model: today's defaults apply
+            config["codec"] = {k: v for k, v in config.get("codec", {}).items() if k not in ENCODER_CHOICES}
+            codec = cls.from_config(config)
             state = dict(ckpt["state_dict"])
             # checkpoints from before the unigram baseline existed: no histogram counted (uniform)
             state.setdefault("context_model.unigram_counts", codec.context_model.unigram_counts)
@@ -154,10 +190,11 @@ class Codec(nn.Module):
         return codec
 
     def fingerprint(self) -> bytes:
-        """8 bytes identifying the weights and config (a stream only decodes with the same model)."""
+        """8 bytes identifying the weights and config (a stream only decodes with the same model; the
+        stream stores the first ``bitstream.FINGERPRINT_BYTES``)."""
         h = hashlib.sha256()
         cfg = self.describe_config()
-        cfg.pop("codec")  # GOP and threads live in the stream header, not in the model
+        cfg.pop("codec")  # GOP, gate, lambda and threads are coding choices, not the model
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
@@ -189,13 +226,20 @@ class Codec(nn.Module):
 
     # ---- tokens ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def tokenize(self, video: torch.Tensor, batch: int = 16) -> tuple[list[torch.Tensor], tuple[int, int]]:
-        """Video (T, 3, H, W) -> tokens per scale [(T, h_s, w_s)] and the latent size."""
+    def latents(self, video: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        """Video (T, 3, H, W) -> tokenizer latents (T, C, h, w), in batches of ``batch`` frames."""
         video = self.check_video(video)
+        return torch.cat([self.tokenizer.encode(video[i:i + batch]) for i in range(0, len(video), batch)])
+
+    @torch.no_grad()
+    def tokenize(self, video: torch.Tensor, batch: int = 16) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """Video (T, 3, H, W) -> nearest-code tokens per scale [(T, h_s, w_s)] and the latent size.
+
+        (What the encoder sends with ``rdo_lambda = 0``; with lambda > 0 see ``encode_with_stats``.)"""
+        f = self.latents(video, batch)
         per_scale = [[] for _ in range(self.quantizer.num_scales)]
-        for i in range(0, len(video), batch):
-            f = self.tokenizer.encode(video[i:i + batch])
-            for s, tok in enumerate(self.quantizer.tokenize(f)):
+        for i in range(0, len(f), batch):
+            for s, tok in enumerate(self.quantizer.tokenize(f[i:i + batch])):
                 per_scale[s].append(tok)
         return [torch.cat(x) for x in per_scale], tuple(f.shape[-2:])
 
@@ -213,7 +257,8 @@ class Codec(nn.Module):
         """Visit blocks scale-major; ``on_block(t, s, logits) -> tokens (h_s, w_s)``.
 
         THE coding order. Encoder, decoder and the detail sampler all go through here; so do analysis
-        tools (``viz.token_bits_maps``, the course) that need per-block probabilities exactly as coded.
+        tools (``viz.token_bits_maps``, the course) that need per-block probabilities exactly as coded:
+        the coded CDF of a block is ``self.block_cdf(state, t, s, logits)`` (logits + the copy gate).
         Start each GOP with ``new_gop``.
         """
         latent_hw = state.latent_hw
@@ -222,64 +267,139 @@ class Codec(nn.Module):
             ctx_NChw = self.quantizer.context_input(known, s, latent_hw, num_frames=n_frames)
             for t in range(n_frames):
                 logits = self.context_model.block_logits(state, t, s, ctx_NChw[t])
+                state.copy[(t, s)] = self._copy_context(state, t, s)
                 tok = on_block(t, s, logits).view(state.schedule[s])
                 state.tokens[(t, s)] = tok
                 tokens[s][t] = tok
+                self._count_copies(state, t, s, tok)
 
-    def new_gop(self, latent_hw, schedule, n_frames):
+    def new_gop(self, latent_hw, schedule, n_frames, copy_gate: str | None = None):
+        """A fresh coding state for one GOP; ``copy_gate`` defaults to ``config.copy_gate`` (decoders
+        pass the stream's)."""
         state = self.context_model.new_state(latent_hw, schedule, n_frames)
+        state.copy_gate = self.config.copy_gate if copy_gate is None else copy_gate
+        if state.copy_gate not in COPY_GATES:
+            hint = " (a learned gate needs a model with a gate head, trained in stage 2)" \
+                if state.copy_gate == "learned" else ""
+            raise CodecError(f"unknown copy gate {state.copy_gate!r}; choose one of {COPY_GATES}{hint}")
         decode_order(state.allowed_BB, len(schedule))  # raises if scale-major order is invalid
         return state, [[None] * n_frames for _ in schedule]
 
+    # ---- copy-aware probabilities ------------------------------------------------------------------
+    @staticmethod
+    def _copy_context(state, t, s):
+        """(prev tokens (L,), gate (L,) float64, context ids (L,)) of block (t, s), or None (I frame / off)."""
+        if state.copy_gate == "none" or t == 0:
+            return None
+        prev = state.tokens[(t - 1, s)].flatten()
+        if state.copy_gate == "context":
+            ctx = (prev == state.tokens[(t - 2, s)].flatten()).long() if t >= 2 else torch.full_like(prev, 2)
+        else:
+            ctx = torch.zeros_like(prev)
+        hits, seen = state.copy_counts.setdefault(s, (torch.zeros(3, dtype=torch.int64),
+                                                      torch.zeros(3, dtype=torch.int64)))
+        a, b = COPY_PRIOR
+        gate = (hits[ctx] + a).double() / (seen[ctx] + b).double()
+        return prev, gate, ctx
+
+    @staticmethod
+    def _count_copies(state, t, s, tok):
+        copy = state.copy.pop((t, s), None)
+        if copy is None:
+            return
+        prev, _, ctx = copy
+        hits, seen = state.copy_counts[s]
+        hits.index_add_(0, ctx, (tok.flatten() == prev).long())
+        seen.index_add_(0, ctx, torch.ones_like(ctx))
+
+    @staticmethod
+    def block_cdf(state, t, s, logits_LV, min_count: int = 1) -> torch.Tensor:
+        """The integer CDFs block (t, s) is coded with: ``logits_to_cdf`` plus the copy gate, if any.
+        Valid inside ``on_block`` of ``walk_blocks``."""
+        copy = state.copy.get((t, s))
+        if copy is None:
+            return logits_to_cdf(logits_LV, min_count)
+        return logits_to_cdf(logits_LV, min_count, copy_symbols=copy[0], gate=copy[1])
+
     # ---- encode ----------------------------------------------------------------------------------
-    def encode(self, video, fps=Fraction(25), verify: bool = False) -> bytes:
-        """Video (T, 3, H, W) float RGB in [0, 1] -> .pgvc bytes. ``verify`` decodes and compares tokens."""
-        data, _ = self.encode_with_stats(video, fps, verify)
+    def encode(self, video, fps=Fraction(25), verify: bool = False, **options) -> bytes:
+        """Video (T, 3, H, W) float RGB in [0, 1] -> .pgvc bytes. ``verify`` decodes and compares tokens.
+
+        ``options`` override ``config`` for this call: ``gop``, ``copy_gate``, ``rdo_lambda``,
+        ``rdo_candidates``."""
+        data, _ = self.encode_with_stats(video, fps, verify, **options)
         return data
 
-    def encode_with_stats(self, video, fps=Fraction(25), verify: bool = False) -> tuple[bytes, dict]:
+    def _options(self, options: dict) -> CodecConfig:
+        cfg = CodecConfig(**asdict(self.config))
+        for k, v in options.items():
+            if k not in ENCODER_CHOICES:
+                raise TypeError(f"unknown encoder option {k!r}; options: {ENCODER_CHOICES}")
+            if v is not None:
+                setattr(cfg, k, v)
+        if cfg.copy_gate not in COPY_GATES:
+            raise CodecError(f"unknown copy gate {cfg.copy_gate!r}; choose one of {COPY_GATES}")
+        if not (isinstance(cfg.rdo_lambda, (int, float)) and math.isfinite(cfg.rdo_lambda) and cfg.rdo_lambda >= 0):
+            raise CodecError(f"rdo_lambda must be a finite number >= 0, got {cfg.rdo_lambda!r}")
+        if cfg.rdo_candidates < 0:
+            raise CodecError(f"rdo_candidates must be >= 0, got {cfg.rdo_candidates}")
+        if not 1 <= cfg.gop <= 65535:
+            raise CodecError(f"GOP length must be 1..65535, got {cfg.gop}")
+        return cfg
+
+    def encode_with_stats(self, video, fps=Fraction(25), verify: bool = False, **options) -> tuple[bytes, dict]:
+        cfg = self._options(options)
         video = self.check_video(video)
         fps = Fraction(fps).limit_denominator(65535)
         if fps <= 0:
             raise CodecError(f"fps must be positive, got {fps}")
-        if fps.numerator > 65535:  # the header stores fps as two u16
+        if fps.numerator > 65535:  # keep fps a fraction of two numbers below 2^16
             fps = fps.limit_denominator(max(1, 65535 // math.ceil(fps)))
-        if not 1 <= self.config.gop <= 65535:
-            raise CodecError(f"GOP length must be 1..65535, got {self.config.gop}")
         if video.shape[0] > bitstream.MAX_FRAMES:
             raise CodecError(f"at most {bitstream.MAX_FRAMES} frames per stream, got {video.shape[0]}")
         T, _, H, W = video.shape
+        K = self.quantizer.num_scales
         t0 = time.perf_counter()
-        with deterministic(self.config.coding_threads):
-            tokens, latent_hw = self.tokenize(video)
+        with deterministic(cfg.coding_threads):
+            f_all = self.latents(video)
+            latent_hw = tuple(f_all.shape[-2:])
             t_tok = time.perf_counter()
             schedule = self.quantizer.schedule(latent_hw)
-            header = Header(self.fingerprint(), W, H, fps.numerator, fps.denominator, T, self.config.gop,
-                            latent_hw, schedule, len(schedule), "vq", self.context_model.config.mask,
-                            self.context_model.config.window, self.config.coder)
-            coder = get_coder(self.config.coder)
+            header = Header(self.fingerprint()[:bitstream.FINGERPRINT_BYTES], W, H, fps.numerator,
+                            fps.denominator, T, cfg.gop, latent_hw, K, K, "vq", self.context_model.config.mask,
+                            self.context_model.config.window, cfg.coder, cfg.copy_gate)
+            coder = get_coder(cfg.coder)
             stream = Stream(header)
-            bits = np.zeros((T, len(schedule)))
+            bits = np.zeros((T, K))
+            distortion = np.zeros((T, K))
+            tokens = [[] for _ in range(K)]
             for g in range(header.num_gops):
                 n = header.gop_frames(g)
-                gop_tokens = [tok[g * header.gop: g * header.gop + n] for tok in tokens]
+                g0 = g * header.gop
                 strings = {}
+                state, known = self.new_gop(latent_hw, schedule, n, cfg.copy_gate)
+                chooser = _TokenChooser(self.quantizer, f_all[g0:g0 + n], cfg, known)
 
                 def on_block(t, s, logits):
-                    cdf = logits_to_cdf(logits)
-                    sym = gop_tokens[s][t].flatten()
+                    cdf = self.block_cdf(state, t, s, logits)
+                    prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
+                    sym, dist = chooser.choose(t, s, cdf, prev)
                     strings[(t, s)] = coder.encode(cdf, sym)
-                    bits[g * header.gop + t, s] = model_bits(cdf, sym)
-                    return gop_tokens[s][t]
+                    bits[g0 + t, s] = model_bits(cdf, sym)
+                    distortion[g0 + t, s] = dist
+                    return sym
 
-                state, known = self.new_gop(latent_hw, schedule, n)
-                self.walk_blocks(state, known, range(len(schedule)), on_block, n)
-                for s in range(len(schedule)):
+                self.walk_blocks(state, known, range(K), on_block, n)
+                for s in range(K):
+                    gop_tok = torch.stack(known[s])
+                    tokens[s].append(gop_tok)
                     stream.chunks[(g, s)] = bitstream.pack_chunk([strings[(t, s)] for t in range(n)])
-                    stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
+                    stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tok))
+            tokens = [torch.cat(x) for x in tokens]
         data = bitstream.write_stream(stream)
         t_end = time.perf_counter()
         stats = {"tokens": tokens, "latent_hw": latent_hw, "model_bits": bits, "bytes": len(data),
+                 "rdo_distortion": distortion, "options": asdict(cfg),
                  "seconds_tokenize": t_tok - t0, "seconds_total": t_end - t0}
         if verify:
             decoded, _ = self.decode_tokens(data)
@@ -289,6 +409,72 @@ class Codec(nn.Module):
                                        "this is a bug (or a non-deterministic platform), please report it")
         return data, stats
 
+    def encode_to_target(self, video, fps=Fraction(25), target_bytes: int | None = None,
+                         target_bpp: float | None = None, verify: bool = False, steps: int = 7,
+                         quality=None, **options) -> tuple[bytes, dict]:
+        """Find lambda and the number of scales k that fit a byte budget, at the best quality.
+
+        Bisection on log(lambda) (``steps`` encodes; one encode gives every k by truncation, since a
+        scale's token choice never depends on finer scales); for each k the smallest lambda tried that
+        fits, then the (k, lambda) whose decode scores best under ``quality(original, decoded)``
+        (default: MS-SSIM when frames are over 96 px, else PSNR-RGB). Returns the truncated stream and
+        stats with ``chosen = {"k", "rdo_lambda", "bytes", "quality"}``.
+        """
+        from . import metrics
+
+        video = self.check_video(video)
+        T, _, H, W = video.shape
+        if (target_bytes is None) == (target_bpp is None):
+            raise CodecError("give exactly one of target_bytes and target_bpp")
+        budget = int(target_bytes if target_bytes is not None else math.floor(target_bpp * T * H * W / 8))
+        if quality is None:
+            quality = metrics.ms_ssim if min(H, W) > 96 else metrics.psnr
+        K = self.quantizer.num_scales
+        tried = {}  # lambda -> (data, stats, [bytes of k = 0..K])
+
+        def run(lam):
+            data, stats = self.encode_with_stats(video, fps, **{**options, "rdo_lambda": lam})
+            tried[lam] = (data, stats, [len(bitstream.truncate(data, k)) for k in range(K + 1)])
+            return tried[lam][2]
+
+        lo, hi = 0.0, None
+        sizes = run(lo)
+        if sizes[K] > budget:
+            lam = max(DEFAULT_LAMBDA, 1e-3)
+            while hi is None:
+                if run(lam)[K] <= budget or lam > 1e3:
+                    hi = lam
+                else:
+                    lo, lam = lam, lam * 8
+            for _ in range(steps):
+                mid = math.sqrt(max(lo, hi / 64) * hi)
+                if run(mid)[K] <= budget:
+                    hi = mid
+                else:
+                    lo = mid
+        best = None
+        for k in range(K, 0, -1):
+            fits = [lam for lam, (_, _, sz) in tried.items() if sz[k] <= budget]
+            if not fits:
+                continue
+            lam = min(fits)
+            data = bitstream.truncate(tried[lam][0], k)
+            score = float(quality(video, self.decode(data)))
+            if best is None or score > best[0]:
+                best = (score, k, lam, data)
+        if best is None:
+            raise CodecError(f"no stream fits {budget} bytes: the smallest (1 scale, lambda "
+                             f"{max(tried):g}) takes {min(sz[1] for _, _, sz in tried.values())} bytes")
+        score, k, lam, data = best
+        stats = dict(tried[lam][1])
+        stats["chosen"] = {"k": k, "rdo_lambda": lam, "bytes": len(data), "quality": score,
+                           "budget_bytes": budget, "encodes": len(tried)}
+        if verify:
+            decoded, _ = self.decode_tokens(data)
+            if not all(torch.equal(a, b) for a, b in zip(decoded, stats["tokens"][:k])):
+                raise RuntimeError("encoder self-check failed: the chosen stream decodes to different tokens")
+        return data, stats
+
     # ---- decode ----------------------------------------------------------------------------------
     def read(self, data: bytes) -> Stream:
         """Parse a stream and check that it was made by this model."""
@@ -296,19 +482,22 @@ class Codec(nn.Module):
             raise CodecError("decode takes the stream's bytes; read the file first (Path(p).read_bytes())")
         stream = bitstream.read_stream(data)
         h = stream.header
-        if h.fingerprint != self.fingerprint():
+        mine = self.fingerprint()[:bitstream.FINGERPRINT_BYTES]
+        if h.fingerprint != mine:
             raise BitstreamError(f"model mismatch: the stream was made by model {h.fingerprint.hex()}, this "
-                                 f"codec is {self.fingerprint().hex()}; decode with the model that encoded it")
+                                 f"codec is {mine.hex()}; decode with the model that encoded it")
         cm = self.context_model.config
         if (h.mask, h.window, h.quantizer) != (cm.mask, cm.window, "vq"):
             raise BitstreamError(f"stream uses mask {h.mask!r} (window {h.window}) and quantizer "
                                  f"{h.quantizer!r}; this codec has {cm.mask!r} (window {cm.window}) and 'vq'")
         expect_hw = self.tokenizer.latent_size(h.height, h.width)
-        if tuple(h.latent_hw) != expect_hw or [tuple(x) for x in h.schedule] != self.quantizer.schedule(expect_hw):
-            raise BitstreamError("stream's latent size or scale schedule does not fit its frame size; "
-                                 "the header is corrupted or from another model")
+        if tuple(h.latent_hw) != expect_hw or h.num_scales != self.quantizer.num_scales:
+            raise BitstreamError("stream's latent size or number of scales does not fit its frame size and "
+                                 "this model; the header is corrupted or from another model")
         if h.coder not in ("torchac",):
             raise BitstreamError(f"stream uses entropy coder {h.coder!r}, which this build cannot decode")
+        if h.copy_gate not in COPY_GATES:
+            raise BitstreamError(f"stream uses copy gate {h.copy_gate!r}, which this build cannot decode")
         return stream
 
     def decode_tokens(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
@@ -330,22 +519,22 @@ class Codec(nn.Module):
                 n = h.gop_frames(g)
                 strings = {s: bitstream.unpack_chunk(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
                            for s in range(k)}
+                state, known = self.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
 
                 def on_decode(t, s, logits):
                     try:
-                        sym = coder.decode(logits_to_cdf(logits), strings[s][t])
+                        sym = coder.decode(self.block_cdf(state, t, s, logits), strings[s][t])
                     except Exception as e:
                         raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: {e}") from e
                     return sym
 
-                state, known = self.new_gop(h.latent_hw, h.schedule, n)
                 self.walk_blocks(state, known, range(k), on_decode, n)
                 for s in range(k):
                     if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
                         raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
                 if sampler.predicts:
                     self.walk_blocks(state, known, range(k, h.num_scales),
-                               lambda t, s, logits: sampler.choose(logits, g, t, s), n)
+                                     lambda t, s, logits: sampler.choose(logits, g, t, s), n)
                 for s in range(last):
                     out[s].append(torch.stack(known[s]))
         return [torch.cat(x) if x else torch.zeros(0, dtype=torch.long) for x in out], h
@@ -392,3 +581,56 @@ class Codec(nn.Module):
                 "ratio_to_unigram": float(per_scale.sum() / max(unigram.sum(), 1e-9)),
                 "oracle_unigram_bits_per_scale": oracle,
                 "model_bits_map": bits, "tokens": tokens}
+
+
+class _TokenChooser:
+    """The encoder's token choice for one GOP, scale-major (see the module docstring, "RD-optimised").
+
+    At the first block of scale s it builds the quantizer's residual of every frame from the tokens
+    already chosen at scales < s (``f_rest -= scale_contribution(tokens[s-1])``, the same steps as
+    ``MultiScaleResidualQuantizer._residual_loop``), then per block picks nearest codes (lambda = 0) or
+    minimises ``A_s * ||r - e||^2 + lambda * bits`` over the candidates.
+    """
+
+    def __init__(self, quantizer, f_NChw, cfg: CodecConfig, known):
+        self.q, self.f_rest, self.cfg, self.known = quantizer, f_NChw, cfg, known
+        self.latent_hw = tuple(f_NChw.shape[-2:])
+        self.scale = -1
+
+    def _start_scale(self, s):
+        if s > 0:
+            idx = torch.stack(self.known[s - 1])
+            self.f_rest = self.f_rest - self.q.scale_contribution(idx, s - 1, self.latent_hw)
+        size = self.q.schedule(self.latent_hw)[s]
+        r = area_down(self.f_rest, size)
+        N = r.shape[0]
+        self.dist_NLV = self.q.code_distances(r).view(N, size[0] * size[1], -1)
+        self.r2_NL = (r * r).sum(1).reshape(N, -1)
+        self.area = (self.latent_hw[0] * self.latent_hw[1]) / (size[0] * size[1])
+        self.scale = s
+
+    def choose(self, t, s, cdf_LV1, prev_L):
+        """(tokens (L,), distortion of the choice: A_s * sum ||r - e||^2)."""
+        if s != self.scale:
+            self._start_scale(s)
+        dist_LV = self.dist_NLV[t]
+        lam = float(self.cfg.rdo_lambda)
+        if lam == 0:
+            sym = dist_LV.argmin(1)
+        else:
+            cost_LV = self.area * dist_LV.double()
+            bits_LV = PRECISION_BITS - cdf_to_freq(cdf_LV1).double().log2()
+            cost_LV = cost_LV + lam * bits_LV
+            n = self.cfg.rdo_candidates
+            if n and n < cost_LV.shape[1]:
+                allowed = torch.zeros_like(cost_LV, dtype=torch.bool)
+                allowed.scatter_(1, dist_LV.topk(n, dim=1, largest=False).indices, True)
+                if prev_L is not None:
+                    allowed.scatter_(1, prev_L.reshape(-1, 1), True)
+                cost_LV = cost_LV.masked_fill(~allowed, float("inf"))
+            sym = cost_LV.argmin(1)
+        d = (dist_LV.gather(1, sym[:, None]).squeeze(1) + self.r2_NL[t]).sum() * self.area
+        return sym, float(d)
+
+
+PRECISION_BITS = math.log2(TOTAL)

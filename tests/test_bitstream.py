@@ -6,22 +6,21 @@ import random
 import struct
 import subprocess
 import sys
+import binascii
 import warnings
-import zlib
 
 import pytest
 
 from progvc_lab import bitstream
 from progvc_lab.bitstream import (MAGIC, MAX_FRAMES, MAX_SIDE, VERSION, BitstreamError, Header, Reader, Stream,
-                                  describe, pack_chunk, pack_header, put_varint, read_stream, truncate,
-                                  unpack_chunk, unpack_header, write_stream)
+                                  describe, pack_chunk, pack_header, put_varint, read_stream, scale_schedule,
+                                  truncate, unpack_chunk, unpack_header, write_stream)
 
-SCHEDULE = [(1, 1), (1, 1), (2, 2), (2, 3), (3, 4), (4, 6)]
 
 
 def make_header(**kw) -> Header:
-    fields = dict(fingerprint=bytes(range(8)), width=48, height=32, fps_num=30000, fps_den=1001, num_frames=7,
-                  gop=3, latent_hw=(4, 6), schedule=list(SCHEDULE), scales_sent=6)
+    fields = dict(fingerprint=bytes(range(4)), width=48, height=32, fps_num=30000, fps_den=1001, num_frames=7,
+                  gop=3, latent_hw=(4, 6), num_scales=6, scales_sent=6)
     fields.update(kw)
     return Header(**fields)
 
@@ -51,11 +50,12 @@ def craft_header(**kw) -> bytes:
 
 
 # ---- header and varints ------------------------------------------------------------------------------
-@pytest.mark.parametrize("kw", [{}, {"width": 1, "height": 1, "latent_hw": (1, 1), "schedule": [(1, 1)],
+@pytest.mark.parametrize("kw", [{}, {"width": 1, "height": 1, "latent_hw": (1, 1), "num_scales": 1,
                                      "scales_sent": 0, "num_frames": 1, "gop": 1},
                                 {"width": MAX_SIDE, "height": 7, "num_frames": MAX_FRAMES, "gop": 65535,
                                  "fps_num": 65535, "fps_den": 65535, "mask": "var", "window": 255,
-                                 "coder": "constriction", "quantizer": "bsq"}])
+                                 "coder": "constriction", "quantizer": "bsq", "copy_gate": "learned"},
+                                {"copy_gate": "count"}, {"copy_gate": "context", "mask": "infinitystar"}])
 def test_header_round_trip(kw):
     h = make_header(**kw)
     packed = pack_header(h)
@@ -63,6 +63,14 @@ def test_header_round_trip(kw):
     r = Reader(packed + b"rest")
     assert unpack_header(r) == h
     assert r.pos == len(packed)
+
+
+def test_header_is_compact():
+    """Version 2: varints, derived schedule, 2-bit name ids, CRC-16 (version 1 took 85 bytes here)."""
+    h = make_header(width=176, height=144, fps_num=30, fps_den=1, num_frames=30, gop=32, latent_hw=(18, 22),
+                    copy_gate="context")
+    assert len(pack_header(h)) <= 25
+    assert h.schedule == scale_schedule((18, 22), 6)
 
 
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 255, 300, 16383, 16384, 2**21, 2**28 + 5, 2**35])
@@ -169,9 +177,9 @@ def test_describe():
     assert sum(info["bytes_per_gop"]) == sum(info["bytes_per_scale"])
     assert info["bytes_per_scale"] == [sum(len(stream.chunks[(g, s)]) for g in range(3)) for s in range(6)]
     assert (info["num_frames"], info["gop"], info["num_gops"]) == (7, 3, 3)
-    assert info["schedule"] == [list(x) for x in SCHEDULE] and info["fps"] == "30000/1001"
+    assert info["schedule"] == [list(x) for x in scale_schedule((4, 6), 6)] and info["fps"] == "30000/1001"
     assert info["bpp"] == pytest.approx(len(data) * 8 / (7 * 48 * 32))
-    assert info["fingerprint"] == bytes(range(8)).hex()
+    assert info["fingerprint"] == bytes(range(4)).hex() and info["copy_gate"] == "none"
     assert describe(truncate(data, 2))["bytes_per_scale"] == info["bytes_per_scale"][:2]
 
 
@@ -186,11 +194,14 @@ def test_not_a_stream():
         read_stream("file.pgvc")
 
 
-def test_newer_version():
+def test_newer_and_older_versions():
     _, data = make_stream()
     newer = data[:4] + bytes([VERSION + 1]) + data[5:]
     with pytest.raises(BitstreamError, match="newer"):
         read_stream(newer)
+    older = data[:4] + bytes([1]) + data[5:]
+    with pytest.raises(BitstreamError, match="older.*re-encode"):
+        read_stream(older)
 
 
 def test_every_flipped_header_byte_is_caught():
@@ -207,9 +218,9 @@ def test_every_flipped_header_byte_is_caught():
     ({"width": 0}, "frame size"), ({"width": MAX_SIDE + 1}, "frame size"), ({"height": 65535}, "frame size"),
     ({"num_frames": 0}, "frame count"), ({"num_frames": 2**32 - 1}, "frame count"),
     ({"gop": 0}, "GOP"), ({"fps_num": 0}, "frame rate"), ({"fps_den": 0}, "frame rate"),
-    ({"schedule": [], "scales_sent": 0}, "scales"), ({"scales_sent": 7}, "scales"),
-    ({"schedule": [(1, 1)] * 200, "latent_hw": (1, 1), "scales_sent": 200}, "scales"),
-    ({"latent_hw": (5, 6)}, "schedule"),
+    ({"num_scales": 0, "scales_sent": 0}, "scales"), ({"scales_sent": 7}, "scales"),
+    ({"num_scales": 200, "latent_hw": (1, 1), "scales_sent": 200}, "scales"),
+    ({"latent_hw": (0, 6)}, "latent size"), ({"latent_hw": (4, MAX_SIDE + 1)}, "latent size"),
 ])
 def test_absurd_header_values(kw, what):
     with pytest.raises(BitstreamError, match=what):
@@ -231,7 +242,7 @@ import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
 from progvc_lab.bitstream import BitstreamError, Header, MAX_FRAMES, pack_header, read_stream
 # 2^20 one-frame GOPs x 64 scales: a 351-byte file whose header promises 67 million chunks
-h = Header(bytes(8), 16, 16, 25, 1, MAX_FRAMES, 1, (1, 1), [(1, 1)] * 64, 64)
+h = Header(bytes(4), 16, 16, 25, 1, MAX_FRAMES, 1, (1, 1), 64, 64)
 t0 = time.perf_counter()
 try:
     read_stream(pack_header(h) + b"\\x05\\x00\\x00" * 10)
@@ -255,11 +266,11 @@ def test_absurd_frame_and_scale_counts_do_not_allocate():
 def test_header_crc_is_checked_before_fields():
     h = make_header()
     packed = bytearray(pack_header(h))
-    packed[12] ^= 1  # inside the frame-size field
+    packed[9] ^= 1  # the frame-width varint
     with pytest.raises(BitstreamError, match="corrupted"):
         unpack_header(Reader(bytes(packed)))
     # recompute the CRC: the same change is now a (valid) different header
-    packed[-4:] = struct.pack("<I", zlib.crc32(bytes(packed[:-4])))
+    packed[-2:] = struct.pack("<H", binascii.crc_hqx(bytes(packed[:-2]), 0xFFFF))
     assert unpack_header(Reader(bytes(packed))) != h
 
 

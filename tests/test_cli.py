@@ -55,19 +55,55 @@ def expect_error(capsys, match: str, *argv):
 def test_encode_matches_the_python_api(files, capsys):
     rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "b.pgvc", "--model", files / "m.pt")
     assert rc == 0 and "bytes" in out and "bpp" in out and "frames/s" in out
+    assert "GOP 32, copy gate context, lambda 0.005" in out
     video, fps = read_video(files / "in.y4m")
-    assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0).encode(video, fps)
+    # a loaded model codes with today's encoder defaults (GOP 32, copy gate, lambda), not the saved GOP 3
+    assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32).encode(video, fps)
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--lambda", "0"], {"rdo_lambda": 0.0}),
+    (["--lambda", "0.3", "--copy-gate", "none", "--gop", "2"], {"rdo_lambda": 0.3, "copy_gate": "none", "gop": 2}),
+    (["--copy-gate", "count"], {"copy_gate": "count"}),
+])
+def test_encode_options(files, capsys, argv, expect):
+    out_file = files / f"opt_{'_'.join(argv).replace('-', '')}.pgvc"
+    rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", out_file, "--model", files / "m.pt", "--force", *argv)
+    assert rc == 0, out
+    video, fps = read_video(files / "in.y4m")
+    assert out_file.read_bytes() == make_tiny_codec(seed=0, gop=32).encode(video, fps, **expect)
+    info = bitstream.describe(out_file.read_bytes())
+    assert info["copy_gate"] == expect.get("copy_gate", "context")
+
+
+def test_encode_target(files, capsys):
+    video, fps = read_video(files / "in.y4m")
+    full = len(make_tiny_codec(seed=0, gop=32).encode(video, fps, rdo_lambda=0))
+    budget = int(full * 0.7)
+    rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", files / "target.pgvc", "--model", files / "m.pt",
+                     "--target-bytes", budget, "--force")
+    assert rc == 0 and "chose k = " in out and "lambda" in out
+    assert len((files / "target.pgvc").read_bytes()) <= budget
+    rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", files / "target2.pgvc", "--model", files / "m.pt",
+                     "--target-bpp", budget * 8 / (T * H * W), "--force")
+    assert rc == 0 and len((files / "target2.pgvc").read_bytes()) <= budget
+    expect_error(capsys, "at most one of", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model",
+                 files / "m.pt", "--lambda", 1, "--target-bytes", 100)
+    expect_error(capsys, "--lambda must be", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model",
+                 files / "m.pt", "--lambda", -1)
+    expect_error(capsys, "no stream fits", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model",
+                 files / "m.pt", "--target-bytes", 5)
 
 
 def test_info(files, capsys):
     rc, out, _ = run(capsys, "info", files / "a.pgvc")
     assert rc == 0
-    for text in ("48x32", "6 of 6 sent", "progvc_sparse", "torchac", "GOP", "scale"):
+    for text in ("48x32", "6 of 6 sent", "progvc_sparse", "torchac", "GOP", "scale", "copy gate"):
         assert text in out, text
     rc, out, _ = run(capsys, "info", files / "a.pgvc", "--json")
     info = json.loads(out)
     assert info == bitstream.describe((files / "a.pgvc").read_bytes())
-    assert (info["num_frames"], info["scales_sent"], info["gop"]) == (T, 6, 3)
+    assert (info["num_frames"], info["scales_sent"], info["gop"]) == (T, 6, 32)
 
 
 def test_truncate_then_decode(files, capsys):
@@ -88,7 +124,7 @@ def test_truncate_then_decode(files, capsys):
 
 
 def test_decode_y4m_and_mp4(files, capsys):
-    codec = make_tiny_codec(seed=0)
+    codec = make_tiny_codec(seed=0, gop=32)
     expect = codec.decode((files / "a.pgvc").read_bytes())
     rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "full.y4m", "--model", files / "m.pt")
     assert rc == 0

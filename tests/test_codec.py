@@ -64,7 +64,10 @@ def test_token_round_trip(seed, T, H, W, gop, window):
     data, stats = codec.encode_with_stats(video)
     decoded, header = codec.decode_tokens(data)
     assert same_tokens(decoded, stats["tokens"])
-    assert same_tokens(decoded, codec.tokenize(video)[0])
+    # lambda = 0 is nearest-code encoding exactly
+    data0, stats0 = codec.encode_with_stats(video, rdo_lambda=0)
+    assert same_tokens(stats0["tokens"], codec.tokenize(video)[0])
+    assert same_tokens(codec.decode_tokens(data0)[0], stats0["tokens"])
     assert [tuple(t.shape) for t in decoded] == [(T, *hw) for hw in codec.quantizer.schedule(stats["latent_hw"])]
     assert (header.num_frames, header.gop, header.num_gops) == (T, gop, -(-T // gop))
     assert header.gop_frames(header.num_gops - 1) == T - (header.num_gops - 1) * gop
@@ -160,6 +163,91 @@ def test_global_thread_setting_does_not_matter(codec, encoded):
 def test_encoding_is_deterministic(codec, clip, encoded):
     assert codec.encode(clip, fps=Fraction(30000, 1001)) == encoded[0]
     assert make_tiny_codec(seed=0).encode(clip, fps=Fraction(30000, 1001)) == encoded[0]
+
+
+# ---- coding options: copy gate, RDO, GOP -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def textured():
+    video = pattern_clip(6, 32, 48)
+    noise = torch.rand(video.shape, generator=torch.Generator().manual_seed(7))
+    return (video + 0.15 * noise).clamp(0, 1)
+
+
+@pytest.mark.parametrize("copy_gate", ["none", "count", "context"])
+@pytest.mark.parametrize("rdo_lambda", [0.0, 0.002, 0.5])
+@pytest.mark.parametrize("gop", [32, 2])
+def test_every_option_round_trips_and_truncates(textured, copy_gate, rdo_lambda, gop):
+    codec = make_tiny_codec(seed=11)
+    opts = dict(copy_gate=copy_gate, rdo_lambda=rdo_lambda, gop=gop)
+    data, stats = codec.encode_with_stats(textured, verify=True, **opts)
+    h = bitstream.read_stream(data).header
+    assert (h.copy_gate, h.gop) == (copy_gate, gop)
+    for k in range(codec.quantizer.num_scales + 1):
+        tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))
+        assert same_tokens(tokens, stats["tokens"][:k]), k
+    # the decoder takes the gate from the stream, not from its own config
+    other = make_tiny_codec(seed=11, copy_gate="none" if copy_gate != "none" else "context")
+    assert same_tokens(other.decode_tokens(data)[0], stats["tokens"])
+
+
+def test_copy_gate_changes_only_p_frames(textured):
+    codec = make_tiny_codec(seed=11, rdo_lambda=0)
+    on, st_on = codec.encode_with_stats(textured, copy_gate="count")
+    off, st_off = codec.encode_with_stats(textured, copy_gate="none")
+    assert same_tokens(st_on["tokens"], st_off["tokens"])  # the gate changes probabilities, not tokens
+    assert (st_on["model_bits"][0] == st_off["model_bits"][0]).all()  # frame 0 is intra
+    assert on != off
+
+
+def test_rdo_trades_rate_for_distortion(textured):
+    codec = make_tiny_codec(seed=11)
+    rows = []
+    for lam in (0.0, 0.01, 0.1, 10.0):
+        data, st = codec.encode_with_stats(textured, rdo_lambda=lam)
+        rows.append((lam, st["model_bits"].sum(), st["rdo_distortion"].sum()))
+    bits = [r[1] for r in rows]
+    dist = [r[2] for r in rows]
+    assert all(a >= b - 1e-6 for a, b in zip(bits, bits[1:])), rows
+    assert all(a <= b + 1e-6 for a, b in zip(dist, dist[1:])), rows
+    assert bits[-1] < bits[0]
+
+
+def test_encode_options_are_checked(textured):
+    codec = make_tiny_codec(seed=11)
+    for kw, match in (({"copy_gate": "learned"}, "copy gate"), ({"rdo_lambda": -1}, "rdo_lambda"),
+                      ({"gop": 0}, "GOP"), ({"rdo_candidates": -2}, "rdo_candidates")):
+        with pytest.raises(CodecError, match=match):
+            codec.encode(textured, **kw)
+    with pytest.raises(TypeError, match="unknown encoder option"):
+        codec.encode(textured, lamda=1)
+
+
+def test_encode_to_target(textured):
+    codec = make_tiny_codec(seed=11)
+    full = len(codec.encode(textured, rdo_lambda=0))
+    budget = int(full * 0.6)
+    data, stats = codec.encode_to_target(textured, target_bytes=budget, verify=True)
+    chosen = stats["chosen"]
+    assert len(data) == chosen["bytes"] <= budget
+    assert bitstream.read_stream(data).header.scales_sent == chosen["k"] >= 1
+    assert same_tokens(codec.decode_tokens(data)[0], stats["tokens"][:chosen["k"]])
+    T, _, H, W = textured.shape
+    data2, stats2 = codec.encode_to_target(textured, target_bpp=budget * 8 / (T * H * W))
+    assert stats2["chosen"]["budget_bytes"] == budget
+    with pytest.raises(CodecError, match="no stream fits"):
+        codec.encode_to_target(textured, target_bytes=10)
+
+
+def test_default_gop_is_all_p_up_to_the_limit(tmp_path):
+    from progvc_lab.codec import MAX_GOP, CodecConfig
+
+    assert CodecConfig().gop == MAX_GOP == 32
+    assert (CodecConfig().copy_gate, CodecConfig().rdo_lambda > 0) == ("context", True)
+    make_tiny_codec(seed=0, gop=3, rdo_lambda=0).save(tmp_path / "m.pt")
+    loaded = Codec.load(tmp_path / "m.pt")  # encoder choices are not part of a model: defaults apply
+    assert (loaded.config.gop, loaded.config.rdo_lambda) == (MAX_GOP, CodecConfig().rdo_lambda)
+    h = bitstream.read_stream(loaded.encode(pattern_clip(3))).header
+    assert (h.gop, h.num_gops, h.copy_gate) == (32, 1, "context")
 
 
 # ---- errors ------------------------------------------------------------------------------------------------
@@ -333,8 +421,10 @@ def test_golden_bitstream():
     digest = hashlib.md5(data).hexdigest()
     if os.environ.get("PROGVC_REGEN_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(f"{digest}  tiny_random.pgvc ({len(data)} bytes; make_tiny_codec(seed=1234, gop=3), "
-                          "pattern_clip(5, 32, 48), fps 25)\n")
+        GOLDEN.write_text(f"{digest}  tiny_random.pgvc ({len(data)} bytes; format version {bitstream.VERSION}; "
+                          "make_tiny_codec(seed=1234, gop=3) with the default copy gate and lambda, "
+                          "pattern_clip(5, 32, 48), fps 25; regenerate: PROGVC_REGEN_GOLDEN=1 pytest "
+                          "tests/test_codec.py -k golden)\n")
         pytest.skip(f"PROGVC_REGEN_GOLDEN=1: wrote {GOLDEN} ({digest}); rerun without it")
     assert GOLDEN.is_file(), f"{GOLDEN} is missing; create it with PROGVC_REGEN_GOLDEN=1"
     expected = GOLDEN.read_text().split()[0]
@@ -368,7 +458,7 @@ def test_shared_clips_round_trip():
 def test_unigram_baseline_is_the_training_histogram():
     """The baseline is a static per-scale histogram counted in training: uniform before any counting,
     and close to the clip's own entropy when counted on the clip itself."""
-    codec = make_tiny_codec(seed=3)
+    codec = make_tiny_codec(seed=3, rdo_lambda=0)  # the clip's tokens are then codec.tokenize's
     video = pattern_clip(4, 32, 48)
     before = codec.analyze(video)
     V = codec.quantizer.codebook_size

@@ -222,6 +222,30 @@ def test_logits_to_cdf_extreme_logits():
     assert int(freq[0, 0]) == TOTAL - 3 and int(freq[1, 3]) == TOTAL - 3
 
 
+@pytest.mark.parametrize("gate", [0.0, 0.3, 0.97, "per-token"])
+def test_logits_to_cdf_copy_mixture(gate):
+    """p = g * onehot(copy) + (1 - g) * softmax, mixed in float64 inside the one integer step."""
+    gen = torch.Generator().manual_seed(5)
+    L, V = 23, 64
+    logits = torch.randn(L, V, generator=gen) * 3
+    copy = torch.randint(0, V, (L,), generator=gen)
+    g = torch.rand(L, generator=gen, dtype=torch.float64) * 0.99 if gate == "per-token" else gate
+    cdf = logits_to_cdf(logits, copy_symbols=copy, gate=g)
+    freq = cdf_to_freq(cdf)
+    assert bool((freq >= 1).all()) and bool((freq.sum(1) == TOTAL).all())
+    assert torch.equal(cdf, logits_to_cdf(logits.clone(), copy_symbols=copy.clone(), gate=g))
+    g_L = torch.as_tensor(g, dtype=torch.float64).expand(L)
+    p = (1 - g_L[:, None]) * torch.softmax(logits.double(), -1)
+    p[torch.arange(L), copy] += g_L
+    expect = torch.floor(p * (TOTAL - V)).long() + 1
+    top = p.argmax(1)
+    expect[torch.arange(L), top] += TOTAL - expect.sum(1)
+    assert torch.equal(freq, expect)
+    if gate == 0.0:
+        assert torch.equal(cdf, logits_to_cdf(logits))
+    assert torch.equal(logits_to_cdf(logits, copy_symbols=copy, gate=None), logits_to_cdf(logits))
+
+
 def test_logits_to_cdf_rejects_huge_vocabulary():
     with pytest.raises(ValueError):
         logits_to_cdf(torch.zeros(1, TOTAL))

@@ -93,6 +93,9 @@ class CodingState:
     allowed_BB: torch.Tensor
     kv: dict = field(default_factory=dict)       # (t, s) -> [(k, v) per layer]
     tokens: dict = field(default_factory=dict)   # (t, s) -> (h_s, w_s) int64, once known
+    copy_gate: str = "none"                      # the codec's copy gate for this GOP (codec.COPY_GATES)
+    copy: dict = field(default_factory=dict)     # (t, s) -> (prev tokens, gate, context) of the block being coded
+    copy_counts: dict = field(default_factory=dict)  # s -> (hits, seen) int64 per gate context
 
 
 class ContextModel(nn.Module):

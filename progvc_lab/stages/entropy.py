@@ -8,6 +8,9 @@ logits to integers is one pure, documented function (``logits_to_cdf``) that bot
     freq[argmax p] += 2^16 - sum(freq)      # leftover mass to the most likely symbol (lowest index on ties)
     cdf  = [0, cumsum(freq)]                # (L, V+1), last entry exactly 2^16
 
+P frames may mix in a point mass on the previous frame's token first (``copy_symbols``, ``gate``):
+``p = g * onehot(prev) + (1 - g) * p``, still in float64, still inside this one function.
+
 Backends code one block's symbols (all CDFs of the block known up front) into one byte string.
 ``TorchacCoder`` wraps torchac (C++ arithmetic coder, 16-bit precision). The cost of a symbol is
 -log2(freq / 2^16); ``model_bits`` reports that ideal next to the bytes actually written.
@@ -25,16 +28,26 @@ PRECISION = 16
 TOTAL = 1 << PRECISION
 
 
-def logits_to_cdf(logits_LV: torch.Tensor, min_count: int = 1) -> torch.Tensor:
+def logits_to_cdf(logits_LV: torch.Tensor, min_count: int = 1, copy_symbols: torch.Tensor | None = None,
+                  gate=None) -> torch.Tensor:
     """Integer CDFs (L, V+1) int64 from logits (L, V). Deterministic; see module docstring.
 
     ``min_count=1`` for coding (every symbol must stay codable); the detail sampler passes 0 so that
     ids it excluded (top-k) really have probability zero.
+
+    ``copy_symbols`` (L,) and ``gate`` (a float or (L,) float64 in [0, 1)): the copy mixture
+    ``p = gate * onehot(copy_symbols) + (1 - gate) * softmax(logits)``, mixed in float64 before the
+    integer step (the copy-aware probabilities of P frames, see ``codec.copy_gate``). ``gate=None``
+    or ``copy_symbols=None``: the plain softmax.
     """
     L, V = logits_LV.shape
     if V > TOTAL // 2:
         raise ValueError(f"vocabulary of {V} symbols does not fit a {PRECISION}-bit CDF")
     p_LV = torch.softmax(logits_LV.to(torch.float64), dim=-1)
+    if copy_symbols is not None and gate is not None:
+        g_L = torch.as_tensor(gate, dtype=torch.float64).expand(L).reshape(L, 1)
+        p_LV = (1 - g_L) * p_LV
+        p_LV.scatter_add_(1, copy_symbols.reshape(L, 1).long(), g_L)
     freq_LV = torch.floor(p_LV * (TOTAL - V * min_count)).to(torch.int64) + min_count
     deficit_L = TOTAL - freq_LV.sum(-1)
     top_L = p_LV.argmax(-1)  # first maximal index on ties

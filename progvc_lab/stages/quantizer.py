@@ -27,23 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def scale_schedule(latent_hw: tuple[int, int], num_scales: int) -> list[tuple[int, int]]:
-    """Scale sizes from 1x1 to ``latent_hw`` in geometric steps, non-decreasing per dimension."""
-    h, w = latent_hw
-    if h < 1 or w < 1:
-        raise ValueError(f"latent size must be positive, got {latent_hw}")
-    if num_scales == 1:
-        return [(h, w)]
-    out = []
-    for s in range(num_scales):
-        frac = s / (num_scales - 1)
-        hs, ws = max(1, round(h ** frac)), max(1, round(w ** frac))
-        if out:  # never shrink
-            hs, ws = max(hs, out[-1][0]), max(ws, out[-1][1])
-        out.append((min(hs, h), min(ws, w)))
-    out[-1] = (h, w)
-    return out
+from ..bitstream import scale_schedule  # noqa: F401  (pure function: the stream derives it, no torch)
 
 
 def area_down(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -83,13 +67,20 @@ class MultiScaleResidualQuantizer(nn.Module):
     def schedule(self, latent_hw: tuple[int, int]) -> list[tuple[int, int]]:
         return scale_schedule(tuple(latent_hw), self.num_scales)
 
-    def nearest_code(self, r_NChw: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest codebook vector (L2) for every position: (N, h, w) int64."""
+    def code_distances(self, r_NChw: torch.Tensor) -> torch.Tensor:
+        """||e_v||^2 - 2 <r, e_v> for every position and code: (N*h*w, V), positions row-major.
+
+        Add ||r||^2 for the squared distance (the same for every code, so argmin does not need it).
+        """
         N, C, h, w = r_NChw.shape
         r_LC = r_NChw.permute(0, 2, 3, 1).reshape(-1, C)
         e_VC = self.codebook.weight
-        dist_LV = (e_VC * e_VC).sum(1)[None, :] - 2 * r_LC @ e_VC.T  # ||r||^2 is the same for all codes
-        return dist_LV.argmin(1).view(N, h, w)
+        return (e_VC * e_VC).sum(1)[None, :] - 2 * r_LC @ e_VC.T
+
+    def nearest_code(self, r_NChw: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest codebook vector (L2) for every position: (N, h, w) int64."""
+        N, _, h, w = r_NChw.shape
+        return self.code_distances(r_NChw).argmin(1).view(N, h, w)
 
     def scale_contribution(self, idx_Nhw: torch.Tensor, s: int, latent_hw: tuple[int, int]) -> torch.Tensor:
         """phi_s(up(codebook[idx])): what scale s adds to f_hat, (N, C, h, w)."""

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..codec import deterministic
-from ..stages.entropy import logits_to_cdf, symbol_bits
+from ..stages.entropy import symbol_bits
 from ..stages.masks import attention_cost, build_mask, is_truncation_safe
 from ..stages.quantizer import scale_schedule
 
@@ -242,7 +242,7 @@ def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]
     """Model bits (-log2 p under the integer CDF) of every token: one (T, h_s, w_s) array per scale.
 
     Walks the coding order exactly as ``Codec.encode`` does (``new_gop`` + ``walk_blocks`` with the
-    encoder's tokens, ``logits_to_cdf`` per block), so the numbers are the code lengths the stream
+    encoder's tokens, ``codec.block_cdf`` per block), so the numbers are the code lengths the stream
     pays; their sum per (frame, scale) equals ``encode_with_stats``'s ``model_bits``. Pass ``stats``
     from an earlier ``codec.encode_with_stats(video)`` to skip the encode.
     """
@@ -258,7 +258,8 @@ def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]
 
             def on_block(t, s, logits_LV):
                 sym_L = tokens[s][g0 + t].flatten()
-                maps[s][g0 + t] = symbol_bits(logits_to_cdf(logits_LV), sym_L).view(schedule[s]).numpy()
+                cdf = codec.block_cdf(state, t, s, logits_LV)  # the coded CDF (copy gate included)
+                maps[s][g0 + t] = symbol_bits(cdf, sym_L).view(schedule[s]).numpy()
                 return tokens[s][g0 + t]
 
             state, known = codec.new_gop(latent_hw, schedule, n)
