@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-bytes", type=_positive("--target-bytes"), metavar="N",
                    help="as --target-bpp, for a file of at most N bytes")
     p.add_argument("--copy-gate", choices=("none", "count", "context"),
-                   help="copy-aware probabilities for P frames (default: context; none = off)")
+                   help="copy-aware probabilities for P frames (default: count; none = off; context = 9 counts per scale)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the encoder self-check (decoding what was written and comparing tokens)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")

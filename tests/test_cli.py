@@ -55,7 +55,7 @@ def expect_error(capsys, match: str, *argv):
 def test_encode_matches_the_python_api(files, capsys):
     rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "b.pgvc", "--model", files / "m.pt")
     assert rc == 0 and "bytes" in out and "bpp" in out and "frames/s" in out
-    assert "GOP 32, copy gate context, lambda 0.005" in out
+    assert "GOP 32, copy gate count, lambda 0.005" in out
     video, fps = read_video(files / "in.y4m")
     # a loaded model codes with today's encoder defaults (GOP 32, copy gate, lambda), not the saved GOP 3
     assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32).encode(video, fps)
@@ -64,7 +64,7 @@ def test_encode_matches_the_python_api(files, capsys):
 @pytest.mark.parametrize("argv,expect", [
     (["--lambda", "0"], {"rdo_lambda": 0.0}),
     (["--lambda", "0.3", "--copy-gate", "none", "--gop", "2"], {"rdo_lambda": 0.3, "copy_gate": "none", "gop": 2}),
-    (["--copy-gate", "count"], {"copy_gate": "count"}),
+    (["--copy-gate", "context"], {"copy_gate": "context"}),
 ])
 def test_encode_options(files, capsys, argv, expect):
     out_file = files / f"opt_{'_'.join(argv).replace('-', '')}.pgvc"
@@ -73,7 +73,7 @@ def test_encode_options(files, capsys, argv, expect):
     video, fps = read_video(files / "in.y4m")
     assert out_file.read_bytes() == make_tiny_codec(seed=0, gop=32).encode(video, fps, **expect)
     info = bitstream.describe(out_file.read_bytes())
-    assert info["copy_gate"] == expect.get("copy_gate", "context")
+    assert info["copy_gate"] == expect.get("copy_gate", "count")
 
 
 def test_encode_target(files, capsys):

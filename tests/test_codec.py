@@ -242,12 +242,12 @@ def test_default_gop_is_all_p_up_to_the_limit(tmp_path):
     from progvc_lab.codec import MAX_GOP, CodecConfig
 
     assert CodecConfig().gop == MAX_GOP == 32
-    assert (CodecConfig().copy_gate, CodecConfig().rdo_lambda > 0) == ("context", True)
+    assert (CodecConfig().copy_gate, CodecConfig().rdo_lambda > 0) == ("count", True)
     make_tiny_codec(seed=0, gop=3, rdo_lambda=0).save(tmp_path / "m.pt")
     loaded = Codec.load(tmp_path / "m.pt")  # encoder choices are not part of a model: defaults apply
     assert (loaded.config.gop, loaded.config.rdo_lambda) == (MAX_GOP, CodecConfig().rdo_lambda)
     h = bitstream.read_stream(loaded.encode(pattern_clip(3))).header
-    assert (h.gop, h.num_gops, h.copy_gate) == (32, 1, "context")
+    assert (h.gop, h.num_gops, h.copy_gate) == (32, 1, "count")
 
 
 # ---- errors ------------------------------------------------------------------------------------------------
