@@ -432,9 +432,10 @@ class Codec(nn.Module):
                          quality=None, **options) -> tuple[bytes, dict]:
         """Find lambda and the number of scales k that fit a byte budget, at the best quality.
 
-        Bisection on log(lambda) (``steps`` encodes; one encode gives every k by truncation, since a
-        scale's token choice never depends on finer scales); for each k the smallest lambda tried that
-        fits, then the (k, lambda) whose decode scores best under ``quality(original, decoded)``
+        One encode gives every k by truncation (a scale's token choice never depends on finer scales).
+        Lambda grows (x4) from 0 until all K scales fit or the rate stops falling; then bisection on
+        log(lambda) (at most ``steps`` encodes) for the largest k that fits; for each k the smallest
+        lambda tried that fits, then the (k, lambda) whose decode scores best under ``quality(original, decoded)``
         (default: MS-SSIM when frames are over 96 px, else PSNR-RGB). Returns the truncated stream and
         stats with ``chosen = {"k", "rdo_lambda", "bytes", "quality"}``.
         """
@@ -455,21 +456,31 @@ class Codec(nn.Module):
             tried[lam] = (data, stats, [len(bitstream.truncate(data, k)) for k in range(K + 1)])
             return tried[lam][2]
 
-        lo, hi = 0.0, None
-        sizes = run(lo)
-        if sizes[K] > budget:
-            lam = max(DEFAULT_LAMBDA, 1e-3)
-            while hi is None:
-                if run(lam)[K] <= budget or lam > 1e3:
+        sizes = run(0.0)
+        lo, lam, hi = 0.0, max(DEFAULT_LAMBDA, 1e-3), None
+        if sizes[K] > budget:  # grow lambda until all K scales fit, or the rate stops falling
+            while True:
+                new = run(lam)
+                if new[K] <= budget:
                     hi = lam
-                else:
-                    lo, lam = lam, lam * 8
-            for _ in range(steps):
-                mid = math.sqrt(max(lo, hi / 64) * hi)
-                if run(mid)[K] <= budget:
-                    hi = mid
-                else:
-                    lo = mid
+                    break
+                if new[K] > 0.98 * sizes[K] or lam > 1e3:  # saturated: K scales never fit
+                    break
+                sizes, lo, lam = new, lam, lam * 4
+            # the largest k that fits at the largest lambda tried: bisect lambda for it
+            top = max(tried)
+            k_star = max((k for k in range(1, K + 1) if tried[top][2][k] <= budget), default=0)
+            if k_star:
+                lo = max((x for x, (_, _, sz) in tried.items() if sz[k_star] > budget), default=0.0)
+                hi = min(x for x, (_, _, sz) in tried.items() if sz[k_star] <= budget)
+                for _ in range(steps):
+                    if lo > 0 and hi / lo < 1.1:
+                        break
+                    mid = math.sqrt(max(lo, hi / 64) * hi)
+                    if run(mid)[k_star] <= budget:
+                        hi = mid
+                    else:
+                        lo = mid
         best = None
         for k in range(K, 0, -1):
             fits = [lam for lam, (_, _, sz) in tried.items() if sz[k] <= budget]
