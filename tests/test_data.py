@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from progvc_lab.data import (
-    ClipDataset, VideoDataModule, build_clip_cache, camera_motion_clip, is_held_out, load_hub_dataset,
+    ClipDataset, VideoDataModule, build_clip_cache, camera_motion_clip, frames_dataset_from_clips, is_held_out,
+    load_hub_dataset,
     split_by_source, synthetic_clip, write_video,
 )
 from progvc_lab.data.datamodule import DEFAULT_TRAIN_SOURCES, REPO_ROOT, resolve_path
@@ -121,7 +122,9 @@ def test_load_hub_dataset_from_local_parquet(tmp_path):
 
 def test_held_out_clips_never_in_default_training_sources():
     assert is_held_out("data/foreman_qcif_30f.y4m") and is_held_out("x/Akiyo.y4m")
-    assert is_held_out("bigbuckbunny_416x240_60f.y4m") and not is_held_out("carphone_qcif_60f.y4m")
+    assert is_held_out("bigbuckbunny_416x240_60f.y4m") and not is_held_out("redtree_street_416x240_48f.y4m")
+    # every evaluation clip of ../shared/data/clips is held out, Carphone and Container included
+    assert is_held_out("carphone_qcif_60f.y4m") and is_held_out("container_cif_15f.y4m")
     module = VideoDataModule()
     files = module._files(module.sources, drop_held_out=True)
     assert not any(is_held_out(f) for f in files)
@@ -158,3 +161,23 @@ def test_datamodule_falls_back_to_synthetic_clips(tmp_path):
     with pytest.warns(UserWarning, match="synthetic"):
         module.setup("fit")
     assert module.example_batch().shape == (2, 2, 3, 16, 16)
+
+
+def test_static_and_chosen_still_motions(tmp_path):
+    photo = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    clip = camera_motion_clip(photo, 4, 32, 32, seed=1, motion="static")
+    assert all(torch.equal(clip[0], clip[t]) for t in range(1, 4))  # a locked-off camera
+    assert not torch.equal(camera_motion_clip(photo, 4, 32, 32, seed=1, motion="pan")[0],
+                           camera_motion_clip(photo, 4, 32, 32, seed=1, motion="pan")[3])
+    ds = frames_dataset_from_clips({"photo": torch.from_numpy(photo)[None]})
+    still = ClipDataset(ds, clip_len=3, crop_size=(24, 24), still_motions=["static"], samples_per_epoch=2)[0]
+    assert torch.equal(still[0], still[2])
+    with pytest.raises(ValueError, match="still_motions"):
+        ClipDataset(ds, clip_len=3, crop_size=(24, 24), still_motions=["spin"])
+    module = VideoDataModule(sources=[str(tmp_path / "none")], val_sources=[], still_motions=["static", "pan"],
+                             clip_len=2, crop_size=(16, 16), batch_size=2, samples_per_epoch=2, val_samples=2,
+                             cache_dir=str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module.setup("fit")
+    assert module.train_dataset.still_motions == ("static", "pan")

@@ -91,3 +91,82 @@ def test_resume_from_last_checkpoint(tmp_path):
     train_main(args + _trainer(tmp_path / "b", 4) + ["--ckpt_path", str(last)])
     resumed = next((tmp_path / "b").rglob("last.ckpt"))
     assert torch.load(resumed, map_location="cpu", weights_only=False)["global_step"] == 4
+
+
+def test_msssim_loss_matches_pytorch_msssim_and_has_finite_gradients():
+    from pytorch_msssim import ms_ssim
+
+    from progvc_lab.training.modules import ms_ssim_loss_value
+
+    x = torch.rand(2, 3, 128, 128)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    assert abs(float(ms_ssim_loss_value(y, x, 7)) - float(ms_ssim(y, x, data_range=1.0, win_size=7))) < 1e-5
+    # a flat (untrained-decoder-like) output: pytorch_msssim's ReLU would give 0 ** w (NaN gradients)
+    flat = torch.full_like(x, 0.5, requires_grad=True)
+    ms_ssim_loss_value(flat, x, 7).backward()
+    assert torch.isfinite(flat.grad).all()
+    # small crops shrink the window, tiny ones fall back to single-scale SSIM
+    for side in (64, 32, 16):
+        v = ms_ssim_loss_value(torch.rand(1, 3, side, side), torch.rand(1, 3, side, side))
+        assert 0 <= float(v) <= 1
+
+
+def test_msssim_loss_and_ema_train_and_the_ema_weights_are_exported(tmp_path):
+    """The tiny2 stage-1 options (MS-SSIM + L1 loss, weight EMA) run, and stage1.pt holds the EMA weights."""
+    stage1 = tmp_path / "stage1.pt"
+    options = ["--model.l1_weight", "0.16", "--model.mse_weight", "0", "--model.msssim_weight", "0.84",
+               "--model.msssim_start", "1", "--model.ema_decay", "0.5", "--model.ema_warmup", "1"]
+    args = ["stage1", "--config", str(ROOT / "configs/tiny2_stage1.yaml"), *TINY_MODEL, *TINY_DATA, *options,
+            "--data.crop_size", "[64,64]", "--data.batch_size", "2", "--model.export_path", str(stage1)]
+    train_main(args + _trainer(tmp_path / "s1", 3))
+    metrics = next((tmp_path / "s1").rglob("metrics.csv")).read_text()
+    assert "train/msssim" in metrics and "val/psnr_k6" in metrics
+    ckpt = torch.load(next((tmp_path / "s1").rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    exported = torch.load(stage1, map_location="cpu", weights_only=True)
+    for part in ("tokenizer", "quantizer"):
+        for name, value in exported[f"{part}_state"].items():
+            assert torch.equal(value, state[f"ema_{part}.{name}"]), f"{part}.{name} is not the EMA weight"
+    changed = [n for n, v in exported["tokenizer_state"].items() if not torch.equal(v, state[f"tokenizer.{n}"])]
+    assert changed, "the EMA weights should differ from the live weights after a few steps"
+    # resume: the EMA copies are in the checkpoint, so a resumed run goes on averaging them
+    train_main(args + _trainer(tmp_path / "s1b", 4) + ["--ckpt_path", str(next((tmp_path / "s1").rglob("last.ckpt")))])
+    resumed = torch.load(next((tmp_path / "s1b").rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == 4 and any(k.startswith("ema_tokenizer.") for k in resumed["state_dict"])
+    # the code-usage statistics (which decide dead-code restarts) survive a resume
+    assert ckpt["quantizer_code_usage"].sum() > 0 and resumed["quantizer_code_usage"].shape == (32,)
+
+
+def test_ema_update_is_a_moving_average():
+    from progvc_lab.stages.quantizer import MultiScaleResidualQuantizer
+    from progvc_lab.stages.tokenizer import ConvTokenizer
+    from progvc_lab.training.modules import TokenizerModule
+
+    module = TokenizerModule(ConvTokenizer(width=8, max_width=16, groups=4),
+                             MultiScaleResidualQuantizer(codebook_size=32), ema_decay=0.9, ema_warmup=1)
+    p_live = next(module.tokenizer.parameters())
+    p_ema = next(module.ema_tokenizer.parameters())
+    assert not p_ema.requires_grad and torch.equal(p_live, p_ema)
+    before = p_ema.clone()
+    with torch.no_grad():
+        p_live.add_(1.0)
+    module.update_ema(step=1000)
+    assert torch.allclose(p_ema, before + 0.1, atol=1e-6)
+    assert module.export_modules()[0] is module.ema_tokenizer
+    assert TokenizerModule(ConvTokenizer(width=8, max_width=16, groups=4),
+                           MultiScaleResidualQuantizer(codebook_size=32)).export_modules()[0] is not None
+
+
+def test_code_usage_is_kept_in_the_lightning_checkpoint():
+    from progvc_lab.stages.quantizer import MultiScaleResidualQuantizer
+    from progvc_lab.stages.tokenizer import ConvTokenizer
+    from progvc_lab.training.modules import TokenizerModule
+
+    make = lambda: TokenizerModule(ConvTokenizer(width=8, max_width=16, groups=4),  # noqa: E731
+                                   MultiScaleResidualQuantizer(codebook_size=32))
+    a, b = make(), make()
+    a.quantizer.code_usage.copy_(torch.arange(32.0))
+    checkpoint = {}
+    a.on_save_checkpoint(checkpoint)
+    b.on_load_checkpoint(checkpoint)
+    assert torch.equal(b.quantizer.code_usage, torch.arange(32.0))

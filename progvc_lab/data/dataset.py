@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from .synthetic import camera_motion_clip, synthetic_clip  # noqa: E402
+from .synthetic import MOTIONS, camera_motion_clip, synthetic_clip  # noqa: E402
 from .video import VIDEO_EXTENSIONS, read_video_uint8  # noqa: E402
 from .y4m import VideoFormatError  # noqa: E402
 
@@ -214,8 +214,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     Items: a window of ``clip_len`` frames every ``max(clip_len, 8)`` frames of each video
     (a video shorter than ``clip_len`` is played forwards then backwards to fill it), plus every
-    still photo, animated with :func:`camera_motion_clip` (random pan, zoom or hand-held motion,
-    after a random down-scale by ``still_scale_range``). ``clip_len=1`` gives single frames for
+    still photo, animated with :func:`camera_motion_clip` (a motion drawn from ``still_motions``:
+    pan, zoom, hand-held "random", or "static"; after a random down-scale by
+    ``still_scale_range``). ``clip_len=1`` gives single frames for
     stage-1 training. Frames smaller than the crop are up-scaled (bilinear) to cover it.
 
     ``samples_per_epoch`` sets ``len()``; each index then draws a random item. ``deterministic=True``
@@ -233,11 +234,16 @@ class ClipDataset(torch.utils.data.Dataset):
         seed: int = 0,
         flip: bool = True,
         still_scale_range: tuple[float, float] = (0.4, 1.0),
+        still_motions: Sequence[str] = ("pan", "zoom", "random"),
     ):
         self.frames = frames
         self.clip_len, self.crop_size = int(clip_len), tuple(int(c) for c in crop_size)
         self.samples_per_epoch, self.deterministic, self.seed = samples_per_epoch, deterministic, seed
         self.flip, self.still_scale_range = flip, still_scale_range
+        self.still_motions = tuple(still_motions)
+        bad = [m for m in self.still_motions if m not in MOTIONS]
+        if bad or not self.still_motions:
+            raise ValueError(f"ClipDataset: still_motions must be a non-empty subset of {MOTIONS}, got {still_motions}")
         # one item per 8 frames of video (or per clip_len if longer), so the mix of videos and
         # stills does not change with clip_len; random windows start anywhere in the video
         self.window_stride = max(self.clip_len, 8)
@@ -284,7 +290,7 @@ class ClipDataset(torch.utils.data.Dataset):
             image_3HW = self._random_downscale(torch.from_numpy(image_HW3).permute(2, 0, 1), rng)
             clip = camera_motion_clip(
                 image_3HW, self.clip_len, crop_h, crop_w, seed=int(rng.integers(2**31)),
-                motion=str(rng.choice(["pan", "zoom", "random"])),
+                motion=str(rng.choice(list(self.still_motions))),
             )
         else:
             if not self.deterministic and num_rows > self.clip_len:  # jitter the window start

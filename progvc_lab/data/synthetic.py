@@ -72,6 +72,9 @@ def synthetic_clip(
     return torch.stack(frames)
 
 
+MOTIONS = ("pan", "zoom", "random", "static")
+
+
 def _image_to_3HW(image) -> torch.Tensor:
     """numpy/tensor image in HW3 or 3HW layout, uint8 or float -> float32 (3, H, W) in [0, 1]."""
     img = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
@@ -101,12 +104,13 @@ def camera_motion_clip(
     ``image``: (H, W, 3) or (3, H, W), uint8 or float in [0, 1] (numpy or torch).
     ``motion``: ``"pan"`` (straight line at up to ``max_speed`` px/frame, sub-pixel),
     ``"zoom"`` (window scale changes linearly between 1 and ``max_zoom``, in or out, with a slow
-    drift), ``"random"`` (pan + zoom + hand-held jitter). A photo smaller than the window is
+    drift), ``"random"`` (pan + zoom + hand-held jitter), ``"static"`` (a fixed window: every frame
+    the same crop, as a locked-off camera on a still scene). A photo smaller than the window is
     up-scaled first. Frame 0 of a pan starts at an integer position, so with ``num_frames=1`` it
     is an exact crop of the photo.
     """
-    if motion not in ("pan", "zoom", "random"):
-        raise ValueError(f"camera_motion_clip: motion must be 'pan', 'zoom' or 'random', got {motion!r}")
+    if motion not in MOTIONS:
+        raise ValueError(f"camera_motion_clip: motion must be one of {MOTIONS}, got {motion!r}")
     img_3HW = _image_to_3HW(image)
     rng = np.random.default_rng(seed)
     zoom_start, zoom_end = 1.0, 1.0
@@ -124,7 +128,7 @@ def camera_motion_clip(
 
     t = np.arange(num_frames, dtype=np.float64)
     scale_T = zoom_start + (zoom_end - zoom_start) * t / max(1, num_frames - 1)
-    speed = max_speed if motion != "zoom" else max_speed / 4
+    speed = {"zoom": max_speed / 4, "static": 0.0}.get(motion, max_speed)
     angle = rng.uniform(0, 2 * np.pi)
     velocity = rng.uniform(0.3, 1.0) * speed * np.array([np.sin(angle), np.cos(angle)])  # (dy, dx)
     path_T2 = t[:, None] * velocity[None, :]

@@ -3,8 +3,10 @@
 ::
 
     stage 1  clip (B, T, 3, H, W) ─► frames (B*T) ─► Tokenizer.encode ─► Quantizer(upto=k) ─► decode
-             loss = L1 + MSE (reconstruction) + quantizer loss; k < K at random ("scale dropout"),
-             so truncated pyramids decode to sensible frames too.
+             loss = l1_weight L1 + mse_weight MSE + msssim_weight (1 - MS-SSIM) + quantizer loss;
+             k < K at random ("scale dropout"), so truncated pyramids decode to sensible frames too.
+             ``ema_decay > 0`` keeps an exponential moving average of the tokenizer and quantizer
+             weights; validation and the exported ``stage1.pt`` then use the averaged weights.
 
     stage 2  clip ─► frozen tokenizer + quantizer ─► tokens[s] (B, T, h_s, w_s), context inputs
              ─► ContextModel teacher-forced pass (mask) ─► cross-entropy
@@ -15,6 +17,7 @@ Stage 1 saves ``stage1.pt`` (tokenizer + quantizer) for stage 2; stage 2 exports
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -40,6 +43,46 @@ def _psnr(a, b):
     return -10 * torch.log10(F.mse_loss(a, b).clamp_min(1e-10))
 
 
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim_loss_value(x_hat, x, win_size: int = 7, eps: float = 1e-3) -> torch.Tensor:
+    """Differentiable MS-SSIM (RGB, data range 1) of a batch, mean over images.
+
+    The standard 5-level product (the weights of Wang et al. 2003, the per-level SSIM/CS from
+    ``pytorch_msssim``), but each level's value is clamped at ``eps`` instead of pytorch_msssim's
+    ReLU: ``v ** w`` with ``w < 1`` has an unbounded gradient as ``v -> 0`` (and NaN at 0), which
+    blows up the latents early in training when a coarse level's contrast-structure term is near
+    zero. Above ``eps`` the value equals ``pytorch_msssim.ms_ssim``.
+
+    pytorch_msssim's layout needs the smaller side over ``(win_size - 1) * 16`` (4 down-samplings):
+    the window shrinks (odd sizes down to 3) for small crops, and crops under 33 px fall back to
+    single-scale SSIM, so tests on tiny crops still run. 128-px crops use ``win_size=7``.
+    """
+    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+
+    side = min(x.shape[-2:])
+    win = win_size
+    while win > 3 and side <= (win - 1) * 16:
+        win -= 2
+    levels = len(MS_SSIM_WEIGHTS) if side > (win - 1) * 16 else 1
+    if levels == 1:
+        win = max(1, min(win, side - (1 - side % 2)))
+    kernel = _fspecial_gauss_1d(win, 1.5).repeat([x.shape[1], 1, 1, 1])
+    a, b = x_hat, x
+    values = []
+    for i in range(levels):
+        ssim_BC, cs_BC = _ssim(a, b, data_range=1.0, win=kernel, size_average=False)
+        if i < levels - 1:
+            values.append(cs_BC)
+            pad = [n % 2 for n in a.shape[2:]]
+            a, b = F.avg_pool2d(a, 2, padding=pad), F.avg_pool2d(b, 2, padding=pad)
+    values.append(ssim_BC)
+    weights = MS_SSIM_WEIGHTS if levels > 1 else (1.0,)
+    w = x.new_tensor(weights).view(-1, 1, 1)
+    return torch.prod(torch.stack(values).clamp_min(eps) ** w, dim=0).mean()
+
+
 class _Base(pl.LightningModule):
     lr: float
 
@@ -61,27 +104,107 @@ class TokenizerModule(_Base):
 
     def __init__(self, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer, lr: float = 2e-3,
                  scale_dropout: float = 0.3, l1_weight: float = 1.0, mse_weight: float = 1.0,
-                 quant_weight: float = 1.0, restart_every: int = 25, export_path: str | None = None):
+                 quant_weight: float = 1.0, restart_every: int = 25, export_path: str | None = None,
+                 msssim_weight: float = 0.0, msssim_win: int = 7, msssim_start: int = 0,
+                 ema_decay: float = 0.0, ema_warmup: int = 100):
+        """``msssim_weight``: weight of ``1 - MS-SSIM`` (e.g. 0.84 with ``l1_weight`` 0.16 and
+        ``mse_weight`` 0, Zhao et al. 2017); ``msssim_win``: its Gaussian window (7 for 128-px crops);
+        ``msssim_start``: training steps of plain L1 + MSE first (MS-SSIM is unstable on the noise
+        an untrained decoder makes, so it takes over from a rough reconstruction).
+        ``ema_decay``: weight EMA (e.g. 0.999; 0 = off), ramped in as ``min(decay, (1+t)/(warmup+t))``;
+        when on, validation and the exported weights are the EMA ones."""
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "quantizer"])
         if tokenizer.latent_dim != quantizer.latent_dim:
             raise ValueError(f"tokenizer.latent_dim ({tokenizer.latent_dim}) must equal "
                              f"quantizer.latent_dim ({quantizer.latent_dim})")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.tokenizer, self.quantizer = tokenizer, quantizer
         self.lr = lr
+        self.ema_tokenizer = self.ema_quantizer = None
+        if ema_decay > 0:
+            self.ema_tokenizer, self.ema_quantizer = copy.deepcopy(tokenizer), copy.deepcopy(quantizer)
+            for p in list(self.ema_tokenizer.parameters()) + list(self.ema_quantizer.parameters()):
+                p.requires_grad_(False)
+
+    # ---- weight EMA --------------------------------------------------------------------------
+    def _ema_pairs(self):
+        return ((self.ema_tokenizer, self.tokenizer), (self.ema_quantizer, self.quantizer))
+
+    @torch.no_grad()
+    def update_ema(self, step: int):
+        if self.ema_tokenizer is None:
+            return
+        decay = min(self.hparams.ema_decay, (1 + step) / (self.hparams.ema_warmup + step))
+        for ema, live in self._ema_pairs():
+            for pe, p in zip(ema.parameters(), live.parameters()):
+                pe.lerp_(p.detach(), 1.0 - decay)
+            for be, b in zip(ema.buffers(), live.buffers()):
+                be.copy_(b)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.update_ema(self.global_step)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.ema_tokenizer is not None:  # the averaged copies never train (no dropout/norm updates)
+            self.ema_tokenizer.eval()
+            self.ema_quantizer.eval()
+        return self
+
+    # the quantizer's code-usage statistics are a non-persistent buffer (not in the state dict), so a
+    # resumed run would start from zero usage and restart every code not hit in its first
+    # ``restart_every`` steps: keep them in the Lightning checkpoint instead
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["quantizer_code_usage"] = self.quantizer.code_usage.detach().cpu().clone()
+
+    def on_load_checkpoint(self, checkpoint):
+        usage = checkpoint.get("quantizer_code_usage")
+        if usage is not None and usage.shape == self.quantizer.code_usage.shape:
+            self.quantizer.code_usage.copy_(usage)
+        else:  # an older checkpoint: count every code as alive (restarted after ~230 steps unused)
+            self.quantizer.code_usage.fill_(1e-2)
+
+    def export_modules(self) -> tuple[ConvTokenizer, MultiScaleResidualQuantizer]:
+        """The (tokenizer, quantizer) that validation uses and ``stage1.pt`` gets: the EMA ones if on."""
+        if self.ema_tokenizer is not None:
+            return self.ema_tokenizer, self.ema_quantizer
+        return self.tokenizer, self.quantizer
+
+    # ---- steps -------------------------------------------------------------------------------
+    def reconstruction_loss(self, x_hat, x) -> tuple[torch.Tensor, dict]:
+        h = self.hparams
+        loss, parts = 0.0, {}
+        if h.msssim_weight and self.training and self.global_step < h.msssim_start:
+            parts["l1"], parts["mse"] = F.l1_loss(x_hat, x), F.mse_loss(x_hat, x)
+            return parts["l1"] + parts["mse"], parts
+        if h.l1_weight:
+            parts["l1"] = F.l1_loss(x_hat, x)
+            loss = loss + h.l1_weight * parts["l1"]
+        if h.mse_weight:
+            parts["mse"] = F.mse_loss(x_hat, x)
+            loss = loss + h.mse_weight * parts["mse"]
+        if h.msssim_weight:
+            parts["msssim"] = ms_ssim_loss_value(x_hat, x, h.msssim_win)
+            loss = loss + h.msssim_weight * (1 - parts["msssim"])
+        return loss, parts
 
     def _shared_step(self, batch, stage: str):
         x = self.frames(batch)
-        f = self.tokenizer.encode(x)
-        K = self.quantizer.num_scales
+        tokenizer, quantizer = (self.tokenizer, self.quantizer) if stage == "train" else self.export_modules()
+        f = tokenizer.encode(x)
+        K = quantizer.num_scales
         k = K
         if stage == "train" and torch.rand(()) < self.hparams.scale_dropout:
             k = int(torch.randint(1, K, ()))
-        f_hat, tokens, q_loss = self.quantizer(f, upto=k)
-        x_hat = self.tokenizer.decode(f_hat, x.shape[-2:])
-        loss = (self.hparams.l1_weight * F.l1_loss(x_hat, x) + self.hparams.mse_weight * F.mse_loss(x_hat, x)
-                + self.hparams.quant_weight * q_loss)
+        f_hat, tokens, q_loss = quantizer(f, upto=k)
+        x_hat = tokenizer.decode(f_hat, x.shape[-2:])
+        rec, parts = self.reconstruction_loss(x_hat, x)
+        loss = rec + self.hparams.quant_weight * q_loss
         self.log_dict({f"{stage}/loss": loss, f"{stage}/quant_loss": q_loss}, prog_bar=stage == "train")
+        if "msssim" in parts and k == K:
+            self.log(f"{stage}/msssim", parts["msssim"])
         if k == K:
             self.log(f"{stage}/psnr", _psnr(x_hat.clamp(0, 1), x), prog_bar=True)
         if stage == "train":
@@ -98,15 +221,19 @@ class TokenizerModule(_Base):
     def validation_step(self, batch, batch_idx):
         self._shared_step(batch, "val")
         x = self.frames(batch)
-        f = self.tokenizer.encode(x)
-        tokens = self.quantizer.tokenize(f)
-        for k in range(1, self.quantizer.num_scales + 1):
-            x_hat = self.tokenizer.decode(self.quantizer.tokens_to_latent(tokens, f.shape[-2:], upto=k), x.shape[-2:])
-            self.log(f"val/psnr_k{k}", _psnr(x_hat.clamp(0, 1), x))
+        tokenizer, quantizer = self.export_modules()
+        f = tokenizer.encode(x)
+        tokens = quantizer.tokenize(f)
+        with_msssim = min(x.shape[-2:]) > 96
+        for k in range(1, quantizer.num_scales + 1):
+            x_hat = tokenizer.decode(quantizer.tokens_to_latent(tokens, f.shape[-2:], upto=k), x.shape[-2:]).clamp(0, 1)
+            self.log(f"val/psnr_k{k}", _psnr(x_hat, x))
+            if with_msssim:
+                self.log(f"val/msssim_k{k}", ms_ssim_loss_value(x_hat, x, self.hparams.msssim_win))
 
     def on_train_end(self):
         if self.hparams.export_path and self.trainer.is_global_zero:
-            save_stage1(self.hparams.export_path, self.tokenizer, self.quantizer)
+            save_stage1(self.hparams.export_path, *self.export_modules())
 
 
 def save_stage1(path, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer):
