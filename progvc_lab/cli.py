@@ -5,7 +5,7 @@
     progvc-lab demo     [--model tiny] [--clip PATH] [--out outputs/demo] [--frames N]
     progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--no-verify] [--force]
                         [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate none|count|context]
-    progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|sample]
+    progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|mean|sample|copy]
                         [--temperature T] [--top-k K] [--seed S] [--force]
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
     progvc-lab info     IN.pgvc [--json]
@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help=model_help)
     p.add_argument("--scales", type=_non_negative("--scales"),
                    help="decode only the first k scales (default: all the stream carries)")
-    p.add_argument("--sampler", choices=("zero", "argmax", "sample"), default="zero",
-                   help="how to fill scales the stream does not carry (default: zero = no detail)")
+    p.add_argument("--sampler", choices=("zero", "argmax", "mean", "sample", "copy"), default="zero",
+                   help="how to fill scales the stream does not carry (default: zero = no detail; mean = "
+                        "expected code; copy = sample, then keep frame t-1's fill in still regions)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampler temperature (sample)")
     p.add_argument("--top-k", type=_non_negative("--top-k"), default=0, help="keep the k most likely ids (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (sample): same seed, same video")

@@ -9,7 +9,8 @@
 
     decode:  bitstream.read_stream ─► checks (model fingerprint, sizes, CRCs)
              per GOP: the SAME walk, with coder.decode instead of coder.encode, for the k sent scales;
-             DetailSampler fills scales k..K-1 (or zero-fill stops there)
+             DetailSampler fills scales k..K-1 (or zero-fill stops there): tokens, or expected codes
+             for ``mean`` (a latent-space fill, ``decode_fill``)
              ─► Quantizer.tokens_to_latent ─► Tokenizer.decode ─► crop ─► frames
 
 Encoder and decoder share one function (``walk_blocks``) that visits blocks and asks the context model for
@@ -251,13 +252,18 @@ class Codec(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, tokens: list[torch.Tensor], latent_hw, size, upto: int | None = None,
-                    batch: int = 16) -> torch.Tensor:
-        """Tokens -> frames (T, 3, H, W) in [0, 1], using the first ``upto`` scales."""
-        frames = []
-        for i in range(0, tokens[0].shape[0], batch):
-            f = self.quantizer.tokens_to_latent([t[i:i + batch] for t in tokens], latent_hw, upto)
-            frames.append(self.tokenizer.decode(f, size).clamp(0, 1))
-        return torch.cat(frames)
+                    batch: int = 16, codes: list[torch.Tensor] | None = None,
+                    frames: int | None = None) -> torch.Tensor:
+        """Tokens -> frames (T, 3, H, W) in [0, 1], using the first ``upto`` scales; ``codes``: code-vector
+        maps of the following scales (a latent fill, see ``decode_fill``)."""
+        codes = list(codes or [])
+        T = tokens[0].shape[0] if tokens else (codes[0].shape[0] if codes else frames)
+        out = []
+        for i in range(0, T, batch):
+            f = self.quantizer.tokens_to_latent([t[i:i + batch] for t in tokens], latent_hw, upto,
+                                                codes=[z[i:i + batch] for z in codes])
+            out.append(self.tokenizer.decode(f, size).clamp(0, 1))
+        return torch.cat(out)
 
     def walk_blocks(self, state, tokens, s_range, on_block, n_frames):
         """Visit blocks scale-major; ``on_block(t, s, logits) -> tokens (h_s, w_s)``.
@@ -532,7 +538,18 @@ class Codec(nn.Module):
     def decode_tokens(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                       **sampler_args) -> tuple[list[torch.Tensor], Header]:
         """Bytes -> tokens per scale (T, h_s, w_s). Scales >= k are filled by the sampler (or absent
-        when it is ``zero``: then only k token maps are returned)."""
+        when it is ``zero``: then only k token maps are returned). For ``mean`` the filled scales hold
+        the argmax tokens (the fill itself is a latent: see ``decode_fill``)."""
+        tokens, _, h = self.decode_fill(data, scales, sampler, **sampler_args)
+        return tokens, h
+
+    def decode_fill(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
+                    **sampler_args) -> tuple[list[torch.Tensor], list[torch.Tensor], Header]:
+        """Bytes -> (tokens per scale, expected-code maps (T, C, h_s, w_s) of the filled scales k..K-1
+        for a latent fill (``mean``; empty for the token samplers), header).
+
+        The picture of a ``mean`` decode is ``tokens_to_latent(tokens[:k], codes=codes)``: sent scales
+        token-exact, filled scales ``phi_s(up(E[code]))``."""
         stream = self.read(data)
         h = stream.header
         k = h.scales_sent if scales is None else scales
@@ -543,6 +560,7 @@ class Codec(nn.Module):
         coder = get_coder(h.coder)
         last = h.num_scales if sampler.predicts else k
         out = [[] for _ in range(last)]
+        codes = [[] for _ in range(k, h.num_scales)] if sampler.latent_fill else []
         with deterministic(self.config.coding_threads):
             for g in range(h.num_gops):
                 n = h.gop_frames(g)
@@ -562,20 +580,71 @@ class Codec(nn.Module):
                     if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
                         raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
                 if sampler.predicts:
-                    self.walk_blocks(state, known, range(k, h.num_scales),
-                                     lambda t, s, logits: sampler.choose(logits, g, t, s), n)
+                    fills = self._fill_blocks(state, known, k, sampler, g, n)
+                    for j, z in enumerate(fills):
+                        codes[j].append(z)
                 for s in range(last):
                     out[s].append(torch.stack(known[s]))
-        return [torch.cat(x) if x else torch.zeros(0, dtype=torch.long) for x in out], h
+        tokens = [torch.cat(x) if x else torch.zeros(0, dtype=torch.long) for x in out]
+        return tokens, [torch.cat(z) for z in codes], h
+
+    def _fill_blocks(self, state, known, k, sampler: DetailSampler, g: int, n: int) -> list[torch.Tensor]:
+        """Decoder only: fill scales k..K-1 of one GOP, in ``walk_blocks``'s order (scale-major).
+
+        The context input of scale s is f_hat of the sent scales plus the fills of scales k..s-1: their
+        tokens, or for ``mean`` with ``mean_context="latent"`` their expected codes (the same numbers the
+        picture is made of). Block (t, s) also sees frame t-1's filled tokens (argmax for ``mean``).
+        Returns the expected-code maps (n, C, h_s, w_s) of a latent fill, else [].
+        """
+        latent_hw, K = state.latent_hw, len(state.schedule)
+        sent = [torch.stack(known[j]) for j in range(k)]
+        fills = []
+        for s in range(k, K):
+            size = state.schedule[s]
+            if sampler.latent_fill and sampler.mean_context == "latent" and s > 0:
+                f_hat = self.quantizer.tokens_to_latent(sent, latent_hw, codes=fills)
+                ctx_NChw = area_down(f_hat, size)
+            else:
+                ctx_NChw = self.quantizer.context_input([torch.stack(known[j]) for j in range(s)], s, latent_hw,
+                                                        num_frames=n)
+            maps = []
+            for t in range(n):
+                logits = self.context_model.block_logits(state, t, s, ctx_NChw[t])
+                state.copy[(t, s)] = self._copy_context(state, t, s)
+                prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
+                still = self._still(state, t, s) if sampler.mode == "copy" and t > 0 and s > 0 else None
+                tok = sampler.choose(logits, g, t, s, prev, still).view(size)
+                if sampler.latent_fill:
+                    maps.append(self.quantizer.expected_code(sampler.probabilities(logits), size))
+                state.tokens[(t, s)] = tok
+                known[s][t] = tok
+                self._count_copies(state, t, s, tok)
+            if sampler.latent_fill:
+                fills.append(torch.stack(maps))
+        return fills
+
+    @staticmethod
+    def _still(state, t, s) -> torch.Tensor:
+        """(L,) bool: the co-located token one scale coarser is the same in frames t-1 and t."""
+        h, w = state.schedule[s]
+        ph, pw = state.schedule[s - 1]
+        same = state.tokens[(t, s - 1)] == state.tokens[(t - 1, s - 1)]
+        ys = torch.arange(h) * ph // h
+        xs = torch.arange(w) * pw // w
+        return same[ys][:, xs].flatten()
 
     def decode(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                **sampler_args) -> torch.Tensor:
         """.pgvc bytes -> video (T, 3, H, W) in [0, 1].
 
         ``scales=k`` decodes only the first k scales (as if the stream had been truncated);
-        ``sampler`` fills the rest: "zero" (none), "argmax" or "sample" (``temperature``, ``top_k``, ``seed``).
+        ``sampler`` fills the rest: "zero" (none), "argmax", "mean" (expected code, a latent fill),
+        "sample" or "copy" (``temperature``, ``top_k``, ``seed``); see ``DetailSampler``.
         """
-        tokens, h = self.decode_tokens(data, scales, sampler, **sampler_args)
+        tokens, codes, h = self.decode_fill(data, scales, sampler, **sampler_args)
+        if codes:
+            k = h.num_scales - len(codes)
+            return self.reconstruct(tokens[:k], h.latent_hw, (h.height, h.width), codes=codes, frames=h.num_frames)
         if len(tokens) == 0:  # zero scales: a flat grey-ish decode of the empty latent
             tokens = [torch.zeros(h.num_frames, *h.schedule[0], dtype=torch.long)]
             return self.reconstruct(tokens, h.latent_hw, (h.height, h.width), upto=0)

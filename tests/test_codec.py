@@ -366,6 +366,108 @@ def test_samplers_fill_missing_scales(codec, clip, encoded):
     assert same_tokens(argmax_again, outs[("argmax", ())][0])
 
 
+def test_mean_fill_keeps_sent_scales_and_is_deterministic(codec, clip, encoded):
+    data, stats = encoded
+    K = codec.quantizer.num_scales
+    for k in (0, 2, K - 1):
+        cut = bitstream.truncate(data, k)
+        tokens, codes, h = codec.decode_fill(cut, sampler="mean")
+        assert len(tokens) == K and same_tokens(tokens[:k], stats["tokens"][:k])   # sent scales token-exact
+        assert len(codes) == K - k
+        for s, z in zip(range(k, K), codes):
+            assert z.shape == (clip.shape[0], codec.quantizer.latent_dim, *h.schedule[s])
+        again_tokens, again_codes, _ = codec.decode_fill(cut, sampler="mean")
+        assert same_tokens(tokens, again_tokens) and all(torch.equal(a, b) for a, b in zip(codes, again_codes))
+        video = codec.decode(cut, sampler="mean")
+        assert video.shape == clip.shape and torch.equal(video, codec.decode(cut, sampler="mean"))
+        # the picture is the sent tokens plus the expected codes, through the latent path
+        f_hat = codec.quantizer.tokens_to_latent(tokens[:k], h.latent_hw, codes=codes)
+        assert torch.allclose(video, codec.tokenizer.decode(f_hat, (h.height, h.width)).clamp(0, 1), atol=1e-6)
+    # nothing to fill: the full stream decodes the same with every sampler
+    assert torch.equal(codec.decode(data, sampler="mean"), codec.decode(data))
+
+
+def test_mean_fill_equals_the_hand_computed_expectation(codec, clip, encoded):
+    """Cut after K-1 scales: the fill of the last scale is softmax(logits) @ codebook, the logits of
+    the context model given the sent tokens and frame t-1's argmax fill."""
+    data, stats = encoded
+    K, q = codec.quantizer.num_scales, codec.quantizer
+    cut = bitstream.truncate(data, K - 1)
+    tokens, codes, h = codec.decode_fill(cut, sampler="mean")
+    expected = []
+    with torch.no_grad():
+        for g in range(h.num_gops):
+            n, g0 = h.gop_frames(g), g * h.gop
+            state, known = codec.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
+            codec.walk_blocks(state, known, range(K - 1), lambda t, s, logits: stats["tokens"][s][g0 + t].flatten(), n)
+            maps = []
+
+            def on_last(t, s, logits):
+                p = torch.softmax(logits.double(), -1)
+                maps.append((p.float() @ q.codebook.weight).T.reshape(q.latent_dim, *h.schedule[s]))
+                return logits.argmax(-1)
+
+            codec.walk_blocks(state, known, range(K - 1, K), on_last, n)
+            expected += maps
+    E = torch.stack(expected)
+    assert torch.allclose(codes[0], E, atol=1e-6)
+    assert same_tokens(tokens[K - 1:], [codec.decode_tokens(cut, sampler="argmax")[0][K - 1]])
+    f_hat = q.tokens_to_latent(stats["tokens"][:K - 1], h.latent_hw) + q.code_contribution(E, K - 1, h.latent_hw)
+    video = codec.decode(cut, sampler="mean")
+    assert torch.allclose(video, codec.tokenizer.decode(f_hat, (h.height, h.width)).clamp(0, 1), atol=1e-5)
+    # the MMSE fill lies between zero-fill and a hard code: its size is at most the largest code's
+    assert float(E.norm(dim=1).max()) <= float(q.codebook.weight.norm(dim=1).max()) + 1e-6
+
+
+def test_mean_context_choices(codec, encoded):
+    data, _ = encoded
+    K = codec.quantizer.num_scales
+    cut = bitstream.truncate(data, K - 2)
+    _, lat, _ = codec.decode_fill(cut, sampler="mean")
+    _, arg, _ = codec.decode_fill(cut, sampler=DetailSampler("mean", mean_context="argmax"))
+    assert torch.equal(lat[0], arg[0])             # the first filled scale sees only sent tokens
+    assert not torch.equal(lat[1], arg[1])         # the next one sees the expected latent or argmax tokens
+
+
+def test_copy_fill_is_temporally_consistent(codec, clip, encoded):
+    data, stats = encoded
+    K, k = codec.quantizer.num_scales, 2
+    cut = bitstream.truncate(data, k)
+    tokens, _ = codec.decode_tokens(cut, sampler="copy", seed=3)
+    assert same_tokens(tokens[:k], stats["tokens"][:k])
+    assert same_tokens(tokens, codec.decode_tokens(cut, sampler="copy", seed=3)[0])
+    sampled, _ = codec.decode_tokens(cut, sampler="sample", seed=3)
+    h = bitstream.read_stream(cut).header
+
+    def p_frame_repeats(tok):  # fraction of filled P-frame tokens equal to frame t-1's
+        same = total = 0
+        for s in range(k, K):
+            for t in range(1, tok[s].shape[0]):
+                if t % h.gop:
+                    same += int((tok[s][t] == tok[s][t - 1]).sum())
+                    total += tok[s][t].numel()
+        return same / total
+
+    assert p_frame_repeats(tokens) > p_frame_repeats(sampled)
+    for g in range(h.num_gops):  # the first frame of each GOP is a plain draw (same generator as sample)
+        assert all(torch.equal(tokens[s][g * h.gop], sampled[s][g * h.gop]) for s in range(k, K))
+
+
+def test_cli_decode_accepts_mean_and_copy(tmp_path, capsys):
+    from progvc_lab.cli import main
+    from progvc_lab.data import write_video
+
+    make_tiny_codec(seed=0).save(tmp_path / "m.pt")
+    write_video(tmp_path / "in.y4m", pattern_clip(3), fps=Fraction(25))
+    assert main(["encode", str(tmp_path / "in.y4m"), "-o", str(tmp_path / "a.pgvc"), "--model", str(tmp_path / "m.pt")]) == 0
+    for mode in ("mean", "copy"):
+        out = tmp_path / f"{mode}.y4m"
+        assert main(["decode", str(tmp_path / "a.pgvc"), "-o", str(out), "--model", str(tmp_path / "m.pt"),
+                     "--scales", "2", "--sampler", mode]) == 0
+        assert out.stat().st_size > 0
+    assert f"sampler {mode}" in capsys.readouterr().out
+
+
 def test_sampler_errors(codec, encoded):
     with pytest.raises(ValueError, match="unknown sampler"):
         codec.decode(encoded[0], sampler="blur")

@@ -321,8 +321,47 @@ def test_sampler_low_temperature_approaches_argmax():
     assert torch.equal(picks, logits.argmax(-1))
 
 
+def test_mean_chooses_argmax_tokens_and_gives_probabilities():
+    logits = _logits(seed=3)
+    assert torch.equal(DetailSampler("mean").choose(logits, 0, 0, 0), logits.argmax(-1))
+    p = DetailSampler("mean", temperature=0.5, top_k=3).probabilities(logits)  # always the model's own p
+    assert torch.allclose(p, torch.softmax(logits.double(), -1)) and DetailSampler("mean").latent_fill
+    assert not DetailSampler("sample").latent_fill
+
+
+def test_copy_keeps_previous_tokens_where_still():
+    logits = _logits(L=6, seed=4)
+    prev = torch.tensor([1, 2, 3, 4, 5, 6])
+    still = torch.tensor([True, False, True, False, True, False])
+    fresh = DetailSampler("sample", seed=5).choose(logits, 0, 1, 2)
+    picks = DetailSampler("copy", seed=5).choose(logits, 0, 1, 2, prev, still)
+    assert torch.equal(picks, torch.where(still, prev, fresh))
+    assert torch.equal(DetailSampler("copy", seed=5).choose(logits, 0, 1, 2, prev), prev)   # no still map: copy
+    assert torch.equal(DetailSampler("copy", seed=5).choose(logits, 0, 0, 2), DetailSampler("sample", seed=5).choose(logits, 0, 0, 2))
+
+
+def test_expected_code_and_latent_fill():
+    torch.manual_seed(0)
+    q = MultiScaleResidualQuantizer(codebook_size=32, latent_dim=4, num_scales=3)
+    latent_hw = (4, 6)
+    sizes = q.schedule(latent_hw)
+    p = torch.softmax(torch.randn(sizes[2][0] * sizes[2][1], 32), -1)
+    z = q.expected_code(p, sizes[2])
+    assert torch.allclose(z, (p @ q.codebook.weight).T.reshape(4, *sizes[2]))
+    # a one-hot distribution is the token itself: the latent path equals the token path
+    tok = [torch.randint(32, (2, *hw)) for hw in sizes]
+    onehot = torch.nn.functional.one_hot(tok[2].reshape(2, -1), 32).float()
+    codes = [torch.stack([q.expected_code(onehot[i], sizes[2]) for i in range(2)])]
+    with torch.no_grad():
+        assert torch.allclose(q.tokens_to_latent(tok[:2], latent_hw, codes=codes), q.tokens_to_latent(tok, latent_hw),
+                              atol=1e-6)
+        with pytest.raises(ValueError, match="exceed"):
+            q.tokens_to_latent(tok, latent_hw, codes=codes)
+
+
 def test_sampler_rejects_bad_options():
-    for kw in ({"mode": "blur"}, {"mode": "sample", "temperature": 0.0}, {"mode": "sample", "top_k": -1}):
+    for kw in ({"mode": "blur"}, {"mode": "sample", "temperature": 0.0}, {"mode": "sample", "top_k": -1},
+               {"mode": "mean", "mean_context": "tokens"}):
         with pytest.raises(ValueError):
             DetailSampler(**kw)
     assert not DetailSampler("zero").predicts and DetailSampler("argmax").predicts

@@ -85,7 +85,17 @@ class MultiScaleResidualQuantizer(nn.Module):
     def scale_contribution(self, idx_Nhw: torch.Tensor, s: int, latent_hw: tuple[int, int]) -> torch.Tensor:
         """phi_s(up(codebook[idx])): what scale s adds to f_hat, (N, C, h, w)."""
         z = self.codebook(idx_Nhw).permute(0, 3, 1, 2)
-        return self._phi(upsample(z, latent_hw), s)
+        return self.code_contribution(z, s, latent_hw)
+
+    def code_contribution(self, z_NChw: torch.Tensor, s: int, latent_hw: tuple[int, int]) -> torch.Tensor:
+        """phi_s(up(z)) for code vectors z (N, C, h_s, w_s) that need not be codebook entries (e.g. the
+        expected code of the ``mean`` detail sampler): what they add to f_hat, (N, C, h, w)."""
+        return self._phi(upsample(z_NChw, latent_hw), s)
+
+    def expected_code(self, probs_LV: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """sum_v p(v) codebook[v] per position: (L, V) probabilities, positions row-major -> (C, h_s, w_s)."""
+        z_LC = probs_LV.to(self.codebook.weight.dtype) @ self.codebook.weight
+        return z_LC.T.reshape(self.latent_dim, *size)
 
     def _phi(self, x: torch.Tensor, s: int) -> torch.Tensor:
         return (1 - self.phi_mix) * x + self.phi_mix * self.phi[s](x)
@@ -150,15 +160,24 @@ class MultiScaleResidualQuantizer(nn.Module):
 
     # ---- decoder side (from tokens only) -------------------------------------------------------
     def tokens_to_latent(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int],
-                         upto: int | None = None) -> torch.Tensor:
-        """f_hat from the first ``upto`` scales of ``tokens`` (all given ones by default)."""
+                         upto: int | None = None, codes: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """f_hat from the first ``upto`` scales of ``tokens`` (all given ones by default).
+
+        ``codes``: code-vector maps (N, C, h_s, w_s) for the scales after those, k, k+1, ... (a latent-space
+        fill such as the expected code): each adds ``code_contribution``; the token scales are exact.
+        """
         k = len(tokens) if upto is None else upto
         if k > len(tokens):
             raise ValueError(f"asked for {k} scales but only {len(tokens)} token maps are given")
-        N = tokens[0].shape[0]
+        codes = list(codes or [])
+        if k + len(codes) > self.num_scales:
+            raise ValueError(f"{k} token scales and {len(codes)} code scales exceed {self.num_scales} scales")
+        N = tokens[0].shape[0] if tokens else codes[0].shape[0]
         f_hat = torch.zeros(N, self.latent_dim, *latent_hw, device=self.codebook.weight.device)
         for s in range(k):
             f_hat = f_hat + self.scale_contribution(tokens[s], s, latent_hw)
+        for j, z in enumerate(codes):
+            f_hat = f_hat + self.code_contribution(z, k + j, latent_hw)
         return f_hat
 
     def context_input(self, tokens: list[torch.Tensor], s: int, latent_hw: tuple[int, int],

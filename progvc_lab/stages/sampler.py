@@ -3,12 +3,34 @@
 A stream cut after k scales gives the decoder tokens for scales 0..k-1. For scales k..K-1 it can:
 
 * ``zero``    send nothing: f_hat stops at scale k (no residual detail; smooth, blurry frames);
-* ``argmax``  let the context model guess the most likely token everywhere (often flat);
+* ``argmax``  let the context model guess the most likely token everywhere;
+* ``mean``    the expected code vector ``E[e] = sum_v p(v) codebook[v]`` under the model's distribution
+              (temperature 1, all ids) per position: the model's MMSE estimate of the residual. It is
+              not a token, so the decoder adds ``phi_s(up(E[e]))`` in latent space
+              (``MultiScaleResidualQuantizer.tokens_to_latent(..., codes=...)``); the sent scales stay
+              token-exact. Context for the next unsent scale: the expected latent itself (the context
+              model's input is a latent, so it can take it; ``mean_context="latent"``, default) or the
+              argmax tokens (``mean_context="argmax"``). The previous-frame input of the context model
+              needs token ids: it gets the argmax tokens, which ``decode_tokens`` also returns for the
+              filled scales of a ``mean`` decode.
 * ``sample``  draw tokens from the model, sharpened by a temperature and restricted to the top-k most
               likely ids, to restore plausible texture. Draws come from the *integer* CDF with a
               generator seeded by (seed, gop, t, s), so the same stream and seed give the same video.
+* ``copy``    ``sample`` in the first frame of a GOP; in P frames, frame t-1's filled token wherever the
+              co-located token one scale coarser did not change between t-1 and t (a still region), a
+              fresh draw elsewhere: temporally consistent fills instead of independent draws per frame.
 
-The sampler only chooses tokens; the context model's ``block_logits`` produces the probabilities.
+Which to use (measured on the shipped tiny model, Foreman and Akiyo, k = 2..4, equal bytes;
+``benchmarks/sampler_study.py``, rerun it for a retrained model): ``zero`` is best for PSNR-Y and
+MS-SSIM at every cut (no fill beat it on MS-SSIM); every fill beats zero on ST-LPIPS and the texture
+ratio. ``sample`` at temperature 1, no top-k, is best for ST-LPIPS, GMSD and texture but flickers;
+``copy`` gets about the same ST-LPIPS without flicker; ``mean`` is the fill with the least MS-SSIM loss
+on static content (Akiyo) but flickers there; ``argmax`` is stable but costs MS-SSIM. The defaults
+``temperature=0.8, top_k=20`` are the measured compromise for ``sample`` (Foreman k = 2: zero's MS-SSIM,
+ST-LPIPS 0.77 instead of 1.01), not a uniform win.
+
+The sampler only chooses tokens (or, for ``mean``, probabilities); the context model's
+``block_logits`` produces the logits.
 """
 from __future__ import annotations
 
@@ -18,31 +40,59 @@ import torch
 
 from .entropy import TOTAL, logits_to_cdf
 
+MODES = ("zero", "argmax", "mean", "sample", "copy")
+
 
 @dataclass
 class DetailSampler:
-    mode: str = "zero"           # "zero" | "argmax" | "sample"
-    temperature: float = 1.0     # < 1 sharper, > 1 flatter (sample only)
-    top_k: int = 0               # keep the k most likely ids (0 = all)
+    mode: str = "zero"           # "zero" | "argmax" | "mean" | "sample" | "copy"
+    temperature: float = 0.8     # < 1 sharper, > 1 flatter (sample and copy); measured default
+    top_k: int = 20              # keep the k most likely ids (0 = all) (sample and copy); measured default
     seed: int = 0
+    mean_context: str = "latent"  # mean only: "latent" (expected latent) | "argmax" (tokens) as context
 
     def __post_init__(self):
-        if self.mode not in ("zero", "argmax", "sample"):
-            raise ValueError(f"unknown sampler {self.mode!r}; choose zero, argmax or sample")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown sampler {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.mean_context not in ("latent", "argmax"):
+            raise ValueError(f"mean_context must be 'latent' or 'argmax', got {self.mean_context!r}")
 
     @property
     def predicts(self) -> bool:
         """Whether the sampler needs the context model at all (zero-fill does not)."""
         return self.mode != "zero"
 
-    def choose(self, logits_LV: torch.Tensor, gop: int, t: int, s: int) -> torch.Tensor:
-        """Token ids (L,) for one block from its logits."""
-        if self.mode == "argmax":
+    @property
+    def latent_fill(self) -> bool:
+        """Whether the fill is a latent (expected code vectors) rather than tokens."""
+        return self.mode == "mean"
+
+    @staticmethod
+    def probabilities(logits_LV: torch.Tensor) -> torch.Tensor:
+        """The model's distribution (L, V) float64 that ``mean`` takes the expectation under."""
+        return torch.softmax(logits_LV.double(), dim=-1)
+
+    def choose(self, logits_LV: torch.Tensor, gop: int, t: int, s: int, prev_L: torch.Tensor | None = None,
+               still_L: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (L,) for one block from its logits.
+
+        ``prev_L``: frame t-1's filled tokens at this scale (None in the first frame of a GOP);
+        ``still_L`` (bool): where the co-located coarser token did not change from t-1 to t. Only
+        ``copy`` reads them. For ``mean`` this is the argmax token (the stand-in used as context).
+        """
+        if self.mode in ("argmax", "mean"):
             return logits_LV.argmax(-1)
+        tok = self._draw(logits_LV, gop, t, s)
+        if self.mode == "copy" and prev_L is not None:
+            keep = torch.ones_like(tok, dtype=torch.bool) if still_L is None else still_L.reshape(-1).bool()
+            tok = torch.where(keep, prev_L.reshape(-1).to(tok.dtype), tok)
+        return tok
+
+    def _draw(self, logits_LV, gop, t, s):
         logits = logits_LV.double() / self.temperature
         if self.top_k and self.top_k < logits.shape[-1]:
             kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
