@@ -162,8 +162,8 @@ def cmd_decode(args) -> int:
         header = bitstream.read_stream(data).header  # fail on a foreign file before loading the model
     codec = _load_model(args.model)
     t0 = time.perf_counter()
-    video = codec.decode(data, scales=args.scales, sampler=args.sampler, temperature=args.temperature,
-                         top_k=args.top_k, seed=args.seed)
+    tuning = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    video = codec.decode(data, scales=args.scales, sampler=args.sampler, seed=args.seed, **tuning)
     seconds = time.perf_counter() - t0
     H, W = video.shape[-2:]
     if H % 2 or W % 2:  # 4:2:0 files need even sizes: repeat the last row/column
@@ -321,8 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("zero", "argmax", "mean", "sample", "copy"), default="zero",
                    help="how to fill scales the stream does not carry (default: zero = no detail; mean = "
                         "expected code; copy = sample, then keep frame t-1's fill in still regions)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampler temperature (sample)")
-    p.add_argument("--top-k", type=_non_negative("--top-k"), default=0, help="keep the k most likely ids (0 = all)")
+    p.add_argument("--temperature", type=float,
+                   help="sampler temperature (sample, copy; default: the sampler's measured default, 0.8)")
+    p.add_argument("--top-k", type=_non_negative("--top-k"),
+                   help="keep the k most likely ids (0 = all; default: the sampler's, 20)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (sample): same seed, same video")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_decode)
@@ -354,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", nargs="+", metavar="PATH", help=argparse.SUPPRESS)  # the older spelling
     p.add_argument("--model", default="tiny", help=model_help)
     p.add_argument("--samplers", default="zero",
-                   help="comma-separated detail samplers for the unsent scales: zero,argmax,sample (default: zero)")
+                   help="comma-separated detail samplers for the unsent scales: zero,argmax,sample,mean,copy "
+                        "(default: zero)")
     p.add_argument("--baselines", default="x264,x265",
                    help="comma-separated baselines: x264,x265 (default), or 'none'")
     p.add_argument("--json", metavar="OUT.json", help="write the whole evaluation (CompressAI-style entries + summary)")

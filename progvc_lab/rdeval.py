@@ -55,7 +55,7 @@ BD_METRICS = ("psnr-y", "ms-ssim-rgb", "st-lpips")
 PERCEPTUAL_FRAMES = 10   # ST-LPIPS on this many evenly spaced frames per clip (see score)
 PLOT_METRICS = ("psnr-y", "ms-ssim-rgb", "st-lpips")
 LOW_RATE_BPP = 0.05
-SAMPLERS = ("zero", "argmax", "sample")
+SAMPLERS = ("zero", "argmax", "sample", "mean", "copy")
 
 
 class EvalError(ValueError):
@@ -146,7 +146,7 @@ def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: 
             if k == K and full is not None:
                 points.append(dict(full))
             else:
-                args = {"seed": seed} if sampler == "sample" else {}
+                args = {"seed": seed} if sampler in ("sample", "copy") else {}
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "stream truncated": we cut it on purpose
@@ -428,7 +428,8 @@ def plot_rd(doc: dict, path=None, metric_keys=PLOT_METRICS, force: bool = False)
     fig, axes = plt.subplots(len(clips), len(metric_keys), figsize=(4.3 * len(metric_keys), 3.4 * len(clips)),
                              squeeze=False)
     styles = {"x264": ("tab:green", "s--"), "x265": ("tab:red", "D--")}
-    sampler_colors = {"zero": "tab:blue", "argmax": "tab:purple", "sample": "tab:orange"}
+    sampler_colors = {"zero": "tab:blue", "argmax": "tab:purple", "sample": "tab:orange", "mean": "tab:cyan",
+                      "copy": "tab:brown"}
     for row, res in zip(axes, clips):
         for ax, key in zip(row, metric_keys):
             for r in res["codecs"]:
