@@ -142,13 +142,15 @@ def main(argv=None):
     ap.add_argument("models", nargs="+", help="NAME=PATH of a codec checkpoint")
     ap.add_argument("--json", help="write all numbers here")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    ap.add_argument("--clips", nargs="*", help=f"a subset of {list(CLIPS)}")
     ap.add_argument("--stage1-only", action="store_true", help="stage-1 PSNR/MS-SSIM per k only (stage1.pt works)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in args.models)
+    clips = {c: CLIPS[c] for c in args.clips} if args.clips else None
     if args.stage1_only:
-        table = stage1_table(models)
+        table = stage1_table(models, clips)
         if args.json:
             Path(args.json).write_text(json.dumps(table, indent=1))
         print("| clip | model | " + " | ".join(f"k={k}" for k in range(1, 7)) + " |\n|---|---|" + "---|" * 6)
@@ -158,7 +160,7 @@ def main(argv=None):
                     print(f"| {clip} | {name} | " + " | ".join(f"{p['psnr_rgb']:.2f} / {p['ms_ssim']:.3f}"
                                                            for p in table[name][clip]) + " |")
         return
-    results = evaluate_models(models, json_path=args.json)
+    results = evaluate_models(models, clips, json_path=args.json)
     print(markdown(results))
 
 
