@@ -217,6 +217,68 @@ def test_rate_saving_mistakes(capsys):
     _fails_with(course.check_rate_saving_at_quality, linear, "log(bpp)", capsys)
 
 
+def test_copy_mixture_mistakes(capsys):
+    def no_shrink(logits, prev, gate):
+        p = torch.softmax(logits.double(), -1)
+        return gate.double()[:, None] * F.one_hot(prev, p.shape[1]).double() + p
+
+    def swapped(logits, prev, gate):
+        return solutions.copy_mixture(logits, prev, 1 - gate.double())
+
+    def on_logits(logits, prev, gate):
+        g = gate.double()[:, None]
+        return g * F.one_hot(prev, logits.shape[1]).double() + (1 - g) * logits.double()
+
+    _fails_with(course.check_copy_mixture, no_shrink, "(1 - g)", capsys)
+    _fails_with(course.check_copy_mixture, swapped, "swapped", capsys)
+    _fails_with(course.check_copy_mixture, on_logits, "LOGITS", capsys)
+    _fails_with(course.check_copy_mixture, lambda l, p, g: solutions.copy_mixture(l, p, g).float(), "float64", capsys)
+    # the codec's integer step on the solution's probabilities is the codec's copy-aware CDF
+    logits, prev, gate = torch.randn(4, 32), torch.tensor([1, 5, 9, 31]), torch.full((4,), 0.7, dtype=torch.float64)
+    p = solutions.copy_mixture(logits, prev, gate)
+    freq = torch.floor(p * (2 ** 16 - 32)).long() + 1
+    freq[torch.arange(4), p.argmax(1)] += 2 ** 16 - freq.sum(1)
+    want = package_cdf(logits, copy_symbols=prev, gate=gate)
+    assert torch.equal(torch.cat([torch.zeros(4, 1, dtype=torch.long), freq.cumsum(1)], 1), want)
+
+
+def test_rdo_choice_mistakes(capsys):
+    f = solutions.rdo_choice
+    _fails_with(course.check_rdo_choice, lambda d, b, p, lam, a, n: d.argmin(1), "nearest code", capsys)
+    _fails_with(course.check_rdo_choice, lambda d, b, p, lam, a, n: (a * d + lam * b).argmin(1), "candidates",
+                capsys)
+    _fails_with(course.check_rdo_choice, lambda d, b, p, lam, a, n: f(d, b, None, lam, a, n), "t-1's token",
+                capsys)
+    _fails_with(course.check_rdo_choice, lambda d, b, p, lam, a, n: f(d, b, p, lam, 1.0, n), "area", capsys)
+    _fails_with(course.check_rdo_choice, lambda d, b, p, lam, a, n: f(lam * a * d, b, p, 1.0, 1.0, n), "BITS",
+                capsys)
+    _fails_with(course.check_rdo_choice, lambda d, b, p, lam, a, n: f(d, b, p, lam, a, n).int(), "int64", capsys)
+
+
+@torch.no_grad()  # as the encoder runs it
+def test_rdo_choice_solution_is_the_codecs_choice():
+    """The exercise's reference is what the encoder does: _TokenChooser.choose on the same block."""
+    from progvc_lab.codec import CodecConfig, _TokenChooser
+    from progvc_lab.stages import MultiScaleResidualQuantizer
+    from progvc_lab.stages.entropy import logits_to_cdf
+
+    torch.manual_seed(0)
+    q = MultiScaleResidualQuantizer(codebook_size=32)
+    f = torch.randn(2, q.latent_dim, 6, 8)
+    cfg = CodecConfig(rdo_lambda=0.3, rdo_candidates=4)
+    known = [[None, None] for _ in q.schedule((6, 8))]
+    chooser = _TokenChooser(q, f, cfg, known)
+    s = 0
+    chooser._start_scale(s)
+    L = chooser.dist_NLV.shape[1]
+    logits = torch.randn(L, 32)
+    prev = torch.randint(0, 32, (L,))
+    cdf = logits_to_cdf(logits, copy_symbols=prev, gate=0.8)
+    sym, _ = chooser.choose(1, s, cdf, prev)
+    bits = 16 - (cdf[:, 1:] - cdf[:, :-1]).double().log2()
+    assert torch.equal(sym, solutions.rdo_choice(chooser.dist_NLV[1], bits, prev, 0.3, chooser.area, 4))
+
+
 # ---- the helpers the notebooks use --------------------------------------------------------------------------
 def test_sample_video_is_small_qcif():
     video, fps = course.sample_video(frames=3)

@@ -94,6 +94,61 @@ def test_spread_keeps_the_bits():
     assert fine.sum() == pytest.approx(m.sum())
 
 
+# ---- temporal copy, RDO, GOP (notebook 09) ---------------------------------------------------------------
+def test_copy_gate_trace_is_the_count_the_coder_keeps(codec, video):
+    _, stats = codec.encode_with_stats(video, copy_gate="count", rdo_lambda=0.0)
+    tokens = stats["tokens"]
+    gate = figures.copy_gate_trace(codec, stats)
+    assert gate.shape == (4, K)
+    assert np.isnan(gate[0]).all() and np.isnan(gate[3]).all()  # intra frames (GOP 3): no gate
+    np.testing.assert_allclose(gate[1], 2 / 3)                    # no counts yet: the prior (0 + 2) / (0 + 3)
+    for s, tok in enumerate(tokens):                              # frame 2: frame 1's copies counted
+        hits, seen = int((tok[1] == tok[0]).sum()), tok[1].numel()
+        assert gate[2, s] == pytest.approx((hits + 2) / (seen + 3))
+    _, off = codec.encode_with_stats(video, copy_gate="none", rdo_lambda=0.0)
+    assert np.isnan(figures.copy_gate_trace(codec, off)).all()
+    rate = figures.copy_rate_per_scale(tokens)
+    assert rate.shape == (K,) and rate[0] == pytest.approx(float((tokens[0][1:] == tokens[0][:-1]).double().mean()))
+    bpt = figures.bits_per_token_per_scale(stats)
+    np.testing.assert_allclose(bpt * [t.numel() for t in tokens], stats["model_bits"].sum(0))
+    figs = [figures.plot_copy_statistics(rate, {"none": figures.bits_per_token_per_scale(off), "count": bpt}),
+            figures.plot_gate_over_frames(gate, gop_starts=(0, 3)),
+            figures.plot_bits_per_token({"a": bpt}),
+            figures.plot_bytes_per_frame({"GOP 3": [10, 4, 3, 9]}, {"GOP 3": [0, 3]})]
+    assert all(figures.figure_to_png(f)[:4] == b"\x89PNG" for f in figs)
+
+
+def test_lambda_sweep_decodes_what_the_decoder_returns(codec, video):
+    sweep = viz.widgets.LambdaSweep(codec, video, copy_gate="count")
+    data, stats = sweep.encoded(0.5)
+    assert stats["options"]["rdo_lambda"] == 0.5 and stats["options"]["copy_gate"] == "count"
+    assert torch.equal(sweep.decoded_video(0.5), codec.decode(data))
+    p0, p1 = sweep.point(0.0), sweep.point(0.5)
+    assert sweep.quality_name == "SSIM"   # 32x48 frames: too small for MS-SSIM
+    assert p1["bytes"] <= p0["bytes"] and p1["latent_distortion"] >= p0["latent_distortion"] - 1e-9
+    assert sweep.point(0.5) is p1         # cached
+    with pytest.raises(TypeError, match="rdo_lambda"):
+        viz.widgets.LambdaSweep(codec, video, rdo_lambda=1.0)
+
+
+def test_lambda_explorer_slider_moves_the_rd_point(codec, video):
+    sweep = viz.widgets.LambdaSweep(codec, video)
+    box = viz.widgets.lambda_explorer(None, sweep, lambdas=(0.0, 0.005, 2.0))
+    assert box.status.value == "" and box.controls["lambda"].value == 0.005  # the codec's default
+    label = box.views["label"].value
+    p = sweep.point(0.005)
+    assert f"<span class='pgvc-bytes'>{p['bytes']} bytes</span>" in label and "SSIM" in label
+    changed = _moved(box, "lambda", 2.0)
+    assert {"rd", "bars"} <= changed
+    new_label = box.views["label"].value
+    assert new_label != label and f"{sweep.point(2.0)['bytes']} bytes</span>" in new_label
+    assert {"frame", "original"} <= _moved(box, "frame", 3)
+    assert box.views["frame"].value == viz.widgets.frame_to_png(codec.decode(sweep.encoded(2.0)[0])[3])
+    # from a plain video and fps, as the notebook calls it
+    small = viz.widgets.lambda_explorer(codec, video[:2], 25, lambdas=(0.0, 1.0))
+    assert small.status.value == "" and len(small.controls["lambda"].options) == 2
+
+
 # ---- the session: what the pictures are made of -----------------------------------------------------
 def test_session_truncation_matches_the_decoder(codec, video, session):
     data = session.data

@@ -22,9 +22,9 @@ import torch
 
 from .. import bitstream
 from .exercises import CHECKS, CheckResult  # noqa: F401
-from .exercises import (check_area_down_by, check_bpp_ladder, check_logits_to_cdf, check_mean_psnr,  # noqa: F401
-                        check_nearest_code, check_pad_to_stride, check_progvc_sparse_mask,
-                        check_rate_saving_at_quality, check_top_k_filter, check_unigram_bits)
+from .exercises import (check_area_down_by, check_bpp_ladder, check_copy_mixture, check_logits_to_cdf,  # noqa: F401
+                        check_mean_psnr, check_nearest_code, check_pad_to_stride, check_progvc_sparse_mask,
+                        check_rate_saving_at_quality, check_rdo_choice, check_top_k_filter, check_unigram_bits)
 
 __all__ = ["sample_video", "show_solution", "block_bytes", "coder_call_overhead", "coding_vs_training_logits",
            "read_metrics",

@@ -385,9 +385,121 @@ def check_rate_saving_at_quality(fn) -> CheckResult:
     return _run("rate_saving_at_quality", fn, body)
 
 
+# ---- 09 ---------------------------------------------------------------------------------------------------
+def check_copy_mixture(fn) -> CheckResult:
+    """``copy_mixture(logits_LV, prev_L, gate_L)`` -> (L, V) float64 probabilities of the copy mixture."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(9)
+        cases = []
+        for L, V in [(3, 8), (6, 512), (4, 16)]:
+            cases.append((torch.randn(L, V, generator=gen) * 3, torch.randint(0, V, (L,), generator=gen),
+                          torch.rand(L, generator=gen, dtype=torch.float64) * 0.95))
+        cases.append((torch.randn(2, 5, generator=gen), torch.tensor([4, 0]),
+                      torch.tensor([0.0, 0.5], dtype=torch.float64)))     # g = 0: the plain softmax
+        for logits, prev, gate in cases:
+            L, V = logits.shape
+            p = _tensor(fn(logits.clone(), prev.clone(), gate.clone()), "the probabilities")
+            _shape(p, (L, V), "the probabilities")
+            want = solutions.copy_mixture(logits, prev, gate)
+            soft = torch.softmax(logits.double(), -1)
+            onehot = F.one_hot(prev, V).double()
+            g = gate.reshape(-1, 1)
+            if torch.allclose(p.double(), want, atol=1e-12, rtol=0):
+                if p.dtype != torch.float64:
+                    raise Wrong(f"right values, but {p.dtype}: mix in float64 (the integer CDF is taken from "
+                                "these numbers; float32 can flip a count between two machines)")
+                continue
+            if p.dtype != torch.float64 and torch.allclose(p.double(), want, atol=1e-6):
+                raise Wrong(f"close, but {p.dtype}: compute the softmax and the mixture in float64 "
+                            "(logits.double()), as the codec does")
+            sums = p.double().sum(1)
+            if torch.allclose(p.double(), g * onehot + soft, atol=1e-6):
+                raise Wrong("rows sum to 1 + g: scale the model's softmax by (1 - g), so the mixture stays a "
+                            "distribution")
+            if torch.allclose(p.double(), g * onehot + (1 - g) * logits.double(), atol=1e-6):
+                raise Wrong("you mixed the LOGITS: take softmax(logits) first, then mix the probabilities")
+            if torch.allclose(p.double(), (1 - g) * onehot + g * soft, atol=1e-6):
+                raise Wrong("g and 1 - g are swapped: the gate g is the weight of the copy, g * onehot(prev)")
+            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
+                raise Wrong(f"every row must sum to 1, yours sum to {[round(float(x), 4) for x in sums[:3]]}...")
+            wrong_rows = (p.double() - want).abs().max(1).values > 1e-6
+            if torch.allclose(p.double().argmax(1)[wrong_rows].double(), prev[wrong_rows].double()) and \
+                    not torch.allclose(p.double()[torch.arange(L), prev], want[torch.arange(L), prev], atol=1e-6):
+                raise Wrong("the copied symbol gets the wrong mass: p[prev] = g + (1 - g) * softmax[prev]")
+            raise Wrong(f"{int(wrong_rows.sum())} of {L} rows differ from g * onehot(prev) + (1 - g) * "
+                        "softmax(logits) (onehot(prev): 1 at column prev[i] of row i, 0 elsewhere)")
+    return _run("copy_mixture", fn, body)
+
+
+def _rdo_cases():
+    """Blocks for check_rdo_choice: distances, bits (from real integer CDFs, some with a copy gate that
+    makes frame t-1's token cheap although it is far from the residual), lambdas, areas, candidates."""
+    gen = torch.Generator().manual_seed(10)
+    cases = []
+    for L, V, lam, area, n, with_prev in [(6, 16, 0.5, 4.0, 4, True), (8, 64, 0.05, 16.0, 8, True),
+                                         (5, 32, 0.0, 4.0, 8, True), (4, 16, 0.3, 1.0, 3, False),
+                                         (12, 512, 0.02, 99.0, 8, True), (6, 16, 2.0, 4.0, 2, True)]:
+        dist = torch.rand(L, V, generator=gen, dtype=torch.float64) * 2
+        prev = torch.randint(0, V, (L,), generator=gen) if with_prev else None
+        logits = torch.randn(L, V, generator=gen) * 2.5
+        if with_prev:
+            far = dist.argsort(1)[:, -1]          # make frame t-1's token the FARTHEST code of half the rows
+            prev[: L // 2] = far[: L // 2]
+            cdf = _reference_cdf(logits, copy_symbols=prev, gate=torch.full((L,), 0.9, dtype=torch.float64))
+        else:
+            cdf = _reference_cdf(logits)
+        freq = (cdf[:, 1:] - cdf[:, :-1]).double()
+        bits = 16 - freq.log2()
+        cases.append((dist, bits, prev, lam, area, n))
+    return cases
+
+
+def check_rdo_choice(fn) -> CheckResult:
+    """``rdo_choice(dist_LV, bits_LV, prev_L, lam, area, candidates)`` -> (L,) int64 RD-optimised tokens."""
+    def body(fn):
+        for dist, bits, prev, lam, area, n in _rdo_cases():
+            L, V = dist.shape
+            got = _tensor(fn(dist.clone(), bits.clone(), None if prev is None else prev.clone(), lam, area, n),
+                          "the chosen tokens")
+            if got.numel() == L and tuple(got.shape) != (L,):
+                raise Wrong(f"wrong shape: one token per position, (L,) = ({L},), got {tuple(got.shape)}")
+            _shape(got, (L,), "the chosen tokens")
+            if got.dtype != torch.int64:
+                raise Wrong(f"token ids should be int64 (torch.long), got {got.dtype}")
+            want = solutions.rdo_choice(dist, bits, prev, lam, area, n)
+            if torch.equal(got, want):
+                continue
+            what = f"(L={L}, V={V}, lambda={lam}, area={area}, {n} candidates" + \
+                   (", intra frame: prev is None)" if prev is None else ")")
+            cost = area * dist + lam * bits
+            variants = [
+                (dist.argmin(1), "you picked the nearest code: the cost is area * dist + lam * bits (bits = what "
+                                 "the coder pays for that token)"),
+                (cost.argmin(1), "only the `candidates` nearest codes and frame t-1's token may be chosen (the "
+                                 "encoder never tries the others)"),
+                (solutions.rdo_choice(dist, bits, None, lam, area, n),
+                 "frame t-1's token is always a candidate, even when it is not among the nearest codes: the "
+                 "copy gate makes it cheap"),
+                (solutions.rdo_choice(lam * area * dist, bits, prev, 1.0, 1.0, n) if lam > 0 else want,
+                 "lambda multiplies the BITS: cost = area * dist + lam * bits"),
+                (solutions.rdo_choice(dist, bits, prev, lam, 1.0, n),
+                 "multiply the distance by `area` (each scale-s token covers A_s latent positions)"),
+                (solutions.rdo_choice(-dist, -bits, prev, lam, area, n), "minimise the cost (argmin), not maximise"),
+            ]
+            for variant, message in variants:
+                if torch.equal(got, variant) and not torch.equal(variant, want):
+                    raise Wrong(f"{message} {what}")
+            if lam == 0 and not torch.equal(got, dist.argmin(1)):
+                raise Wrong(f"with lambda = 0 the choice is the nearest code (argmin of dist) {what}")
+            bad = int((got != want).sum())
+            raise Wrong(f"{bad} of {L} positions differ from the cheapest allowed token {what}")
+    return _run("rdo_choice", fn, body)
+
+
 CHECKS = {
     "pad_to_stride": check_pad_to_stride, "area_down_by": check_area_down_by, "nearest_code": check_nearest_code,
     "progvc_sparse_mask": check_progvc_sparse_mask, "logits_to_cdf": check_logits_to_cdf,
     "bpp_ladder": check_bpp_ladder, "top_k_filter": check_top_k_filter, "unigram_bits": check_unigram_bits,
     "mean_psnr": check_mean_psnr, "rate_saving_at_quality": check_rate_saving_at_quality,
+    "copy_mixture": check_copy_mixture, "rdo_choice": check_rdo_choice,
 }

@@ -119,5 +119,30 @@ def rate_saving_at_quality(anchor_bpp, anchor_psnr, test_bpp, test_psnr, target_
     return float((math.exp(log_rate_at(test_bpp, test_psnr) - log_rate_at(anchor_bpp, anchor_psnr)) - 1) * 100)
 
 
+# ---- 09 temporal copy and RDO -------------------------------------------------------------------------------------
+def copy_mixture(logits_LV: torch.Tensor, prev_L: torch.Tensor, gate_L: torch.Tensor) -> torch.Tensor:
+    """Copy-aware probabilities (L, V) float64: ``g * onehot(prev) + (1 - g) * softmax(logits)`` per row,
+    prev = frame t-1's token at that position, g = the copy gate. (``entropy.logits_to_cdf`` with
+    ``copy_symbols`` and ``gate``)"""
+    p_LV = torch.softmax(logits_LV.double(), dim=-1)
+    g_L1 = gate_L.double().reshape(-1, 1)
+    onehot_LV = F.one_hot(prev_L.long(), p_LV.shape[1]).double()
+    return g_L1 * onehot_LV + (1 - g_L1) * p_LV
+
+
+def rdo_choice(dist_LV: torch.Tensor, bits_LV: torch.Tensor, prev_L, lam: float, area: float,
+               candidates: int) -> torch.Tensor:
+    """The RD-optimised token of every position (L,) int64: among the ``candidates`` nearest codes
+    (smallest ``dist``) and frame t-1's token ``prev_L`` (None in an intra frame), the one minimising
+    ``area * dist + lam * bits``; lowest index on ties. (``codec._TokenChooser.choose``)"""
+    cost_LV = area * dist_LV.double() + lam * bits_LV.double()
+    allowed_LV = torch.zeros_like(cost_LV, dtype=torch.bool)
+    allowed_LV.scatter_(1, dist_LV.topk(candidates, dim=1, largest=False).indices, True)
+    if prev_L is not None:
+        allowed_LV[torch.arange(len(prev_L)), prev_L.long()] = True
+    return cost_LV.masked_fill(~allowed_LV, float("inf")).argmin(dim=1)
+
+
 ALL = ["pad_to_stride", "area_down_by", "nearest_code", "progvc_sparse_mask", "logits_to_cdf", "bpp_ladder",
-       "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality"]
+       "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality",
+       "copy_mixture", "rdo_choice"]

@@ -15,6 +15,12 @@ its value) and nothing piles up in pyplot's figure list. ``figure_to_png`` turns
     token_bits_maps(codec, video)                 -log2 p of every token, (T, h_s, w_s) per scale
     plot_bits_heatmap(bits_maps, t)               where in frame t the bits go, per scale
     plot_sampler_comparison(frames_by_sampler)    frames side by side
+    copy_rate_per_scale(tokens), copy_gate_trace(codec, stats)     how often tokens repeat; the copy gate g
+    plot_copy_statistics(copy_rate, bits_per_token)                   copy rate and bits/token per scale
+    plot_gate_over_frames(gate_TK)                                    the gate adapting over the frames
+    plot_bits_per_token(bits_by_label)            bits per token per scale, side by side (e.g. before / after RDO)
+    plot_bytes_per_frame(bytes_by_label)          bytes of each frame (intra frames hatched)
+    plot_lambda_curve(points, highlight)          bpp vs MS-SSIM, one point per RDO lambda
 
 Shapes follow the package: video (T, 3, H, W) in [0, 1]; tokens per scale (T, h_s, w_s).
 """
@@ -334,4 +340,161 @@ def plot_sampler_comparison(frames_by_sampler: Mapping[str, object], original=No
             title += f"\n{_frame_psnr(frame, original):.1f} dB"
         ax.set_title(title, fontsize=9)
         _off(ax)
+    return fig
+
+
+# ---- temporal copy, RDO and the GOP (notebook 09) ---------------------------------------------------
+def bits_per_token_per_scale(stats: dict) -> np.ndarray:
+    """Model bits per token of every scale, (K,), from ``encode_with_stats``'s stats."""
+    counts = np.array([tok.numel() for tok in stats["tokens"]], dtype=float)
+    return np.asarray(stats["model_bits"]).sum(0) / counts
+
+
+def copy_rate_per_scale(tokens: Sequence[torch.Tensor]) -> np.ndarray:
+    """How often a token equals frame t-1's token at the same scale and position (frames t >= 1):
+    one fraction per scale, (K,). The copy gate bets on exactly this event."""
+    return np.array([float((tok[1:] == tok[:-1]).double().mean()) if tok.shape[0] > 1 else float("nan")
+                     for tok in tokens])
+
+
+@torch.no_grad()
+def copy_gate_trace(codec, stats: dict) -> np.ndarray:
+    """The copy gate g of every block as the coder used it: (T, K), the mean over the block's tokens
+    (one value per block for ``"count"``); NaN for intra frames and for ``copy_gate="none"``.
+
+    Walks the coding order with the encoder's tokens (``new_gop`` + ``walk_blocks``, as
+    ``token_bits_maps``), with the GOP and gate recorded in ``stats["options"]``, and reads the gate the
+    codec put in ``state.copy`` before each block was coded.
+    """
+    tokens, latent_hw = stats["tokens"], tuple(stats["latent_hw"])
+    options = stats.get("options", {})
+    gop, gate_name = options.get("gop", codec.config.gop), options.get("copy_gate", codec.config.copy_gate)
+    schedule = codec.quantizer.schedule(latent_hw)
+    T, K = tokens[0].shape[0], len(schedule)
+    gate_TK = np.full((T, K), np.nan)
+    with deterministic(codec.config.coding_threads):
+        for g0 in range(0, T, gop):
+            n = min(gop, T - g0)
+
+            def on_block(t, s, logits_LV):
+                copy = state.copy.get((t, s))
+                if copy is not None:
+                    gate_TK[g0 + t, s] = float(copy[1].mean())
+                return tokens[s][g0 + t]
+
+            state, known = codec.new_gop(latent_hw, schedule, n, gate_name)
+            codec.walk_blocks(state, known, range(K), on_block, n)
+    return gate_TK
+
+
+def plot_copy_statistics(copy_rate_K, bits_per_token: Mapping[str, Sequence[float]]) -> Figure:
+    """Left: the fraction of tokens equal to frame t-1's, per scale. Right: bits per token per scale,
+    one bar per entry of ``bits_per_token`` (e.g. ``{"copy_gate='none'": ..., "'count'": ...}``)."""
+    rate = np.asarray(copy_rate_K, dtype=float)
+    K = len(rate)
+    fig, axes = _new_figure(2, width=3.8, height=2.8)
+    ax_c, ax_b = axes[0]
+    ax_c.bar(np.arange(K), 100 * rate, color="tab:green")
+    ax_c.set_ylim(0, 100)
+    ax_c.set_xticks(range(K))
+    ax_c.set_xlabel("scale s")
+    ax_c.set_ylabel("% of tokens = frame t-1's")
+    ax_c.set_title("tokens that repeat the previous frame", fontsize=9)
+    _bits_bars(ax_b, bits_per_token)
+    return fig
+
+
+def _bits_bars(ax, bits_per_token: Mapping[str, Sequence[float]], title: str = "bits per token"):
+    n = max(len(bits_per_token), 1)
+    width = 0.8 / n
+    K = 0
+    for i, (label, bits) in enumerate(bits_per_token.items()):
+        bits = np.asarray(bits, dtype=float)
+        K = max(K, len(bits))
+        ax.bar(np.arange(len(bits)) + (i - (n - 1) / 2) * width, bits, width, label=label, color=f"C{i}")
+    ax.set_xticks(range(K))
+    ax.set_xlabel("scale s")
+    ax.set_ylabel("model bits per token")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def plot_bits_per_token(bits_per_token: Mapping[str, Sequence[float]], title: str = "bits per token") -> Figure:
+    """Bits per token per scale, one bar per entry (e.g. before / after RDO)."""
+    fig, axes = _new_figure(1, width=4.0, height=2.8)
+    _bits_bars(axes[0][0], bits_per_token, title)
+    return fig
+
+
+def plot_gate_over_frames(gate_TK, copy_TK=None, gop_starts: Sequence[int] = (0,)) -> Figure:
+    """The copy gate g of each scale over the frames (from ``copy_gate_trace``); with ``copy_TK``
+    (the fraction of each block's tokens equal to frame t-1's) as dotted lines of the same colour."""
+    gate = np.asarray(gate_TK, dtype=float)
+    T, K = gate.shape
+    fig, axes = _new_figure(1, width=5.0, height=2.9)
+    ax = axes[0][0]
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, K))
+    for s in range(K):
+        ax.plot(range(T), gate[:, s], "-o", ms=3, color=colors[s], label=f"s={s}")
+        if copy_TK is not None:
+            ax.plot(range(T), np.asarray(copy_TK, dtype=float)[:, s], ":", color=colors[s])
+    for g0 in gop_starts:
+        ax.axvline(g0, color="0.6", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("frame t (dashed: an intra frame, no gate)")
+    ax.set_ylabel("gate g")
+    ax.set_title("the copy gate adapts: g = (hits + 2) / (seen + 3)" +
+                 (" (dotted: copy rate of the frame)" if copy_TK is not None else ""), fontsize=9)
+    ax.legend(fontsize=7, ncol=K, loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_bytes_per_frame(bytes_by_label: Mapping[str, Sequence[float]],
+                         intra_by_label: Mapping[str, Sequence[int]] | None = None) -> Figure:
+    """Bytes of every frame (all scales), one bar group per frame and one colour per entry; intra
+    frames (``intra_by_label[label]``: their indices) are hatched."""
+    items = list(bytes_by_label.items())
+    T = max(len(v) for _, v in items)
+    n = len(items)
+    width = 0.8 / n
+    fig, axes = _new_figure(1, width=max(4.5, 0.45 * T + 1.5), height=2.9)
+    ax = axes[0][0]
+    for i, (label, values) in enumerate(items):
+        values = np.asarray(values, dtype=float)
+        intra = set((intra_by_label or {}).get(label, ()))
+        total = values.sum()
+        bars = ax.bar(np.arange(len(values)) + (i - (n - 1) / 2) * width, values, width,
+                      label=f"{label}: {total:,.0f} bytes", color=f"C{i}")
+        for t, bar in enumerate(bars):
+            if t in intra:
+                bar.set_hatch("//")
+                bar.set_edgecolor("black")
+    ax.set_xticks(range(T))
+    ax.set_xlabel("frame t (hatched: intra frame)")
+    ax.set_ylabel("bytes")
+    ax.set_title("bytes per frame: the intra frame dominates", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_lambda_curve(points: Sequence[Mapping], highlight=None, quality: str = "ms_ssim",
+                      quality_label: str = "MS-SSIM") -> Figure:
+    """Rate-distortion points of one clip encoded at several RDO lambdas: bpp vs ``quality``, each point
+    labelled with its lambda; ``highlight`` (a lambda) is marked."""
+    pts = sorted(points, key=lambda p: p["rdo_lambda"])
+    fig, axes = _new_figure(1, width=4.2, height=2.9)
+    ax = axes[0][0]
+    x = [p["bpp"] for p in pts]
+    y = [p[quality] for p in pts]
+    ax.plot(x, y, "-o", color="tab:blue", ms=4)
+    for i, p in enumerate(pts):  # labels alternate above / below: neighbouring lambdas often sit close
+        ax.annotate(f"λ={p['rdo_lambda']:g}", (p["bpp"], p[quality]), textcoords="offset points",
+                    xytext=(4, 5) if i % 2 else (4, -11), fontsize=7)
+        if highlight is not None and np.isclose(p["rdo_lambda"], highlight):
+            ax.plot([p["bpp"]], [p[quality]], "o", color="tab:red", ms=10, zorder=3)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(quality_label)
+    ax.grid(alpha=0.3)
+    ax.set_title("RDO: one encode per lambda (all scales)", fontsize=9)
     return fig

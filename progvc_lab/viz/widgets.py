@@ -12,6 +12,7 @@ reconstructs at most one frame and draws a figure (well under a second on 2 CPU 
     truncation_explorer(session)                 # explorers accept a session or a plain video;
     token_pyramid_explorer(session)              # sharing one session shares its caches
     explorer_app()                               # all five in tabs, with a clip chooser (Voila)
+    lambda_explorer(codec, video, fps)           # RDO: one encode per lambda, slider over them
 
 The explorers' controls and views are also reachable from Python (``box.controls["k"].value = 1``,
 ``box.views["frame"].value`` is the PNG shown), which is how the tests drive them. In the browser,
@@ -412,6 +413,139 @@ def sampler_explorer(codec: Codec | None, video=None) -> Explorer:
                     [intro, widgets.HBox([controls["k"], controls["frame"]]), controls["sampler"],
                      widgets.HBox([controls["temperature"], controls["top_k"], controls["seed"]]),
                      views["figure"]], render)
+
+
+# ---- RDO: one encode per lambda ---------------------------------------------------------------------
+DEMO_LAMBDAS = (0.0, 0.001, 0.005, 0.02, 0.1)   # rdo_lambda values the lambda explorer precomputes
+
+
+class LambdaSweep:
+    """Encodes of one clip at several RDO lambdas (``rdo_lambda``), each computed once and cached.
+
+    ``encoded(lam)`` (bytes and stats of ``encode_with_stats(video, fps, rdo_lambda=lam, **options)``),
+    ``decoded_video(lam)`` (all frames, all scales), ``point(lam)`` (bytes, bpp, PSNR, MS-SSIM, bits per
+    token per scale, latent distortion). ``decoded_video`` reconstructs the encoder's tokens: entropy
+    coding is lossless, so that is exactly what ``codec.decode(data)`` returns (the tests check it),
+    without running the context model a second time. MS-SSIM needs frames over 96 px; smaller clips
+    get single-scale SSIM (``quality_name`` says which).
+    """
+
+    def __init__(self, codec: Codec, video: torch.Tensor, fps=Fraction(25), label: str = "clip", **options):
+        if "rdo_lambda" in options:
+            raise TypeError("rdo_lambda is what the sweep varies; pass the other encoder options only")
+        self.codec, self.fps, self.label, self.options = codec, Fraction(fps), label, dict(options)
+        self.video = Codec.check_video(video)
+        self.num_frames, _, self.height, self.width = self.video.shape
+        self.quality_name = "MS-SSIM" if min(self.height, self.width) > 96 else "SSIM"
+        self._cache: dict = {}
+
+    def _cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def encoded(self, lam: float) -> tuple[bytes, dict]:
+        return self._cached(("encoded", float(lam)), lambda: self.codec.encode_with_stats(
+            self.video, self.fps, rdo_lambda=float(lam), **self.options))
+
+    def decoded_video(self, lam: float) -> torch.Tensor:
+        def compute():
+            stats = self.encoded(lam)[1]
+            return self.codec.reconstruct(stats["tokens"], tuple(stats["latent_hw"]), (self.height, self.width))
+        return self._cached(("video", float(lam)), compute)
+
+    def quality(self, decoded: torch.Tensor) -> float:
+        from .. import metrics
+
+        if self.quality_name == "MS-SSIM":
+            return metrics.ms_ssim(self.video, decoded)
+        side = min(self.height, self.width)
+        return metrics.ssim(self.video, decoded, win_size=min(7, side if side % 2 else side - 1))
+
+    def point(self, lam: float) -> dict:
+        def compute():
+            data, stats = self.encoded(lam)
+            decoded = self.decoded_video(lam)
+            return {"rdo_lambda": float(lam), "bytes": len(data),
+                    "bpp": bits_per_pixel(len(data), self.num_frames, self.height, self.width),
+                    "psnr": psnr(decoded, self.video), "ms_ssim": self.quality(decoded),
+                    "bits_per_token": figures.bits_per_token_per_scale(stats).tolist(),
+                    "latent_distortion": float(np.asarray(stats["rdo_distortion"]).sum())}
+        return self._cached(("point", float(lam)), compute)
+
+    def points(self, lambdas=DEMO_LAMBDAS) -> list[dict]:
+        return [self.point(lam) for lam in lambdas]
+
+
+def as_sweep(codec: Codec | None, video, fps=Fraction(25), **options) -> LambdaSweep:
+    """A ``LambdaSweep`` from a sweep, a ``ClipSession`` (its clip), a video tensor or ``None`` (Foreman)."""
+    if isinstance(video, LambdaSweep):
+        if codec is not None and codec is not video.codec:
+            raise ValueError("the sweep was made with another codec; pass the sweep's codec or None")
+        return video
+    if isinstance(video, ClipSession):
+        return LambdaSweep(codec if codec is not None else video.codec, video.video, video.fps, video.label,
+                           **options)
+    if codec is None:
+        raise ValueError("pass a codec (e.g. progvc_lab.viz.load_demo_codec()) or a LambdaSweep")
+    if video is None:
+        frames, fps, label = load_clip()
+        return LambdaSweep(codec, frames, fps, label, **options)
+    return LambdaSweep(codec, video, fps, **options)
+
+
+def lambda_explorer(codec: Codec | None, video=None, fps=Fraction(25), lambdas=DEMO_LAMBDAS,
+                    **options) -> Explorer:
+    """Slider lambda (``rdo_lambda``): the clip encoded with RD-optimised token choice at that lambda,
+    all scales; bytes, bpp, MS-SSIM and PSNR, the decoded frame, the point on the lambda curve and bits
+    per token per scale against lambda = 0 (nearest codes). Every lambda in ``lambdas`` is encoded once,
+    up front (the curve needs them all); a slider move only looks them up. ``video``: a tensor, a
+    ``ClipSession``, a ``LambdaSweep`` (shares its encodes) or ``None`` (Foreman); ``options``: other
+    encoder options (``copy_gate``, ``gop``, ``rdo_candidates``)."""
+    S = as_sweep(codec, video, fps, **options)
+    lambdas = sorted({float(lam) for lam in lambdas} | {0.0})
+    points = {lam: S.point(lam) for lam in lambdas}
+    start = min(lambdas, key=lambda lam: abs(lam - S.codec.config.rdo_lambda))
+    lam_slider = widgets.SelectionSlider(options=[(f"{lam:g}", lam) for lam in lambdas], value=start,
+                                         description="lambda", continuous_update=False,
+                                         style={"description_width": "initial"})
+    lam_slider.add_class("pgvc-lambda-slider")
+    controls = {"lambda": lam_slider, "frame": _slider("frame", 0, S.num_frames - 1, 0, "pgvc-frame-slider")}
+    views = {"frame": _image("pgvc-decoded-frame"), "original": _image("pgvc-original-frame"),
+             "label": widgets.HTML(), "rd": _image("pgvc-lambda-curve"), "bars": _image("pgvc-bits-bars")}
+    views["label"].add_class("pgvc-lambda-label")
+    charts: dict[float, tuple[bytes, bytes]] = {}
+    base = points[0.0]
+
+    def render(v):
+        lam, t = v["lambda"], v["frame"]
+        p = points[lam]
+        views["frame"].value = frame_to_png(S.decoded_video(lam)[t])
+        views["original"].value = frame_to_png(S.video[t])
+        if lam not in charts:  # the charts depend on lambda only: draw each once
+            charts[lam] = (
+                _png(figures.plot_lambda_curve(list(points.values()), highlight=lam, quality_label=S.quality_name)),
+                _png(figures.plot_bits_per_token({"lambda = 0 (nearest code)": base["bits_per_token"],
+                                                  f"lambda = {lam:g}": p["bits_per_token"]},
+                                                 title="bits per token, per scale")))
+        views["rd"].value, views["bars"].value = charts[lam]
+        saved = base["bytes"] - p["bytes"]
+        views["label"].value = (  # last: when the label has changed, so has everything else
+            f"lambda = {lam:g}: <span class='pgvc-bytes'>{p['bytes']} bytes</span> "
+            f"&middot; <span class='pgvc-bpp'>{p['bpp']:.4f} bpp</span> "
+            f"&middot; <span class='pgvc-msssim'>{S.quality_name} {p['ms_ssim']:.4f}</span> "
+            f"&middot; <span class='pgvc-psnr'>{p['psnr']:.2f} dB</span> (RGB PSNR, all frames) "
+            f"&middot; <span class='pgvc-saved'>{saved:+d} bytes saved ({100 * saved / max(base['bytes'], 1):.1f}%)"
+            "</span> vs lambda = 0")
+
+    intro = widgets.HTML("<b>RD-optimised token choice</b>: per block the encoder picks, among the nearest "
+                         "codes and frame t-1's token, the one minimising A<sub>s</sub>&middot;||r - e||&sup2; "
+                         "+ &lambda;&middot;bits (one encode per &lambda;, all scales sent).")
+    left = widgets.VBox([widgets.HTML("decoded (all scales)"), views["frame"]])
+    right = widgets.VBox([widgets.HTML("original"), views["original"]])
+    return Explorer("lambda", controls, views,
+                    [intro, widgets.HBox(list(controls.values())), views["label"], widgets.HBox([left, right]),
+                     widgets.HBox([views["rd"], views["bars"]])], render)
 
 
 # ---- the app -----------------------------------------------------------------------------------------
