@@ -10,9 +10,9 @@
 from .figures import (figure_to_png, mask_summary, plot_bits_heatmap, plot_bits_per_scale, plot_mask,
                       plot_partial_reconstructions, plot_rd_curve, plot_sampler_comparison, plot_scale_step,
                       plot_token_pyramid, token_bits_maps)
-from .widgets import (ClipSession, Explorer, ExplorerApp, bits_heatmap_explorer, explorer_app, load_clip,
-                      load_demo_codec, mask_explorer, sampler_explorer, shipped_clips, token_pyramid_explorer,
-                      truncation_explorer)
+from .widgets import (ClipSession, Explorer, ExplorerApp, LambdaSweep, bits_heatmap_explorer, explorer_app,
+                      lambda_explorer, load_clip, load_demo_codec, mask_explorer, sampler_explorer, shipped_clips,
+                      token_pyramid_explorer, truncation_explorer)
 
 __all__ = [
     "figure_to_png", "mask_summary", "plot_bits_heatmap", "plot_bits_per_scale", "plot_mask",
@@ -20,5 +20,5 @@ __all__ = [
     "plot_token_pyramid", "token_bits_maps",
     "ClipSession", "Explorer", "ExplorerApp", "bits_heatmap_explorer", "explorer_app", "load_clip",
     "load_demo_codec", "mask_explorer", "sampler_explorer", "shipped_clips", "token_pyramid_explorer",
-    "truncation_explorer",
+    "truncation_explorer", "LambdaSweep", "lambda_explorer",
 ]
