@@ -15,6 +15,6 @@ OUT=benchmarks/results
 CLIPS=(data/akiyo_qcif_30f.y4m data/foreman_qcif_30f.y4m)
 [ -f ../shared/data/clips/bigbuckbunny_416x240_60f.y4m ] && CLIPS+=(../shared/data/clips/bigbuckbunny_416x240_60f.y4m)
 PY=${PY:-.venv/bin/python}
-$PY -m progvc_lab.cli eval "${CLIPS[@]}" --model "$MODEL" --frames 30 --samplers zero,argmax,sample \
+$PY -m progvc_lab.cli eval "${CLIPS[@]}" --model "$MODEL" --frames 30 --samplers zero,argmax,sample,mean,copy \
     --json "$OUT/eval_$NAME.json" --plot "$OUT/rd_$NAME.png" --out "outputs/eval_$NAME" --force \
     | tee "$OUT/eval_$NAME.txt"

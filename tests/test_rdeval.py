@@ -231,3 +231,12 @@ def test_cli_eval_with_real_baselines_and_st_lpips(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_a_clip_the_shipped_model_trained_on_is_marked_seen(tmp_path):
+    codec = make_tiny_codec(seed=0)
+    codec.meta = {}
+    assert rdeval.seen_in_training(codec, tmp_path / "carphone_qcif_60f.y4m", "tiny")
+    assert not rdeval.seen_in_training(codec, tmp_path / "akiyo_qcif_30f.y4m", "tiny")
+    codec.meta = {"trained_on": ["akiyo"]}
+    assert rdeval.seen_in_training(codec, tmp_path / "akiyo_qcif_30f.y4m", "mine")
