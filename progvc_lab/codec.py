@@ -63,7 +63,7 @@ from torch import nn
 from . import bitstream
 from .bitstream import BitstreamError, Header, Stream
 from .stages.context_model import ContextModel
-from .stages.entropy import TOTAL, cdf_to_freq, get_coder, logits_to_cdf, model_bits
+from .stages.entropy import code_lengths, get_coder, logits_to_cdf, model_bits
 from .stages.masks import build_mask, decode_order, is_truncation_safe
 from .stages.quantizer import MultiScaleResidualQuantizer, area_down
 from .stages.sampler import DetailSampler
@@ -265,18 +265,21 @@ class Codec(nn.Module):
             out.append(self.tokenizer.decode(f, size).clamp(0, 1))
         return torch.cat(out)
 
-    def walk_blocks(self, state, tokens, s_range, on_block, n_frames):
+    def walk_blocks(self, state, tokens, s_range, on_block, n_frames, context=None):
         """Visit blocks scale-major; ``on_block(t, s, logits) -> tokens (h_s, w_s)``.
 
         THE coding order. Encoder, decoder and the detail sampler all go through here; so do analysis
         tools (``viz.token_bits_maps``, the course) that need per-block probabilities exactly as coded:
         the coded CDF of a block is ``self.block_cdf(state, t, s, logits)`` (logits + the copy gate).
-        Start each GOP with ``new_gop``.
+        Start each GOP with ``new_gop``. ``context(s)`` may replace the context input of scale s
+        (n_frames, C, h_s, w_s); only the decoder's latent fill does (it is never coded).
         """
         latent_hw = state.latent_hw
         for s in s_range:
-            known = [torch.stack(tokens[j]) for j in range(s)]
-            ctx_NChw = self.quantizer.context_input(known, s, latent_hw, num_frames=n_frames)
+            ctx_NChw = context(s) if context is not None else None
+            if ctx_NChw is None:
+                known = [torch.stack(tokens[j]) for j in range(s)]
+                ctx_NChw = self.quantizer.context_input(known, s, latent_hw, num_frames=n_frames)
             for t in range(n_frames):
                 logits = self.context_model.block_logits(state, t, s, ctx_NChw[t])
                 state.copy[(t, s)] = self._copy_context(state, t, s)
@@ -308,15 +311,7 @@ class Codec(nn.Module):
             # was this position's token in frame t-1 a copy (0 / 1 / 2 = unknown at t = 1), and was the
             # co-located token one scale coarser in frame t a copy (0 / 1 / 2 = none at s = 0)
             before = (prev == state.tokens[(t - 2, s)].flatten()).long() if t >= 2 else torch.full_like(prev, 2)
-            if s > 0:
-                h, w = state.schedule[s]
-                ph, pw = state.schedule[s - 1]
-                parent = (state.tokens[(t, s - 1)] == state.tokens[(t - 1, s - 1)]).long()
-                ys = torch.arange(h) * ph // h
-                xs = torch.arange(w) * pw // w
-                up = parent[ys][:, xs].flatten()
-            else:
-                up = torch.full_like(prev, 2)
+            up = Codec._parent_copied(state, t, s).long() if s > 0 else torch.full_like(prev, 2)
             ctx = before * 3 + up
         else:
             ctx = torch.zeros_like(prev)
@@ -598,34 +593,28 @@ class Codec(nn.Module):
         """
         latent_hw, K = state.latent_hw, len(state.schedule)
         sent = [torch.stack(known[j]) for j in range(k)]
-        fills = []
-        for s in range(k, K):
-            size = state.schedule[s]
+        maps = {s: [] for s in range(k, K)}
+
+        def context(s):
             if sampler.latent_fill and sampler.mean_context == "latent" and s > 0:
-                f_hat = self.quantizer.tokens_to_latent(sent, latent_hw, codes=fills)
-                ctx_NChw = area_down(f_hat, size)
-            else:
-                ctx_NChw = self.quantizer.context_input([torch.stack(known[j]) for j in range(s)], s, latent_hw,
-                                                        num_frames=n)
-            maps = []
-            for t in range(n):
-                logits = self.context_model.block_logits(state, t, s, ctx_NChw[t])
-                state.copy[(t, s)] = self._copy_context(state, t, s)
-                prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
-                still = self._still(state, t, s) if sampler.mode == "copy" and t > 0 and s > 0 else None
-                tok = sampler.choose(logits, g, t, s, prev, still).view(size)
-                if sampler.latent_fill:
-                    maps.append(self.quantizer.expected_code(sampler.probabilities(logits), size))
-                state.tokens[(t, s)] = tok
-                known[s][t] = tok
-                self._count_copies(state, t, s, tok)
+                f_hat = self.quantizer.tokens_to_latent(sent, latent_hw, codes=[torch.stack(maps[j])
+                                                                                for j in range(k, s)])
+                return area_down(f_hat, state.schedule[s])
+            return None  # the tokens' context input, as for coded scales
+
+        def on_fill(t, s, logits):
+            prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
+            still = self._parent_copied(state, t, s) if sampler.mode == "copy" and t > 0 and s > 0 else None
             if sampler.latent_fill:
-                fills.append(torch.stack(maps))
-        return fills
+                maps[s].append(self.quantizer.expected_code(sampler.probabilities(logits), state.schedule[s]))
+            return sampler.choose(logits, g, t, s, prev, still)
+
+        self.walk_blocks(state, known, range(k, K), on_fill, n, context)
+        return [torch.stack(maps[s]) for s in range(k, K)] if sampler.latent_fill else []
 
     @staticmethod
-    def _still(state, t, s) -> torch.Tensor:
-        """(L,) bool: the co-located token one scale coarser is the same in frames t-1 and t."""
+    def _parent_copied(state, t, s) -> torch.Tensor:
+        """(L,) bool: the co-located token one scale coarser is the same in frames t-1 and t (t, s > 0)."""
         h, w = state.schedule[s]
         ph, pw = state.schedule[s - 1]
         same = state.tokens[(t, s - 1)] == state.tokens[(t - 1, s - 1)]
@@ -717,7 +706,7 @@ class _TokenChooser:
             sym = dist_LV.argmin(1)
         else:
             cost_LV = self.area * dist_LV.double()
-            bits_LV = PRECISION_BITS - cdf_to_freq(cdf_LV1).double().log2()
+            bits_LV = code_lengths(cdf_LV1)
             cost_LV = cost_LV + lam * bits_LV
             n = self.cfg.rdo_candidates
             if n and n < cost_LV.shape[1]:
@@ -730,5 +719,3 @@ class _TokenChooser:
         d = (dist_LV.gather(1, sym[:, None]).squeeze(1) + self.r2_NL[t]).sum() * self.area
         return sym, float(d)
 
-
-PRECISION_BITS = math.log2(TOTAL)

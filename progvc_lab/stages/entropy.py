@@ -60,6 +60,11 @@ def cdf_to_freq(cdf_LV1: torch.Tensor) -> torch.Tensor:
     return cdf_LV1[:, 1:] - cdf_LV1[:, :-1]
 
 
+def code_lengths(cdf_LV1: torch.Tensor) -> torch.Tensor:
+    """Ideal code length of every symbol under the integer CDFs: -log2(freq / 2^16), (L, V) float64."""
+    return PRECISION - cdf_to_freq(cdf_LV1).double().log2()
+
+
 def symbol_bits(cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> torch.Tensor:
     """Ideal code length of each symbol under the integer CDFs: -log2(freq / 2^16), (L,) float64."""
     freq = cdf_to_freq(cdf_LV1).gather(1, symbols_L.reshape(-1, 1).long()).double()
