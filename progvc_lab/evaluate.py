@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 import warnings
 from collections import defaultdict
@@ -66,23 +65,6 @@ def default_clips() -> list[Path]:
     return clips
 
 
-# ---- fidelity ----------------------------------------------------------------------------------------
-def fidelity(original: torch.Tensor, decoded: torch.Tensor) -> dict:
-    """PSNR-RGB, PSNR-YUV (6Y+U+V)/8 and MS-SSIM of a decoded clip; None where a metric does not apply
-    (YUV 4:2:0 needs even sizes, MS-SSIM needs frames over 96 px)."""
-    out = {"psnr_rgb": metrics.psnr(original, decoded), "psnr_yuv": None, "ms_ssim": None}
-    H, W = original.shape[-2:]
-    if H % 2 == 0 and W % 2 == 0:
-        out["psnr_yuv"] = metrics.psnr_yuv(original, decoded)["yuv"]
-    if min(H, W) > 96:
-        out["ms_ssim"] = metrics.ms_ssim(original, decoded)
-    return out
-
-
-def _finite(x):
-    return x if x is None or math.isfinite(x) else None
-
-
 # ---- one clip: every truncation level ------------------------------------------------------------------
 def rate_points(codec: Codec, video: torch.Tensor, fps=Fraction(25), name: str = "clip",
                 frame_index: int | None = None, progress: bool = False) -> dict:
@@ -90,32 +72,27 @@ def rate_points(codec: Codec, video: torch.Tensor, fps=Fraction(25), name: str =
 
     Returns ``{"name", "frames", "height", "width", "encode_fps", "points": [{k, bytes, bpp,
     psnr_rgb, psnr_yuv, ms_ssim, decode_fps}], "frame_index", "original_frame", "frames_by_k"}``
-    (the last two: one frame at every k, for pictures).
+    (the last two: one frame at every k, for pictures). The walk and the scores are
+    ``rdeval.our_points`` / ``rdeval.score`` (zero-fill, no perceptual metrics); ``psnr_yuv`` is the
+    (6Y+U+V)/8 weighting, None where a metric does not apply.
     """
     from tqdm.auto import tqdm
+
+    from . import rdeval
 
     video = Codec.check_video(video)
     T, _, H, W = video.shape
     frame_index = T // 2 if frame_index is None else frame_index
-    codec.encode(video[:1], fps)  # warm-up (entropy coder load, first-call allocations): not timed
-    t0 = time.perf_counter()
-    data = codec.encode(video, fps)
-    encode_s = time.perf_counter() - t0
-    K = bitstream.describe(data)["scales_sent"]
-    points, frames_by_k = [], {}
-    for k in tqdm(range(1, K + 1), desc=f"{name}: decode k", disable=not progress or None, leave=False):
-        data_k = bitstream.truncate(data, k)
-        t0 = time.perf_counter()
-        decoded = codec.decode(data_k)
-        decode_s = time.perf_counter() - t0
-        q = fidelity(video, decoded)
-        points.append({"k": k, "bytes": len(data_k), "bpp": metrics.bpp(len(data_k), T, H, W),
-                       "psnr_rgb": _finite(q["psnr_rgb"]), "psnr_yuv": _finite(q["psnr_yuv"]),
-                       "ms_ssim": q["ms_ssim"], "decode_fps": T / decode_s})
-        frames_by_k[k] = decoded[frame_index]
-    return {"name": name, "frames": T, "height": H, "width": W, "encode_fps": T / encode_s,
-            "encode_seconds": encode_s, "points": points, "frame_index": frame_index,
-            "original_frame": video[frame_index], "frames_by_k": frames_by_k}
+    bar = tqdm(total=codec.quantizer.num_scales, desc=f"{name}: decode k", disable=not progress or None,
+               leave=False)
+    ours = rdeval.our_points(codec, video, fps, ("zero",), perceptual=False, progress=bar, keep_frame=frame_index)
+    bar.close()
+    points = [{"k": p["k"], "bytes": p["bytes"], "bpp": p["bpp"], "psnr_rgb": p["psnr-rgb"],
+               "psnr_yuv": p["psnr-yuv611"], "ms_ssim": p["ms-ssim-rgb"], "decode_fps": T / p["decode_seconds"]}
+              for p in ours["curves"]["zero"]]
+    return {"name": name, "frames": T, "height": H, "width": W, "encode_fps": T / ours["encode_seconds"],
+            "encode_seconds": ours["encode_seconds"], "points": points, "frame_index": frame_index,
+            "original_frame": video[frame_index], "frames_by_k": ours["frames_by_k"]}
 
 
 def to_compressai(result: dict, description: str = "") -> dict:
@@ -239,24 +216,25 @@ def run_demo(model="tiny", clip: str | Path | None = None, out: str | Path = "ou
              "frames_by_k": plot_frames_by_k(result, out / "frames_by_k.png"),
              "results": out / "results.json"}
     files["results"].write_text(json.dumps(to_compressai(result), indent=2) + "\n")
-    same = same_bytes_comparison(result, clip, video, fps, out / "same_bytes.png", frames=frames, log=log)
+    same = same_bytes_comparison(result, clip, video, fps, out / "same_bytes.png", log=log)
     if same is not None:
         files["same_bytes"] = same["file"]
+        _close(same.pop("figure"))
     for f in files.values():
         log(f"wrote {f}")
     result.update(analysis=analysis, files=files, same_bytes=same)
     return result
 
 
-def same_bytes_comparison(result: dict, clip, video, fps, path, k: int | None = None, codec: str = "x265",
-                          frames: int | None = None, log=print) -> dict | None:
+def same_bytes_comparison(result: dict, clip, video, fps, path=None, k: int | None = None, codec: str = "x265",
+                          log=print) -> dict | None:
     """x265 at (about) the bytes of our stream cut at k scales (default: all), frame beside frame.
 
-    Scores both with ``rdeval.score`` and writes ``path`` (original | ours | x265). Without ffmpeg or
-    its encoder it says so and returns None (the demo must run on a machine without ffmpeg).
+    ``result`` is ``rate_points`` of the first frames of ``clip`` (``video``). Scores both with
+    ``rdeval.score``; the figure (original | ours | x265) is ``["figure"]`` and is written to ``path``
+    when given. Without ffmpeg or its encoder it says so and returns None (the demo must run on a
+    machine without ffmpeg).
     """
-    import matplotlib.pyplot as plt
-
     from . import baselines, rdeval
 
     ok, why = baselines.available(codec)
@@ -276,13 +254,12 @@ def same_bytes_comparison(result: dict, clip, video, fps, path, k: int | None = 
     fig = rdeval.plot_same_bytes(result["original_frame"], result["frames_by_k"][k], ours_label,
                                  base.decoded[i], base_label, path,
                                  title=f"{result['name']}, frame {i}: the same budget, two codecs")
-    plt.close(fig)
     log(f"same bytes: ours k={k} {ours['bytes']} B (MS-SSIM {ms(ours['ms_ssim'])}) vs {codec} crf {base.crf} "
         f"{base.bytes} B (MS-SSIM {ms(q_base['ms-ssim-rgb'])}); {codec} command: {base.commands[0]}")
     return {"k": k, "ours_bytes": ours["bytes"], "baseline": codec, "crf": base.crf, "baseline_bytes": base.bytes,
             "baseline_ms_ssim": q_base["ms-ssim-rgb"], "baseline_psnr_y": q_base["psnr-y"],
-            "ours_ms_ssim": ours["ms_ssim"], "commands": base.commands, "file": Path(path),
-            "baseline_frame": base.decoded[i]}
+            "ours_ms_ssim": ours["ms_ssim"], "commands": base.commands, "file": None if path is None else Path(path),
+            "baseline_frame": base.decoded[i], "figure": fig}
 
 
 def _close(fig):

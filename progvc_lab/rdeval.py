@@ -138,12 +138,13 @@ def check_perceptual() -> None:
 
 # ---- ours --------------------------------------------------------------------------------------------
 def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: bool = True,
-               seed: int = 0, progress=None) -> dict:
+               seed: int = 0, progress=None, keep_frame: int | None = None) -> dict:
     """One encode, then every truncation level k decoded from its real bytes, for each sampler.
 
-    Returns ``{"data": full stream bytes, "encode_seconds", "scales": K, "curves": {sampler: [point]}}``
-    with ``point = {"k", "bytes", "bpp", "decode_seconds", **score}``. At k = K there is nothing to
-    fill, so every sampler shares that decode.
+    Returns ``{"data": full stream bytes, "encode_seconds", "scales": K, "curves": {sampler: [point]},
+    "frames_by_k": {k: frame}}`` with ``point = {"k", "bytes", "bpp", "decode_seconds", **score}``;
+    ``frames_by_k`` holds frame ``keep_frame`` of the first sampler's decodes (empty when None). At
+    k = K there is nothing to fill, so every sampler shares that decode.
     """
     T, _, H, W = video.shape
     codec.encode(video[:1], fps)  # warm-up (coder import, first allocations): not timed
@@ -151,7 +152,7 @@ def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: 
     data = codec.encode(video, fps)
     encode_s = time.perf_counter() - t0
     K = bitstream.describe(data)["scales_sent"]
-    curves, full = {}, None
+    curves, full, frames_by_k = {}, None, {}
     for sampler in samplers:
         points = []
         for k in range(1, K + 1):
@@ -170,10 +171,12 @@ def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: 
                 points.append(point)
                 if k == K:
                     full = point
+                if keep_frame is not None and sampler == samplers[0]:
+                    frames_by_k[k] = decoded[keep_frame]
             if progress is not None:
                 progress.update(1)
         curves[sampler] = points
-    return {"data": data, "encode_seconds": encode_s, "scales": K, "curves": curves}
+    return {"data": data, "encode_seconds": encode_s, "scales": K, "curves": curves, "frames_by_k": frames_by_k}
 
 
 # ---- baselines ---------------------------------------------------------------------------------------

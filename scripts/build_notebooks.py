@@ -1026,21 +1026,10 @@ NB["08_evaluation"] = [
     Our full stream, and x265 at (about) the same number of bytes:
     '''),
     code('''
-    if "x265" in wanted:
-        ours = result["points"][-1]
-        x265 = rdeval.matched_baseline(clip, ours["bytes"], "x265", max_frames=len(video))
-        q = rdeval.score(video, x265.decoded, perceptual=False)
-        i = result["frame_index"]
-        fig = rdeval.plot_same_bytes(
-            result["original_frame"], result["frames_by_k"][ours["k"]],
-            f"ours k={ours['k']}: {ours['bytes']} B, MS-SSIM {ours['ms_ssim']:.3f}",
-            x265.decoded[i], f"x265 crf {x265.crf}: {x265.bytes} B, MS-SSIM {q['ms-ssim-rgb']:.3f}",
-            title="foreman, 8 frames: the same bytes, two codecs")
-        print("x265 command:", x265.commands[0])
-    else:
-        fig = None
-        print("x265 is not available here:", baselines.available("x265")[1])
-    fig
+    from progvc_lab.evaluate import same_bytes_comparison
+
+    same = same_bytes_comparison(result, clip, video, fps)   # our full stream vs x265 at about its bytes
+    same["figure"] if same else None                         # (without ffmpeg it says why it skipped)
     '''),
     md(r'''
     **Takeaways and honest limits.**
