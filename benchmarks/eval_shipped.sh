@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The committed evaluation of the shipped model (benchmarks/results/): ours (one encode per clip,
-# every truncation level, three detail samplers) against x264 and x265 (veryslow, -tune psnr, CRF
+# every truncation level, five fills of the unsent scales) against x264 and x265 (veryslow, -tune psnr, CRF
 # ladder, raw streams without SEI), every decode scored by the same code.
 #
 #   bash benchmarks/eval_shipped.sh [MODEL]        # MODEL: shipped name or .pt (default: tiny)
@@ -18,3 +18,5 @@ PY=${PY:-.venv/bin/python}
 $PY -m progvc_lab.cli eval "${CLIPS[@]}" --model "$MODEL" --frames 30 --samplers zero,argmax,sample,mean,copy \
     --json "$OUT/eval_$NAME.json" --plot "$OUT/rd_$NAME.png" --out "outputs/eval_$NAME" --force \
     | tee "$OUT/eval_$NAME.txt"
+# the README's tables, from the JSON
+$PY -m progvc_lab.rdeval "$OUT/eval_$NAME.json" > "$OUT/eval_$NAME.md"

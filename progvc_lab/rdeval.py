@@ -598,3 +598,33 @@ def check_document(doc: dict) -> None:
                 if rep["bd_rate"] is None and not rep.get("note"):
                     raise ValueError(f"{pair} {key}: a BD-rate of None must say why (note)")
     json.dumps(doc, allow_nan=False)  # no NaN or inf anywhere
+
+
+def ladder_table(res: dict, sampler: str = "zero", also: str | None = "copy") -> str:
+    """Markdown: one clip's truncation ladder (k, bytes, bpp, PSNR-Y, MS-SSIM, ST-LPIPS, decode f/s) with
+    ``sampler``'s fill, and the ST-LPIPS of the ``also`` fill beside it when it was evaluated."""
+    ours = {r.get("sampler"): r for r in res["codecs"] if r.get("codec") == "ours"}
+    z = ours[sampler]["results"]
+    other = ours[also]["results"] if also in ours else None
+    lp = f"ST-LPIPS {sampler} / {also} fill" if other else "ST-LPIPS"
+    lines = [f"**{res['name']}** ({res['frames']} frames {res['width']}x{res['height']}; encode "
+             f"{ours[sampler]['encode_fps']:.1f} frames/s)", "",
+             f"| k | bytes | bpp | PSNR-Y | MS-SSIM | {lp} | decode f/s |", "|---|---|---|---|---|---|---|"]
+    for i, k in enumerate(z["k"]):
+        lpips = _num(z.get("st-lpips", [None] * len(z["k"]))[i], ".3f")
+        if other:
+            lpips += " / " + _num(other.get("st-lpips", [None] * len(z["k"]))[i], ".3f")
+        lines.append(f"| {k} | {z['bytes'][i]} | {z['bpp'][i]:.4f} | {_num(z.get('psnr-y', [None] * len(z['k']))[i], '.2f')} | "
+                     f"{_num(z.get('ms-ssim-rgb', [None] * len(z['k']))[i], '.3f')} | {lpips} | {z['decode-fps'][i]:.1f} |")
+    return "\n".join(lines)
+
+
+def markdown_report(doc: dict, baseline: str = "x265") -> str:
+    """The README's tables: ``summary_table`` and every clip's ``ladder_table``."""
+    return "\n\n".join([summary_table(doc, baseline)] + [ladder_table(res) for res in doc["clips"]]) + "\n"
+
+
+if __name__ == "__main__":  # python -m progvc_lab.rdeval EVAL.json  -> the markdown tables
+    import sys
+
+    print(markdown_report(json.loads(Path(sys.argv[1]).read_text())), end="")

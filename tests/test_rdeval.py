@@ -186,6 +186,8 @@ def test_evaluate_clips_end_to_end_with_a_stand_in_baseline(monkeypatch, tmp_pat
     with pytest.raises(FileExistsError, match="--force"):
         rdeval.plot_rd(doc, tmp_path / "rd.png")
     assert "pattern" in rdeval.summary_table(doc)
+    report = rdeval.markdown_report(doc)
+    assert report.count("\n| 6 |") == 1 and "ST-LPIPS" in report  # one clip's ladder, k = 1..6
 
 
 def test_eval_refuses_what_it_cannot_do(monkeypatch, tmp_path):
