@@ -3,7 +3,7 @@
 ::
 
     progvc-lab demo     [--model tiny] [--clip PATH] [--out outputs/demo] [--frames N]
-    progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--no-verify] [--force]
+    progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--verify] [--force]
                         [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate none|count|context]
     progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|mean|sample|copy]
                         [--temperature T] [--top-k K] [--seed S] [--force]
@@ -26,6 +26,7 @@ torch or a model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -105,7 +106,7 @@ def _fmt_size(n: int) -> str:
 def cmd_encode(args) -> int:
     from fractions import Fraction
 
-    from .data import read_video
+    from .data.streaming import open_frames
     from .metrics import bpp
 
     out = _check_output(args.output, args.force)
@@ -121,27 +122,28 @@ def cmd_encode(args) -> int:
             raise UsageError(f"{name} must be a finite number {'>= 0' if name == '--lambda' else '> 0'}, got {value}")
     codec = _load_model(args.model)
     options = {"gop": args.gop, "copy_gate": args.copy_gate, "rdo_lambda": args.rdo_lambda}
-    video, fps = read_video(args.input, max_frames=args.frames)
-    fps = Fraction(fps).limit_denominator(65535)
+    frames = open_frames(args.input, max_frames=args.frames)  # a y4m is read GOP by GOP
+    fps = Fraction(frames.fps).limit_denominator(65535)
     if fps.numerator > 65535:  # keep fps a fraction of two numbers below 2^16
         fps = fps.limit_denominator(max(1, 65535 // math.ceil(fps)))
-    T, _, H, W = video.shape
+    T, H, W = frames.num_frames, frames.height, frames.width
     t0 = time.perf_counter()
     if args.target_bpp is not None or args.target_bytes is not None:
-        data, stats = codec.encode_to_target(video, fps, target_bytes=args.target_bytes,
+        data, stats = codec.encode_to_target(frames, fps, target_bytes=args.target_bytes,
                                              target_bpp=args.target_bpp, verify=args.verify, **options)
         c = stats["chosen"]
         chose = (f"; chose k = {c['k']} of {codec.quantizer.num_scales} scales, lambda {c['rdo_lambda']:.4g} "
                  f"({c['encodes']} encodes, budget {c['budget_bytes']} bytes)")
     else:
-        data, stats = codec.encode_with_stats(video, fps, verify=args.verify, **options)
+        with _frame_bar(T, "encode", args.progress) as bar:
+            data, stats = codec.encode_with_stats(frames, fps, verify=args.verify, progress=bar, **options)
         chose = ""
     seconds = time.perf_counter() - t0
     _write_bytes(out, data)
     o = stats["options"]
     print(f"{args.input} -> {out}: {T} frames {W}x{H}, {_fmt_size(len(data))}, "
           f"{bpp(len(data), T, H, W):.4f} bpp, {seconds:.2f} s ({T / seconds:.1f} frames/s)"
-          + ("" if args.verify else ", not verified")
+          + (", verified (decoded and compared)" if args.verify else "")
           + (chose or f"; GOP {o['gop']}, copy gate {o['copy_gate']}, lambda {o['rdo_lambda']:g}"))
     return 0
 
@@ -151,7 +153,7 @@ def cmd_decode(args) -> int:
 
     import torch.nn.functional as F
 
-    from .data import write_video
+    from .data.streaming import VideoWriter
 
     out = _check_output(args.output, args.force)
     if out.suffix.lower() not in (".y4m", ".mp4"):
@@ -163,19 +165,43 @@ def cmd_decode(args) -> int:
     codec = _load_model(args.model)
     t0 = time.perf_counter()
     tuning = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
-    video = codec.decode(data, scales=args.scales, sampler=args.sampler, seed=args.seed, **tuning)
-    seconds = time.perf_counter() - t0
-    H, W = video.shape[-2:]
+    H, W = header.height, header.width
     if H % 2 or W % 2:  # 4:2:0 files need even sizes: repeat the last row/column
-        video = F.pad(video, (0, W % 2, 0, H % 2), mode="replicate")
-        print(f"{PROG}: note: frame size {W}x{H} is odd; padded to {video.shape[-1]}x{video.shape[-2]} "
+        print(f"{PROG}: note: frame size {W}x{H} is odd; padded to {W + W % 2}x{H + H % 2} "
               "for 4:2:0 output", file=sys.stderr)
     fps = Fraction(header.fps_num, header.fps_den)
-    write_video(out, video, fps=fps, overwrite=args.force)
+    # GOP by GOP into a temporary file, renamed when complete: memory holds one GOP, never half a file
+    with VideoWriter(out, fps=fps, overwrite=args.force) as writer, \
+            _frame_bar(header.num_frames, "decode", args.progress) as bar:
+        for frames in codec.decode_iter(data, scales=args.scales, sampler=args.sampler, seed=args.seed,
+                                        progress=bar, **tuning):
+            if H % 2 or W % 2:
+                frames = F.pad(frames, (0, W % 2, 0, H % 2), mode="replicate")
+            writer.write(frames)
+    seconds = time.perf_counter() - t0
     k = header.scales_sent if args.scales is None else args.scales
-    print(f"{args.input} -> {out}: {video.shape[0]} frames {W}x{H}, {k} of {header.num_scales} scales "
-          f"decoded, sampler {args.sampler}, {seconds:.2f} s ({video.shape[0] / seconds:.1f} frames/s)")
+    n = writer.frames_written
+    print(f"{args.input} -> {out}: {n} frames {W}x{H}, {k} of {header.num_scales} scales "
+          f"decoded, sampler {args.sampler}, {seconds:.2f} s ({n / seconds:.1f} frames/s)")
     return 0
+
+
+@contextlib.contextmanager
+def _frame_bar(total: int, what: str, mode: str = "auto"):
+    """A tqdm bar over frames on stderr (``mode``: auto = only on a terminal, on, off); yields the
+    codec's ``progress(frames_done)`` callback."""
+    from tqdm.auto import tqdm
+
+    show = {"on": True, "off": False}.get(mode, sys.stderr.isatty())
+    bar = tqdm(total=total, desc=what, unit="frame", disable=not show, leave=False, file=sys.stderr)
+
+    def update(done):
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def cmd_truncate(args) -> int:
@@ -307,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="as --target-bpp, for a file of at most N bytes")
     p.add_argument("--copy-gate", choices=("none", "count", "context"),
                    help="copy-aware probabilities for P frames (default: count; none = off; context = 9 counts per scale)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip the encoder self-check (decoding what was written and comparing tokens)")
+    p.add_argument("--verify", action="store_true",
+                   help="self-check: decode what was written and compare tokens (about doubles the time)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help=argparse.SUPPRESS)  # the old default
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar over frames on stderr (default: auto = when stderr is a terminal)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_encode)
 
@@ -326,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_non_negative("--top-k"),
                    help="keep the k most likely ids (0 = all; default: the sampler's, 20)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (sample): same seed, same video")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar over frames on stderr (default: auto = when stderr is a terminal)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_decode)
 

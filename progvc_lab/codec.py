@@ -341,11 +341,12 @@ class Codec(nn.Module):
         return logits_to_cdf(logits_LV, min_count, copy_symbols=copy[0], gate=copy[1])
 
     # ---- encode ----------------------------------------------------------------------------------
-    def encode(self, video, fps=Fraction(25), verify: bool = False, **options) -> bytes:
-        """Video (T, 3, H, W) float RGB in [0, 1] -> .pgvc bytes. ``verify`` decodes and compares tokens.
+    def encode(self, video, fps=None, verify: bool = False, **options) -> bytes:
+        """Video (T, 3, H, W) float RGB in [0, 1] (or a ``FrameReader``) -> .pgvc bytes. ``verify``
+        decodes what was written and compares tokens (a self-check; it doubles the time).
 
         ``options`` override ``config`` for this call: ``gop``, ``copy_gate``, ``rdo_lambda``,
-        ``rdo_candidates``."""
+        ``rdo_candidates``; ``progress`` (see ``encode_with_stats``)."""
         data, _ = self.encode_with_stats(video, fps, verify, **options)
         return data
 
@@ -366,38 +367,65 @@ class Codec(nn.Module):
             raise CodecError(f"GOP length must be 1..65535, got {cfg.gop}")
         return cfg
 
-    def encode_with_stats(self, video, fps=Fraction(25), verify: bool = False, **options) -> tuple[bytes, dict]:
-        cfg = self._options(options)
+    def _frame_source(self, video, fps):
+        """(reader, fps): a tensor video is checked whole; a ``FrameReader`` is read GOP by GOP."""
+        from .data.streaming import FrameReader, TensorFrames
+
+        if isinstance(video, FrameReader):
+            fps = video.fps if fps is None else fps
+            if video.num_frames == 0:
+                raise CodecError("the video has no frames")
+            return video, fps
         video = self.check_video(video)
+        return TensorFrames(video, 25 if fps is None else fps), (Fraction(25) if fps is None else fps)
+
+    def encode_with_stats(self, video, fps=None, verify: bool = False, progress=None,
+                          **options) -> tuple[bytes, dict]:
+        """Encode and return (bytes, stats): tokens, model bits per (frame, scale), RDO distortion, times.
+
+        ``video``: a tensor (T, 3, H, W) or a ``data.streaming.FrameReader`` (``open_frames(path)``), which
+        is read one GOP at a time, so memory does not grow with the clip. ``fps`` defaults to the
+        reader's (25 for a tensor). ``progress(frames_done)`` is called after every GOP.
+        """
+        cfg = self._options(options)
+        source, fps = self._frame_source(video, fps)
         fps = Fraction(fps).limit_denominator(65535)
         if fps <= 0:
             raise CodecError(f"fps must be positive, got {fps}")
         if fps.numerator > 65535:  # keep fps a fraction of two numbers below 2^16
             fps = fps.limit_denominator(max(1, 65535 // math.ceil(fps)))
-        if video.shape[0] > bitstream.MAX_FRAMES:
-            raise CodecError(f"at most {bitstream.MAX_FRAMES} frames per stream, got {video.shape[0]}")
-        T, _, H, W = video.shape
+        T, H, W = source.num_frames, source.height, source.width
+        if T > bitstream.MAX_FRAMES:
+            raise CodecError(f"at most {bitstream.MAX_FRAMES} frames per stream, got {T}")
+        if H > bitstream.MAX_SIDE or W > bitstream.MAX_SIDE or H < 2 or W < 2:
+            raise CodecError(f"frame size {W}x{H} is outside 2..{bitstream.MAX_SIDE} pixels")
         K = self.quantizer.num_scales
+        latent_hw = self.tokenizer.latent_size(H, W)
+        schedule = self.quantizer.schedule(latent_hw)
+        header = Header(self.fingerprint()[:bitstream.FINGERPRINT_BYTES], W, H, fps.numerator,
+                        fps.denominator, T, cfg.gop, latent_hw, K, K, "vq", self.context_model.config.mask,
+                        self.context_model.config.window, cfg.coder, cfg.copy_gate)
+        coder = get_coder(cfg.coder)
+        stream = Stream(header)
+        bits = np.zeros((T, K))
+        distortion = np.zeros((T, K))
+        tokens = [[] for _ in range(K)]
         t0 = time.perf_counter()
-        with deterministic(cfg.coding_threads):
-            f_all = self.latents(video)
-            latent_hw = tuple(f_all.shape[-2:])
-            t_tok = time.perf_counter()
-            schedule = self.quantizer.schedule(latent_hw)
-            header = Header(self.fingerprint()[:bitstream.FINGERPRINT_BYTES], W, H, fps.numerator,
-                            fps.denominator, T, cfg.gop, latent_hw, K, K, "vq", self.context_model.config.mask,
-                            self.context_model.config.window, cfg.coder, cfg.copy_gate)
-            coder = get_coder(cfg.coder)
-            stream = Stream(header)
-            bits = np.zeros((T, K))
-            distortion = np.zeros((T, K))
-            tokens = [[] for _ in range(K)]
-            for g in range(header.num_gops):
-                n = header.gop_frames(g)
-                g0 = g * header.gop
+        seconds_tokenize = 0.0
+        for g in range(header.num_gops):
+            n = header.gop_frames(g)
+            g0 = g * header.gop
+            frames = self.check_video(source.read(g0, n))
+            if tuple(frames.shape) != (n, 3, H, W):
+                raise CodecError(f"frames {g0}..{g0 + n - 1} have shape {tuple(frames.shape)}, expected {(n, 3, H, W)}")
+            with deterministic(cfg.coding_threads):
+                t_lat = time.perf_counter()
+                f_gop = self.latents(frames)
+                seconds_tokenize += time.perf_counter() - t_lat
+                del frames
                 strings = {}
                 state, known = self.new_gop(latent_hw, schedule, n, cfg.copy_gate)
-                chooser = _TokenChooser(self.quantizer, f_all[g0:g0 + n], cfg, known)
+                chooser = _TokenChooser(self.quantizer, f_gop, cfg, known)
 
                 def on_block(t, s, logits):
                     cdf = self.block_cdf(state, t, s, logits)
@@ -414,21 +442,26 @@ class Codec(nn.Module):
                     tokens[s].append(gop_tok)
                     stream.chunks[(g, s)] = bitstream.pack_chunk([strings[(t, s)] for t in range(n)])
                     stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tok))
-            tokens = [torch.cat(x) for x in tokens]
+                del state, chooser, f_gop
+            if progress is not None:
+                progress(g0 + n)
+        tokens = [torch.cat(x) for x in tokens]
         data = bitstream.write_stream(stream)
         t_end = time.perf_counter()
         stats = {"tokens": tokens, "latent_hw": latent_hw, "model_bits": bits, "bytes": len(data),
                  "rdo_distortion": distortion, "options": asdict(cfg),
-                 "seconds_tokenize": t_tok - t0, "seconds_total": t_end - t0}
+                 "seconds_tokenize": seconds_tokenize, "seconds_total": t_end - t0}
         if verify:
+            t_v = time.perf_counter()
             decoded, _ = self.decode_tokens(data)
             for s, (a, b) in enumerate(zip(tokens, decoded)):
                 if not torch.equal(a, b):
                     raise RuntimeError(f"encoder self-check failed: scale {s} decodes to different tokens; "
                                        "this is a bug (or a non-deterministic platform), please report it")
+            stats["seconds_verify"] = time.perf_counter() - t_v
         return data, stats
 
-    def encode_to_target(self, video, fps=Fraction(25), target_bytes: int | None = None,
+    def encode_to_target(self, video, fps=None, target_bytes: int | None = None,
                          target_bpp: float | None = None, verify: bool = False, steps: int = 7,
                          quality=None, **options) -> tuple[bytes, dict]:
         """Find lambda and the number of scales k that fit a byte budget, at the best quality.
@@ -442,7 +475,8 @@ class Codec(nn.Module):
         """
         from . import metrics
 
-        video = self.check_video(video)
+        source, fps = self._frame_source(video, fps)
+        video = self.check_video(source.read_all())
         T, _, H, W = video.shape
         if (target_bytes is None) == (target_bpp is None):
             raise CodecError("give exactly one of target_bytes and target_bpp")
@@ -544,7 +578,22 @@ class Codec(nn.Module):
         for a latent fill (``mean``; empty for the token samplers), header).
 
         The picture of a ``mean`` decode is ``tokens_to_latent(tokens[:k], codes=codes)``: sent scales
-        token-exact, filled scales ``phi_s(up(E[code]))``."""
+        token-exact, filled scales ``phi_s(up(E[code]))``. (All GOPs at once: ``decode_gops`` yields them
+        one by one.)"""
+        gops = list(self.decode_gops(data, scales, sampler, **sampler_args))
+        h = gops[0].header
+        n_tok = len(gops[0].tokens)
+        tokens = [torch.cat([gop.tokens[s] for gop in gops]) for s in range(n_tok)]
+        codes = [torch.cat([gop.codes[j] for gop in gops]) for j in range(len(gops[0].codes))]
+        return tokens, codes, h
+
+    def decode_gops(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
+                    **sampler_args):
+        """Yield one ``DecodedGop`` (index, first frame, tokens, codes, header) per GOP, in order.
+
+        Only one GOP's coding state (keys/values of its blocks) is alive at a time, and the fixed-thread
+        deterministic section is entered and left per GOP, so the caller's code between two GOPs runs
+        with its own thread settings."""
         stream = self.read(data)
         h = stream.header
         k = h.scales_sent if scales is None else scales
@@ -554,13 +603,11 @@ class Codec(nn.Module):
             sampler = DetailSampler(sampler, **sampler_args)
         coder = get_coder(h.coder)
         last = h.num_scales if sampler.predicts else k
-        out = [[] for _ in range(last)]
-        codes = [[] for _ in range(k, h.num_scales)] if sampler.latent_fill else []
-        with deterministic(self.config.coding_threads):
-            for g in range(h.num_gops):
-                n = h.gop_frames(g)
-                strings = {s: bitstream.unpack_chunk(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
-                           for s in range(k)}
+        for g in range(h.num_gops):
+            n = h.gop_frames(g)
+            strings = {s: bitstream.unpack_chunk(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
+                       for s in range(k)}
+            with deterministic(self.config.coding_threads):
                 state, known = self.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
 
                 def on_decode(t, s, logits):
@@ -574,14 +621,51 @@ class Codec(nn.Module):
                 for s in range(k):
                     if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
                         raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
-                if sampler.predicts:
-                    fills = self._fill_blocks(state, known, k, sampler, g, n)
-                    for j, z in enumerate(fills):
-                        codes[j].append(z)
-                for s in range(last):
-                    out[s].append(torch.stack(known[s]))
-        tokens = [torch.cat(x) if x else torch.zeros(0, dtype=torch.long) for x in out]
-        return tokens, [torch.cat(z) for z in codes], h
+                fills = self._fill_blocks(state, known, k, sampler, g, n) if sampler.predicts else []
+                gop_tokens = [torch.stack(known[s]) for s in range(last)]
+                del state
+            yield DecodedGop(g, g * h.gop, gop_tokens, fills, h)
+
+    def decode_iter(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
+                    progress=None, batch: int = 16, **sampler_args):
+        """Yield decoded frames (n, 3, H, W) a few at a time (see ``decode``); memory holds about one GOP.
+
+        Frames are made in batches of ``batch`` frames at the same absolute positions as
+        ``reconstruct`` (0..15, 16..31, ...), so the concatenation equals ``decode`` exactly whatever the
+        GOP length. The conv decoder runs with the caller's thread settings (it does not touch the
+        tokens). ``progress(frames_done)`` is called after every yield."""
+        pending_tok, pending_codes, h, done = None, None, None, 0
+        for gop in self.decode_gops(data, scales, sampler, **sampler_args):
+            h = gop.header
+            if pending_tok is None:
+                pending_tok, pending_codes = [[] for _ in gop.tokens], [[] for _ in gop.codes]
+            for lst, x in zip(pending_tok, gop.tokens):
+                lst.append(x)
+            for lst, x in zip(pending_codes, gop.codes):
+                lst.append(x)
+            have = gop.start + h.gop_frames(gop.index) - done
+            last = gop.index == h.num_gops - 1
+            ready = have if last else have // batch * batch
+            if ready == 0:
+                continue
+            tok = [torch.cat(x) for x in pending_tok]
+            codes = [torch.cat(x) for x in pending_codes]
+            pending_tok = [[x[ready:]] for x in tok]
+            pending_codes = [[x[ready:]] for x in codes]
+            yield self._picture([x[:ready] for x in tok], [x[:ready] for x in codes], h, ready, batch)
+            done += ready
+            if progress is not None:
+                progress(done)
+
+    def _picture(self, tokens, codes, h: Header, n: int, batch: int = 16) -> torch.Tensor:
+        size = (h.height, h.width)
+        if codes:
+            k = h.num_scales - len(codes)
+            return self.reconstruct(tokens[:k], h.latent_hw, size, codes=codes, frames=n, batch=batch)
+        if len(tokens) == 0:  # zero scales: a flat grey-ish decode of the empty latent
+            tokens = [torch.zeros(n, *h.schedule[0], dtype=torch.long)]
+            return self.reconstruct(tokens, h.latent_hw, size, upto=0, batch=batch)
+        return self.reconstruct(tokens, h.latent_hw, size, batch=batch)
 
     def _fill_blocks(self, state, known, k, sampler: DetailSampler, g: int, n: int) -> list[torch.Tensor]:
         """Decoder only: fill scales k..K-1 of one GOP, in ``walk_blocks``'s order (scale-major).
@@ -629,15 +713,9 @@ class Codec(nn.Module):
         ``scales=k`` decodes only the first k scales (as if the stream had been truncated);
         ``sampler`` fills the rest: "zero" (none), "argmax", "mean" (expected code, a latent fill),
         "sample" or "copy" (``temperature``, ``top_k``, ``seed``); see ``DetailSampler``.
+        For long videos, ``decode_iter`` yields the frames GOP by GOP instead.
         """
-        tokens, codes, h = self.decode_fill(data, scales, sampler, **sampler_args)
-        if codes:
-            k = h.num_scales - len(codes)
-            return self.reconstruct(tokens[:k], h.latent_hw, (h.height, h.width), codes=codes, frames=h.num_frames)
-        if len(tokens) == 0:  # zero scales: a flat grey-ish decode of the empty latent
-            tokens = [torch.zeros(h.num_frames, *h.schedule[0], dtype=torch.long)]
-            return self.reconstruct(tokens, h.latent_hw, (h.height, h.width), upto=0)
-        return self.reconstruct(tokens, h.latent_hw, (h.height, h.width))
+        return torch.cat(list(self.decode_iter(data, scales, sampler, **sampler_args)))
 
     # ---- analysis --------------------------------------------------------------------------------
     def analyze(self, video, fps=Fraction(25), **options) -> dict:
@@ -668,6 +746,17 @@ class Codec(nn.Module):
                 "ratio_to_unigram": float(per_scale.sum() / max(unigram.sum(), 1e-9)),
                 "oracle_unigram_bits_per_scale": oracle,
                 "model_bits_map": bits, "tokens": tokens}
+
+
+@dataclass
+class DecodedGop:
+    """What ``Codec.decode_gops`` yields per GOP: tokens per scale (n, h_s, w_s) and, for a latent fill,
+    the expected-code maps of the filled scales."""
+    index: int
+    start: int                  # first frame of the GOP in the video
+    tokens: list
+    codes: list
+    header: Header
 
 
 class _TokenChooser:

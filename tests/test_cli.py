@@ -52,6 +52,21 @@ def expect_error(capsys, match: str, *argv):
 
 
 # ---- the happy path --------------------------------------------------------------------------------------
+def test_self_check_is_opt_in_and_progress_is_shown(files, capsys):
+    rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "p.pgvc", "--model", files / "m.pt",
+                       "--progress", "on")
+    assert rc == 0 and "verified" not in out
+    assert "encode" in err and f"{T}/{T}" in err  # tqdm's bar over frames, on stderr
+    rc, out, err = run(capsys, "decode", files / "p.pgvc", "-o", files / "p.y4m", "--model", files / "m.pt",
+                       "--progress", "on")
+    assert rc == 0 and f"{T}/{T}" in err
+    rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "q.pgvc", "--model", files / "m.pt",
+                       "--verify", "--progress", "off")
+    assert rc == 0 and "verified (decoded and compared)" in out and err == ""
+    assert (files / "q.pgvc").read_bytes() == (files / "p.pgvc").read_bytes()
+    assert not list(files.glob("*.part"))  # temporary files are renamed or removed
+
+
 def test_encode_matches_the_python_api(files, capsys):
     rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "b.pgvc", "--model", files / "m.pt")
     assert rc == 0 and "bytes" in out and "bpp" in out and "frames/s" in out
@@ -136,8 +151,8 @@ def test_decode_y4m_and_mp4(files, capsys):
     assert mp4.shape == (T, 3, H, W) and float(fps) == pytest.approx(25)
     # an mp4 is also accepted as encoder input
     rc, out, _ = run(capsys, "encode", files / "full.mp4", "-o", files / "from_mp4.pgvc", "--model", files / "m.pt",
-                     "--frames", 2, "--gop", 2, "--no-verify")
-    assert rc == 0 and "not verified" in out
+                     "--frames", 2, "--gop", 2, "--verify")
+    assert rc == 0 and "verified (decoded and compared)" in out
     info = bitstream.describe((files / "from_mp4.pgvc").read_bytes())
     assert (info["num_frames"], info["gop"]) == (2, 2)
 
