@@ -291,9 +291,18 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .evaluate import run_bench
+    from . import bench
 
-    run_bench(args.model, args.clip, args.threads, args.frames)
+    clip = args.clip_path or args.clip
+    for path in (args.json,):
+        if path and Path(path).exists() and not args.force:
+            raise FileExistsError(f"{path} exists; pass --force to replace it")
+    if args.scaling:
+        doc = bench.run_scaling(args.model, clip, frames=tuple(args.scaling_frames), threads=args.threads[-1])
+    else:
+        doc = bench.run_bench(args.model, clip, args.threads, args.frames, per_k=not args.no_per_k)
+    if args.json:
+        print(f"wrote {bench.write_json(doc, args.json, force=args.force)}")
     return 0
 
 
@@ -402,12 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --json / --plot files that exist")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="encode/decode frames/s and where the time goes")
+    p = sub.add_parser("bench", help="encode/decode frames/s, where the time goes, scaling with frames and size",
+                       description="Times encode (with and without --verify) and decode at every k, splits the "
+                                   "time by stage, and prints the real-time factor. --scaling instead measures time "
+                                   "per frame and peak memory for 30/100/300 frames and QCIF..CIF, each in a fresh "
+                                   "process (streamed encode and decode, as the CLI does).")
+    p.add_argument("clip_path", nargs="?", metavar="CLIP", help="video to time (default: the shipped foreman clip)")
+    p.add_argument("--clip", help=argparse.SUPPRESS)  # the older spelling
     p.add_argument("--model", default="tiny", help=model_help)
-    p.add_argument("--clip", help="video to time (default: the shipped foreman clip)")
     p.add_argument("--threads", type=_positive("--threads"), nargs="+", default=[1, 2],
-                   help="thread counts to time (default: 1 2)")
+                   help="thread counts to time (default: 1 2; --scaling uses the last)")
     p.add_argument("--frames", type=_positive("--frames"), help="use only the first N frames")
+    p.add_argument("--no-per-k", action="store_true", help="skip the decode at every k < K")
+    p.add_argument("--scaling", action="store_true", help="time and peak memory against frames and frame size")
+    p.add_argument("--scaling-frames", type=_positive("--scaling-frames"), nargs="+", default=[30, 100, 300],
+                   help="frame counts for --scaling (default: 30 100 300)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
+    p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -401,7 +401,6 @@ class Codec(nn.Module):
             raise CodecError(f"frame size {W}x{H} is outside 2..{bitstream.MAX_SIDE} pixels")
         K = self.quantizer.num_scales
         latent_hw = self.tokenizer.latent_size(H, W)
-        schedule = self.quantizer.schedule(latent_hw)
         header = Header(self.fingerprint()[:bitstream.FINGERPRINT_BYTES], W, H, fps.numerator,
                         fps.denominator, T, cfg.gop, latent_hw, K, K, "vq", self.context_model.config.mask,
                         self.context_model.config.window, cfg.coder, cfg.copy_gate)
@@ -423,26 +422,12 @@ class Codec(nn.Module):
                 f_gop = self.latents(frames)
                 seconds_tokenize += time.perf_counter() - t_lat
                 del frames
-                strings = {}
-                state, known = self.new_gop(latent_hw, schedule, n, cfg.copy_gate)
-                chooser = _TokenChooser(self.quantizer, f_gop, cfg, known)
-
-                def on_block(t, s, logits):
-                    cdf = self.block_cdf(state, t, s, logits)
-                    prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
-                    sym, dist = chooser.choose(t, s, cdf, prev)
-                    strings[(t, s)] = coder.encode(cdf, sym)
-                    bits[g0 + t, s] = model_bits(cdf, sym)
-                    distortion[g0 + t, s] = dist
-                    return sym
-
-                self.walk_blocks(state, known, range(K), on_block, n)
-                for s in range(K):
-                    gop_tok = torch.stack(known[s])
-                    tokens[s].append(gop_tok)
-                    stream.chunks[(g, s)] = bitstream.pack_chunk([strings[(t, s)] for t in range(n)])
-                    stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tok))
-                del state, chooser, f_gop
+                gop_tokens, strings = self._encode_gop(f_gop, cfg, header, coder, bits[g0:g0 + n],
+                                                       distortion[g0:g0 + n])
+            for s in range(K):
+                tokens[s].append(gop_tokens[s])
+                stream.chunks[(g, s)] = bitstream.pack_chunk([strings[(t, s)] for t in range(n)])
+                stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
             if progress is not None:
                 progress(g0 + n)
         tokens = [torch.cat(x) for x in tokens]
@@ -460,6 +445,26 @@ class Codec(nn.Module):
                                        "this is a bug (or a non-deterministic platform), please report it")
             stats["seconds_verify"] = time.perf_counter() - t_v
         return data, stats
+
+    def _encode_gop(self, f_NChw, cfg: CodecConfig, header: Header, coder, bits_nK, distortion_nK):
+        """Code one GOP's latents: (tokens per scale (n, h_s, w_s), {(t, s): coded string}); fills the
+        model bits and RDO distortion of its frames in place."""
+        n, K = f_NChw.shape[0], header.num_scales
+        strings = {}
+        state, known = self.new_gop(header.latent_hw, header.schedule, n, cfg.copy_gate)
+        chooser = _TokenChooser(self.quantizer, f_NChw, cfg, known)
+
+        def on_block(t, s, logits):
+            cdf = self.block_cdf(state, t, s, logits)
+            prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
+            sym, dist = chooser.choose(t, s, cdf, prev)
+            strings[(t, s)] = coder.encode(cdf, sym)
+            bits_nK[t, s] = model_bits(cdf, sym)
+            distortion_nK[t, s] = dist
+            return sym
+
+        self.walk_blocks(state, known, range(K), on_block, n)
+        return [torch.stack(known[s]) for s in range(K)], strings
 
     def encode_to_target(self, video, fps=None, target_bytes: int | None = None,
                          target_bpp: float | None = None, verify: bool = False, steps: int = 7,
@@ -608,23 +613,27 @@ class Codec(nn.Module):
             strings = {s: bitstream.unpack_chunk(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
                        for s in range(k)}
             with deterministic(self.config.coding_threads):
-                state, known = self.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
-
-                def on_decode(t, s, logits):
-                    try:
-                        sym = coder.decode(self.block_cdf(state, t, s, logits), strings[s][t])
-                    except Exception as e:
-                        raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: {e}") from e
-                    return sym
-
-                self.walk_blocks(state, known, range(k), on_decode, n)
-                for s in range(k):
-                    if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
-                        raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
-                fills = self._fill_blocks(state, known, k, sampler, g, n) if sampler.predicts else []
-                gop_tokens = [torch.stack(known[s]) for s in range(last)]
-                del state
+                gop_tokens, fills = self._decode_gop(stream, g, k, last, sampler, coder, strings)
             yield DecodedGop(g, g * h.gop, gop_tokens, fills, h)
+
+    def _decode_gop(self, stream: Stream, g: int, k: int, last: int, sampler: DetailSampler, coder, strings):
+        """Decode scales < k of GOP g, check their CRCs, fill scales k..last-1: (tokens, latent fills)."""
+        h = stream.header
+        n = h.gop_frames(g)
+        state, known = self.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
+
+        def on_decode(t, s, logits):
+            try:
+                return coder.decode(self.block_cdf(state, t, s, logits), strings[s][t])
+            except Exception as e:
+                raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: {e}") from e
+
+        self.walk_blocks(state, known, range(k), on_decode, n)
+        for s in range(k):
+            if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
+                raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
+        fills = self._fill_blocks(state, known, k, sampler, g, n) if sampler.predicts else []
+        return [torch.stack(known[s]) for s in range(last)], fills
 
     def decode_iter(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                     progress=None, batch: int = 16, **sampler_args):

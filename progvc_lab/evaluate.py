@@ -1,6 +1,6 @@
-"""Rate-distortion evaluation, the demo, and the speed benchmark, callable from Python.
+"""Rate-distortion evaluation and the demo, callable from Python.
 
-The CLI (``progvc-lab demo | eval | bench``) and the notebooks call these functions; none of them
+The CLI (``progvc-lab demo | eval``) and the notebooks call these functions; none of them
 prints unless asked (``progress=True`` shows tqdm bars on a terminal).
 
 One encode yields every rate point: ``bitstream.truncate`` cuts the stream to k = 1..K scales
@@ -13,24 +13,18 @@ Metrics (``progvc_lab.metrics``): bpp = file bytes * 8 / (frames * H * W); PSNR-
 frames); PSNR-YUV weighted (6Y + U + V) / 8 on 8-bit BT.601 4:2:0 (even frame sizes only);
 MS-SSIM on RGB (frames over 96 px; a 7-tap window for 97..160 px, see ``metrics.ms_ssim``).
 
-``bench`` times the coding path and splits the time by stage, by wrapping the methods of one codec
-instance (and the entropy coder) with ``time.perf_counter``; times are *exclusive* (a stage called
-inside another is not counted twice).
+The speed benchmark (``progvc-lab bench``) lives in ``progvc_lab.bench``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import time
-import warnings
-from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import bitstream, metrics
+from . import metrics
 from .codec import Codec
 from .data import read_video
 
@@ -305,146 +299,10 @@ def run_eval(model="tiny", clips=None, out: str | Path | None = "outputs/eval", 
     return doc
 
 
-# ---- bench -------------------------------------------------------------------------------------------------
-class StageTimer:
-    """Exclusive wall time per label for wrapped callables (nested calls are not double counted)."""
+# ---- bench: moved to progvc_lab.bench (kept importable from here) ------------------------------------------
+def __getattr__(name):
+    if name in ("StageTimer", "timed_stages", "chunk_overhead", "run_bench", "format_bench_run"):
+        from . import bench
 
-    def __init__(self):
-        self.seconds = defaultdict(float)
-        self.calls = defaultdict(int)
-        self._stack: list[list] = []   # [label, seconds spent in wrapped children]
-        self._undo: list = []
-
-    def wrap(self, owner, attr: str, label: str):
-        original = getattr(owner, attr)
-        had_own = attr in vars(owner)
-
-        def timed(*args, **kwargs):
-            self._stack.append([label, 0.0])
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - t0
-                _, children = self._stack.pop()
-                self.seconds[label] += elapsed - children
-                self.calls[label] += 1
-                if self._stack:
-                    self._stack[-1][1] += elapsed
-
-        setattr(owner, attr, timed)
-        self._undo.append((owner, attr, original, had_own))
-
-    def restore(self):
-        for owner, attr, original, had_own in reversed(self._undo):
-            if had_own:
-                setattr(owner, attr, original)
-            else:
-                delattr(owner, attr)
-        self._undo.clear()
-
-    def reset(self):
-        self.seconds.clear()
-        self.calls.clear()
-
-
-@contextlib.contextmanager
-def timed_stages(codec: Codec):
-    """Wrap the stages of ``codec`` (this instance only) and the entropy coder with a StageTimer."""
-    from . import codec as codec_module
-    from .stages.entropy import get_coder
-
-    timer = StageTimer()
-    coder = get_coder(codec.config.coder)
-    timer.wrap(codec.tokenizer, "encode", "conv encoder (tokenizer.encode)")
-    timer.wrap(codec.quantizer, "tokenize", "quantizer (tokenize)")
-    timer.wrap(codec.quantizer, "context_input", "context inputs (quantizer)")
-    timer.wrap(codec.quantizer, "tokens_to_latent", "tokens -> latent (quantizer)")
-    timer.wrap(codec.context_model, "block_logits", "transformer (block_logits)")
-    timer.wrap(codec_module, "logits_to_cdf", "logits -> integer CDF")
-    timer.wrap(coder, "encode", "arithmetic coding (torchac)")
-    timer.wrap(coder, "decode", "arithmetic coding (torchac)")
-    timer.wrap(codec.tokenizer, "decode", "conv decoder (tokenizer.decode)")
-    try:
-        yield timer
-    finally:
-        timer.restore()
-
-
-def chunk_overhead(data: bytes, model_bits_TK: np.ndarray) -> dict:
-    """Actual bytes per entropy-coder call (one per block) against the model's ideal bits."""
-    stream = bitstream.read_stream(data)
-    h = stream.header
-    actual, ideal = [], []
-    for (g, s), chunk in stream.chunks.items():
-        for t, string in enumerate(bitstream.unpack_chunk(chunk, h.gop_frames(g), "chunk")):
-            actual.append(len(string))
-            ideal.append(float(model_bits_TK[g * h.gop + t, s]) / 8)
-    actual, ideal = np.array(actual, float), np.array(ideal, float)
-    return {"calls": len(actual), "bytes": float(actual.sum()), "model_bytes": float(ideal.sum()),
-            "overhead_bytes_per_call": float((actual - ideal).mean()) if len(actual) else 0.0,
-            "overhead_fraction_of_file": float((actual - ideal).sum() / len(data))}
-
-
-def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), frames: int | None = None,
-              log=print) -> dict:
-    """Encode and decode frames/s per thread count, where the time goes, and the coder's per-call cost."""
-    from .data import sample_clip_path
-
-    codec = load_codec(model)
-    clip = Path(clip) if clip is not None else sample_clip_path()
-    video, fps = load_clip(clip, frames)
-    T, _, H, W = video.shape
-    log(f"clip {clip}: {T} frames {W}x{H}; model {model if not isinstance(model, Codec) else 'given'}")
-    codec.encode(video[:1], fps)  # warm-up: torchac import, first-call allocations
-    old_threads, old_coding = torch.get_num_threads(), codec.config.coding_threads
-    report = {"clip": str(clip), "frames": T, "width": W, "height": H, "runs": []}
-    try:
-        for n in threads:
-            if n < 1:
-                raise ValueError(f"--threads must be at least 1, got {n}")
-            torch.set_num_threads(n)
-            codec.config.coding_threads = n
-            with timed_stages(codec) as timer:
-                t0 = time.perf_counter()
-                data, stats = codec.encode_with_stats(video, fps)
-                enc_s = time.perf_counter() - t0
-                enc_stages = dict(timer.seconds)
-                timer.reset()
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    codec.decode(data)
-                dec_s = time.perf_counter() - t0
-                dec_stages = dict(timer.seconds)
-                calls = dict(timer.calls)
-            run = {"threads": n, "bytes": len(data), "encode_seconds": enc_s, "decode_seconds": dec_s,
-                   "encode_fps": T / enc_s, "decode_fps": T / dec_s, "encode_stages": enc_stages,
-                   "decode_stages": dec_stages, "decode_calls": calls,
-                   "coder_overhead": chunk_overhead(data, stats["model_bits"])}
-            report["runs"].append(run)
-            log(format_bench_run(run))
-    finally:
-        torch.set_num_threads(old_threads)
-        codec.config.coding_threads = old_coding
-    return report
-
-
-def format_bench_run(run: dict) -> str:
-    lines = [f"\n== {run['threads']} thread(s): encode {run['encode_fps']:.1f} frames/s "
-             f"({run['encode_seconds']:.3f} s), decode {run['decode_fps']:.1f} frames/s "
-             f"({run['decode_seconds']:.3f} s), {run['bytes']} bytes"]
-    for what, total, stages in (("encode", run["encode_seconds"], run["encode_stages"]),
-                                ("decode", run["decode_seconds"], run["decode_stages"])):
-        lines.append(f"  {what}: where the time goes")
-        rest = total - sum(stages.values())
-        for label, sec in sorted(stages.items(), key=lambda kv: -kv[1]) + [("other (bitstream, CRC, python)", rest)]:
-            lines.append(f"    {label:<34} {sec * 1000:9.1f} ms  {100 * sec / total:5.1f} %")
-    blocks = run["decode_calls"].get("transformer (block_logits)", 0)
-    if blocks:
-        lines.append(f"  decode: {blocks} blocks, {1000 * run['decode_seconds'] / blocks:.2f} ms per block overall")
-    o = run["coder_overhead"]
-    lines.append(f"  entropy coder: {o['calls']} calls, {o['bytes']:.0f} bytes vs {o['model_bytes']:.1f} model "
-                 f"bytes: {o['overhead_bytes_per_call']:.2f} bytes overhead per call "
-                 f"({100 * o['overhead_fraction_of_file']:.1f} % of the file)")
-    return "\n".join(lines)
+        return getattr(bench, name)
+    raise AttributeError(name)

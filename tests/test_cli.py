@@ -314,11 +314,34 @@ def test_demo_eval_bench(files, capsys, tmp_path):
     assert [r["codec"] for r in doc["clips"][0]["codecs"]] == ["ours", "x264", "x265"]
     expect_error(capsys, "no such clip", "eval", "--model", files / "m.pt", "--clips", files / "nope.y4m")
 
-    rc, out, _ = run(capsys, "bench", "--model", files / "m.pt", "--clip", files / "in.y4m", "--threads", 1)
+    rc, out, _ = run(capsys, "bench", files / "in.y4m", "--model", files / "m.pt", "--threads", 1,
+                     "--json", tmp_path / "bench.json")
     assert rc == 0
-    for text in ("frames/s", "transformer (block_logits)", "arithmetic coding", "conv decoder", "overhead per call"):
+    for text in ("frames/s", "transformer (block_logits)", "arithmetic coding", "conv decoder", "overhead per call",
+                 "with --verify", "real time", "per GOP", "decode at every k", "k=1:", "k=6:"):
         assert text in out, text
     assert torch.get_num_threads() == 1  # bench restores the thread setting
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    (r,) = doc["runs"]
+    assert [p["k"] for p in r["per_k"]] == list(range(1, 7))
+    assert [p["bytes"] for p in r["per_k"]] == sorted(p["bytes"] for p in r["per_k"])
+    assert r["transformer_calls_per_gop"] == T * 6  # one GOP of T frames x 6 scales, one call per block
+    assert r["realtime_factor"] == pytest.approx(r["decode_fps"] / 25)
+    expect_error(capsys, "exists", "bench", files / "in.y4m", "--model", files / "m.pt", "--json", tmp_path / "bench.json")
+
+
+def test_bench_scaling_runs_each_point_in_its_own_process(files, capsys, tmp_path):
+    from progvc_lab.bench import run_scaling
+
+    lines = []
+    doc = run_scaling(files / "m.pt", files / "in.y4m", frames=(2, 5), sizes=((48, 32), (64, 48)), threads=1,
+                      log=lines.append)
+    assert [(p["frames"], p["width"], p["height"]) for p in doc["points"]] == [(2, 48, 32), (5, 48, 32), (2, 64, 48)]
+    for p in doc["points"]:
+        assert p["peak_rss_mib"] >= p["rss_after_load_mib"] > 0 and p["bytes"] > 0
+    s = doc["summary"]
+    assert s["frames"] == [2, 5] and s["peak_memory_ratio"] > 0 and set(s["ms_per_frame_per_megapixel"]) == {"48x32", "64x48"}
+    assert "peak memory x" in "\n".join(lines)
 
 
 def test_high_frame_rates_fit_the_header(files, capsys, tmp_path):
