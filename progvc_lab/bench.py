@@ -84,25 +84,26 @@ class StageTimer:
 
 TRANSFORMER = "transformer (block_logits)"
 CONV_DECODER = "conv decoder (tokenizer.decode)"
-CODER = "arithmetic coding (torchac)"
+CODER = "arithmetic coding"
 
 
 @contextlib.contextmanager
 def timed_stages(codec: Codec):
     """Wrap the stages of ``codec`` (this instance only) and the entropy coder with a StageTimer."""
     from . import codec as codec_module
-    from .stages.entropy import get_coder
+    from .stages import entropy
 
     timer = StageTimer()
-    coder = get_coder(codec.config.coder)
     timer.wrap(codec.tokenizer, "encode", "conv encoder (tokenizer.encode)")
     timer.wrap(codec.quantizer, "tokenize", "quantizer (tokenize)")
     timer.wrap(codec.quantizer, "context_input", "context inputs (quantizer)")
     timer.wrap(codec.quantizer, "tokens_to_latent", "tokens -> latent (quantizer)")
     timer.wrap(codec.context_model, "block_logits", TRANSFORMER)
     timer.wrap(codec_module, "logits_to_cdf", "logits -> integer CDF")
-    timer.wrap(coder, "encode", CODER)
-    timer.wrap(coder, "decode", CODER)
+    for cls in (entropy._StringsWriter, entropy._RangeWriter):
+        timer.wrap(cls, "add", CODER)
+    for cls in (entropy._StringsReader, entropy._RangeReader):
+        timer.wrap(cls, "next", CODER)
     timer.wrap(codec.tokenizer, "decode", CONV_DECODER)
     try:
         yield timer
@@ -111,18 +112,26 @@ def timed_stages(codec: Codec):
 
 
 def chunk_overhead(data: bytes, model_bits_TK: np.ndarray) -> dict:
-    """Actual bytes per entropy-coder call (one per block) against the model's ideal bits."""
+    """Actual bytes against the model's ideal bits: per chunk (GOP, scale), and per coder call (one per
+    block with torchac, one per chunk with constriction)."""
+    from .stages.entropy import get_coder
+
     stream = bitstream.read_stream(data)
     h = stream.header
-    actual, ideal = [], []
+    per_block = getattr(get_coder(h.coder), "per_block_strings", False)
+    actual, ideal, calls = [], [], 0
     for (g, s), chunk in stream.chunks.items():
-        for t, string in enumerate(bitstream.unpack_chunk(chunk, h.gop_frames(g), "chunk")):
-            actual.append(len(string))
-            ideal.append(float(model_bits_TK[g * h.gop + t, s]) / 8)
+        n = h.gop_frames(g)
+        actual.append(len(chunk))
+        ideal.append(float(model_bits_TK[g * h.gop:g * h.gop + n, s].sum()) / 8)
+        calls += n if per_block else 1
     actual, ideal = np.array(actual, float), np.array(ideal, float)
-    return {"calls": len(actual), "bytes": float(actual.sum()), "model_bytes": float(ideal.sum()),
-            "overhead_bytes_per_call": float((actual - ideal).mean()) if len(actual) else 0.0,
-            "overhead_fraction_of_file": float((actual - ideal).sum() / len(data))}
+    over = float((actual - ideal).sum())
+    return {"coder": h.coder, "calls": calls, "chunks": len(actual), "bytes": float(actual.sum()),
+            "model_bytes": float(ideal.sum()),
+            "overhead_bytes_per_call": over / calls if calls else 0.0,
+            "overhead_bytes_per_chunk": over / len(actual) if len(actual) else 0.0,
+            "overhead_fraction_of_file": over / len(data)}
 
 
 def _quiet_decode(codec: Codec, data: bytes, **kw) -> torch.Tensor:
@@ -191,6 +200,20 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                    "per_k": per_scale, "coder_overhead": chunk_overhead(data, stats["model_bits"])}
             report["runs"].append(run)
             log(format_bench_run(run, float(fps)))
+        # both entropy coders on the same tokens (the coder does not change them): bytes and overhead
+        from .stages.entropy import CODERS
+
+        report["coders"] = {}
+        for name in CODERS:
+            d, st = codec.encode_with_stats(video, fps, coder=name)
+            o = chunk_overhead(d, st["model_bits"])
+            o["bytes_per_k"] = [len(bitstream.truncate(d, k)) for k in range(1, K + 1)]
+            report["coders"][name] = o
+        log("\n== entropy coders on the same tokens (file bytes at k = 1..K; overhead over the model's bits)")
+        for name, o in report["coders"].items():
+            log(f"  {name:<13} {o['bytes_per_k']}  {o['calls']} calls, {o['overhead_bytes_per_call']:.2f} bytes "
+                f"per call, {o['overhead_bytes_per_chunk']:.2f} per chunk, {100 * o['overhead_fraction_of_file']:.1f} % "
+                "of the file")
     finally:
         torch.set_num_threads(old_threads)
         codec.config.coding_threads = old_coding
@@ -218,8 +241,8 @@ def format_bench_run(run: dict, fps: float | None = None) -> str:
         lines.append("  decode at every k:  " + "  ".join(
             f"k={p['k']}: {p['decode_fps']:.1f} f/s ({p['bytes']} B)" for p in run["per_k"]))
     o = run["coder_overhead"]
-    lines.append(f"  entropy coder: {o['calls']} calls, {o['bytes']:.0f} bytes vs {o['model_bytes']:.1f} model "
-                 f"bytes: {o['overhead_bytes_per_call']:.2f} bytes overhead per call "
+    lines.append(f"  entropy coder {o.get('coder', '')}: {o['calls']} calls, {o['bytes']:.0f} bytes in chunks vs "
+                 f"{o['model_bytes']:.1f} model bytes: {o['overhead_bytes_per_call']:.2f} bytes overhead per call "
                  f"({100 * o['overhead_fraction_of_file']:.1f} % of the file)")
     return "\n".join(lines)
 

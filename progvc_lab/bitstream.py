@@ -39,7 +39,7 @@ MAX_SIDE = 1 << 14
 FINGERPRINT_BYTES = 4
 QUANTIZERS = ("vq",)
 MASKS = ("progvc_sparse", "var", "infinitystar")
-CODERS = ("torchac",)
+CODERS = ("torchac", "constriction")
 COPY_GATES = ("none", "count", "context")   # "learned" (a model head) would be escaped until it exists
 _ESCAPE = 3
 

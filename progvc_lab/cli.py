@@ -193,7 +193,7 @@ def _frame_bar(total: int, what: str, mode: str = "auto"):
     from tqdm.auto import tqdm
 
     show = {"on": True, "off": False}.get(mode, sys.stderr.isatty())
-    bar = tqdm(total=total, desc=what, unit="frame", disable=not show, leave=False, file=sys.stderr)
+    bar = tqdm(total=total, desc=what, unit="frame", disable=not show, leave=True, file=sys.stderr)
 
     def update(done):
         bar.update(done - bar.n)

@@ -63,7 +63,7 @@ from torch import nn
 from . import bitstream
 from .bitstream import BitstreamError, Header, Stream
 from .stages.context_model import ContextModel
-from .stages.entropy import code_lengths, get_coder, logits_to_cdf, model_bits
+from .stages.entropy import CODERS, code_lengths, get_coder, logits_to_cdf, model_bits
 from .stages.masks import build_mask, decode_order, is_truncation_safe
 from .stages.quantizer import MultiScaleResidualQuantizer, area_down
 from .stages.sampler import DetailSampler
@@ -81,13 +81,13 @@ MAX_GOP = 32                    # default GOP length: all-P up to this many fram
 COPY_GATES = ("none", "count", "context")   # "learned": reserved for a stage-2 gate head
 COPY_PRIOR = (2, 3)             # g = (hits + a) / (seen + b): measured best with RDO (see README)
 DEFAULT_LAMBDA = 0.005          # latent squared error per bit (measured, see README)
-ENCODER_CHOICES = ("gop", "copy_gate", "rdo_lambda", "rdo_candidates")  # not taken from checkpoints
+ENCODER_CHOICES = ("gop", "copy_gate", "rdo_lambda", "rdo_candidates", "coder")  # not taken from checkpoints
 
 
 @dataclass
 class CodecConfig:
     gop: int = MAX_GOP           # frames per GOP (1 intra + P frames); GOPs are coded independently
-    coder: str = "torchac"       # entropy coder backend
+    coder: str = "constriction"  # entropy coder: "constriction" (one range coder per chunk) or "torchac" (one call per block)
     coding_threads: int = 1      # intra-op threads on the coding path (fixed for determinism)
     copy_gate: str = "count"     # copy-aware probabilities: "none" | "count" | "context" (in the header)
     rdo_lambda: float = DEFAULT_LAMBDA   # RD-optimised token choice; 0 = nearest code
@@ -114,7 +114,7 @@ def tokens_bytes(tok: torch.Tensor) -> bytes:
 
 class Codec(nn.Module):
     def __init__(self, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer,
-                 context_model: ContextModel, gop: int = MAX_GOP, coder: str = "torchac", coding_threads: int = 1,
+                 context_model: ContextModel, gop: int = MAX_GOP, coder: str = "constriction", coding_threads: int = 1,
                  copy_gate: str = "count", rdo_lambda: float = DEFAULT_LAMBDA, rdo_candidates: int = 8):
         super().__init__()
         self.tokenizer, self.quantizer, self.context_model = tokenizer, quantizer, context_model
@@ -359,6 +359,8 @@ class Codec(nn.Module):
                 setattr(cfg, k, v)
         if cfg.copy_gate not in COPY_GATES:
             raise CodecError(f"unknown copy gate {cfg.copy_gate!r}; choose one of {COPY_GATES}")
+        if cfg.coder not in CODERS:
+            raise CodecError(f"unknown entropy coder {cfg.coder!r}; choose one of {sorted(CODERS)}")
         if not (isinstance(cfg.rdo_lambda, (int, float)) and math.isfinite(cfg.rdo_lambda) and cfg.rdo_lambda >= 0):
             raise CodecError(f"rdo_lambda must be a finite number >= 0, got {cfg.rdo_lambda!r}")
         if cfg.rdo_candidates < 0:
@@ -422,11 +424,11 @@ class Codec(nn.Module):
                 f_gop = self.latents(frames)
                 seconds_tokenize += time.perf_counter() - t_lat
                 del frames
-                gop_tokens, strings = self._encode_gop(f_gop, cfg, header, coder, bits[g0:g0 + n],
-                                                       distortion[g0:g0 + n])
+                gop_tokens, chunks = self._encode_gop(f_gop, cfg, header, coder, bits[g0:g0 + n],
+                                                      distortion[g0:g0 + n])
             for s in range(K):
                 tokens[s].append(gop_tokens[s])
-                stream.chunks[(g, s)] = bitstream.pack_chunk([strings[(t, s)] for t in range(n)])
+                stream.chunks[(g, s)] = chunks[s]
                 stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
             if progress is not None:
                 progress(g0 + n)
@@ -447,10 +449,10 @@ class Codec(nn.Module):
         return data, stats
 
     def _encode_gop(self, f_NChw, cfg: CodecConfig, header: Header, coder, bits_nK, distortion_nK):
-        """Code one GOP's latents: (tokens per scale (n, h_s, w_s), {(t, s): coded string}); fills the
+        """Code one GOP's latents: (tokens per scale (n, h_s, w_s), chunk bytes per scale); fills the
         model bits and RDO distortion of its frames in place."""
         n, K = f_NChw.shape[0], header.num_scales
-        strings = {}
+        writers = [coder.chunk_encoder() for _ in range(K)]
         state, known = self.new_gop(header.latent_hw, header.schedule, n, cfg.copy_gate)
         chooser = _TokenChooser(self.quantizer, f_NChw, cfg, known)
 
@@ -458,13 +460,13 @@ class Codec(nn.Module):
             cdf = self.block_cdf(state, t, s, logits)
             prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
             sym, dist = chooser.choose(t, s, cdf, prev)
-            strings[(t, s)] = coder.encode(cdf, sym)
+            writers[s].add(cdf, sym)
             bits_nK[t, s] = model_bits(cdf, sym)
             distortion_nK[t, s] = dist
             return sym
 
         self.walk_blocks(state, known, range(K), on_block, n)
-        return [torch.stack(known[s]) for s in range(K)], strings
+        return [torch.stack(known[s]) for s in range(K)], [w.finish() for w in writers]
 
     def encode_to_target(self, video, fps=None, target_bytes: int | None = None,
                          target_bpp: float | None = None, verify: bool = False, steps: int = 7,
@@ -563,7 +565,7 @@ class Codec(nn.Module):
         if tuple(h.latent_hw) != expect_hw or h.num_scales != self.quantizer.num_scales:
             raise BitstreamError("stream's latent size or number of scales does not fit its frame size and "
                                  "this model; the header is corrupted or from another model")
-        if h.coder not in ("torchac",):
+        if h.coder not in CODERS:
             raise BitstreamError(f"stream uses entropy coder {h.coder!r}, which this build cannot decode")
         if h.copy_gate not in COPY_GATES:
             raise BitstreamError(f"stream uses copy gate {h.copy_gate!r}, which this build cannot decode")
@@ -610,13 +612,13 @@ class Codec(nn.Module):
         last = h.num_scales if sampler.predicts else k
         for g in range(h.num_gops):
             n = h.gop_frames(g)
-            strings = {s: bitstream.unpack_chunk(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
+            readers = {s: coder.chunk_decoder(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
                        for s in range(k)}
             with deterministic(self.config.coding_threads):
-                gop_tokens, fills = self._decode_gop(stream, g, k, last, sampler, coder, strings)
+                gop_tokens, fills = self._decode_gop(stream, g, k, last, sampler, readers)
             yield DecodedGop(g, g * h.gop, gop_tokens, fills, h)
 
-    def _decode_gop(self, stream: Stream, g: int, k: int, last: int, sampler: DetailSampler, coder, strings):
+    def _decode_gop(self, stream: Stream, g: int, k: int, last: int, sampler: DetailSampler, readers):
         """Decode scales < k of GOP g, check their CRCs, fill scales k..last-1: (tokens, latent fills)."""
         h = stream.header
         n = h.gop_frames(g)
@@ -624,7 +626,7 @@ class Codec(nn.Module):
 
         def on_decode(t, s, logits):
             try:
-                return coder.decode(self.block_cdf(state, t, s, logits), strings[s][t])
+                return readers[s].next(self.block_cdf(state, t, s, logits))
             except Exception as e:
                 raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: {e}") from e
 

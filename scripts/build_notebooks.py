@@ -532,16 +532,19 @@ NB["04_entropy_coding"] = [
     md(r'''
     ## Model bits vs actual bytes
 
-    The codec codes one **block** (one frame at one scale) per torchac call, so a GOP of 8 frames × 6
-    scales makes 48 calls. `encode_with_stats` returns the model bits of every block; the stream holds
-    the actual strings (`block_bytes` reads their lengths).
+    A stream's bytes are written per **chunk**: all frames of one scale of one GOP. Two entropy coders
+    can fill a chunk. The default, `coder="constriction"`, runs one range coder through the whole chunk
+    (block after block, decoded incrementally), so a chunk pays one termination. `coder="torchac"` codes
+    one **block** (one frame at one scale) per call, so a GOP of 8 frames x 6 scales makes 48 calls, each
+    with its own termination and (all but the last of a chunk) a length field; `block_bytes` reads the
+    length of every string. `encode_with_stats` returns the model bits of every block.
     '''),
     code('''
     import numpy as np
     from progvc_lab import bitstream
     from progvc_lab.course import block_bytes
 
-    data, stats = session.encoded
+    data, stats = codec.encode_with_stats(video, fps, coder="torchac")   # one string per block
     model_bits_TK = stats["model_bits"]                  # (frames, scales)
     actual_bits_TK = 8 * block_bytes(data)
     print(f"{'scale':>5} {'model bits':>11} {'actual bits':>12} {'overhead/call':>14}")
@@ -549,8 +552,12 @@ NB["04_entropy_coding"] = [
         m, a = model_bits_TK[:, s].sum(), actual_bits_TK[:, s].sum()
         print(f"{s:>5} {m:>11.0f} {a:>12} {(a - m) / model_bits_TK.shape[0]:>14.1f}")
     info = bitstream.describe(data)
-    print(f"file: {info['total_bytes']} bytes = header {info['header_bytes']} + chunk table {info['table_bytes']}"
-          f" + chunks {sum(info['bytes_per_scale'])} (strings {actual_bits_TK.sum() // 8} + their length fields)")
+    print(f"torchac file: {info['total_bytes']} bytes = header {info['header_bytes']} + chunk table "
+          f"{info['table_bytes']} + chunks {sum(info['bytes_per_scale'])} (strings {actual_bits_TK.sum() // 8} "
+          "+ their length fields)")
+    default = bitstream.describe(session.data)           # the same tokens, one range coder per chunk
+    print(f"constriction file: {default['total_bytes']} bytes; chunks {sum(default['bytes_per_scale'])} "
+          f"for {model_bits_TK.sum() / 8:.0f} model bytes")
     '''),
     md(r'''
     Small blocks pay proportionally the most: a 1×1 block codes one token, yet every call ends with a
@@ -1220,16 +1227,16 @@ NB["09_temporal_copy_and_rdo"] = [
     grows with the GOP; a new GOP also bounds how far a lost chunk propagates). Compare with GOP 8:
     '''),
     code('''
-    from progvc_lab.course import block_bytes
-
-    streams = {"GOP 32": sweep.encoded(codec.config.rdo_lambda)[0],   # default options: one GOP of 10 frames
-               "GOP 8": codec.encode(video, fps, gop=8)}                 # intra frames at t = 0 and 8
+    streams = {"GOP 32": sweep.encoded(codec.config.rdo_lambda),        # default options: one GOP of 10 frames
+               "GOP 8": codec.encode_with_stats(video, fps, gop=8)}     # intra frames at t = 0 and 8
     intra = {"GOP 32": [0], "GOP 8": list(range(0, T, 8))}
-    per_frame = {name: block_bytes(data).sum(1) for name, data in streams.items()}   # bytes of each frame's strings
+    # the model's bits of each frame (all its blocks), in bytes: the range coder writes one string per
+    # scale, so frames have no byte boundaries in the file; the two differ by ~1 % (notebook 04)
+    per_frame = {name: st["model_bits"].sum(1) / 8 for name, (data, st) in streams.items()}
     for name, b in per_frame.items():
         p = np.delete(b, intra[name])
-        print(f"{name}: intra frames {b[intra[name]].tolist()} bytes, P frames {p.min()}..{p.max()} bytes "
-              f"(mean {p.mean():.0f}); file {len(streams[name])} bytes")
+        print(f"{name}: intra frames {b[intra[name]].round().tolist()} bytes, P frames {p.min():.0f}..{p.max():.0f} "
+              f"bytes (mean {p.mean():.0f}); file {len(streams[name][0])} bytes")
     figures.plot_bytes_per_frame(per_frame, intra)
     '''),
     md(r'''

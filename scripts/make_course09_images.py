@@ -8,7 +8,7 @@ import numpy as np, torch
 sys.path.insert(0, "scripts")
 from make_widget_images import save, palette_png, MAX_BYTES
 from PIL import Image, ImageDraw
-from progvc_lab.course import sample_video, block_bytes
+from progvc_lab.course import sample_video
 from progvc_lab.viz import figures, load_demo_codec
 from progvc_lab.viz.widgets import LambdaSweep, lambda_explorer
 from pathlib import Path
@@ -26,8 +26,8 @@ save(figures.plot_copy_statistics(figures.copy_rate_per_scale(st0["tokens"]),
 gate = figures.copy_gate_trace(codec, st0)
 copy = np.stack([np.r_[np.nan, (t[1:] == t[:-1]).double().flatten(1).mean(1).numpy()] for t in st0["tokens"]], 1)
 save(figures.plot_gate_over_frames(gate, copy), fig / "09_gate_over_frames.png")
-streams = {"GOP 32": sweep.encoded(0.005)[0], "GOP 8": codec.encode(video, fps, gop=8)}
-save(figures.plot_bytes_per_frame({n: block_bytes(d).sum(1) for n, d in streams.items()},
+streams = {"GOP 32": sweep.encoded(0.005), "GOP 8": codec.encode_with_stats(video, fps, gop=8)}
+save(figures.plot_bytes_per_frame({n: st["model_bits"].sum(1) / 8 for n, (d, st) in streams.items()},
                                   {"GOP 32": [0], "GOP 8": [0, 8]}), fig / "09_bytes_per_frame.png")
 save(figures.plot_lambda_curve(sweep.points(), highlight=0.005), fig / "09_lambda_curve.png")
 # the widget: its views at lambda = 0.02, frame 4, composed into one picture

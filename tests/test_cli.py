@@ -113,7 +113,7 @@ def test_encode_target(files, capsys):
 def test_info(files, capsys):
     rc, out, _ = run(capsys, "info", files / "a.pgvc")
     assert rc == 0
-    for text in ("48x32", "6 of 6 sent", "progvc_sparse", "torchac", "GOP", "scale", "copy gate"):
+    for text in ("48x32", "6 of 6 sent", "progvc_sparse", "constriction", "GOP", "scale", "copy gate"):
         assert text in out, text
     rc, out, _ = run(capsys, "info", files / "a.pgvc", "--json")
     info = json.loads(out)

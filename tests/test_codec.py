@@ -173,21 +173,34 @@ def textured():
     return (video + 0.15 * noise).clamp(0, 1)
 
 
+@pytest.mark.parametrize("coder", ["constriction", "torchac"])
 @pytest.mark.parametrize("copy_gate", ["none", "count", "context"])
 @pytest.mark.parametrize("rdo_lambda", [0.0, 0.002, 0.5])
 @pytest.mark.parametrize("gop", [32, 2])
-def test_every_option_round_trips_and_truncates(textured, copy_gate, rdo_lambda, gop):
+def test_every_option_round_trips_and_truncates(textured, copy_gate, rdo_lambda, gop, coder):
     codec = make_tiny_codec(seed=11)
-    opts = dict(copy_gate=copy_gate, rdo_lambda=rdo_lambda, gop=gop)
+    opts = dict(copy_gate=copy_gate, rdo_lambda=rdo_lambda, gop=gop, coder=coder)
     data, stats = codec.encode_with_stats(textured, verify=True, **opts)
     h = bitstream.read_stream(data).header
-    assert (h.copy_gate, h.gop) == (copy_gate, gop)
+    assert (h.copy_gate, h.gop, h.coder) == (copy_gate, gop, coder)
     for k in range(codec.quantizer.num_scales + 1):
         tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))
         assert same_tokens(tokens, stats["tokens"][:k]), k
     # the decoder takes the gate from the stream, not from its own config
     other = make_tiny_codec(seed=11, copy_gate="none" if copy_gate != "none" else "context")
     assert same_tokens(other.decode_tokens(data)[0], stats["tokens"])
+
+
+def test_coders_code_the_same_tokens_and_the_range_coder_is_smaller(textured):
+    codec = make_tiny_codec(seed=11)
+    a, st_a = codec.encode_with_stats(textured, coder="torchac")
+    b, st_b = codec.encode_with_stats(textured, coder="constriction")
+    assert same_tokens(st_a["tokens"], st_b["tokens"]) and (st_a["model_bits"] == st_b["model_bits"]).all()
+    K = codec.quantizer.num_scales
+    for k in range(1, K + 1):  # one termination per chunk instead of one per block, no length fields
+        assert len(bitstream.truncate(b, k)) < len(bitstream.truncate(a, k)), k
+    with pytest.raises(CodecError, match="unknown entropy coder"):
+        codec.encode(textured, coder="nope")
 
 
 def test_copy_gate_changes_only_p_frames(textured):

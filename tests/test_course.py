@@ -301,7 +301,9 @@ def test_block_bytes_add_up_to_the_chunks():
     torch.manual_seed(0)
     codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
                   ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
-    data = codec.encode(torch.rand(3, 3, 24, 40))
+    with pytest.raises(ValueError, match="coder='torchac'"):  # constriction: one string per chunk
+        course.block_bytes(codec.encode(torch.rand(3, 3, 24, 40)))
+    data = codec.encode(torch.rand(3, 3, 24, 40), coder="torchac")
     per_block = course.block_bytes(data)
     assert per_block.shape == (3, 6)
     info = bitstream.describe(data)

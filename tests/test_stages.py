@@ -274,6 +274,72 @@ def test_torchac_round_trip(V, L, scale):
         assert len(data) * 8 >= bits - 1
 
 
+def _chunk_blocks(gen, V, lengths, scale):
+    """Random (cdf, symbols) blocks of the given lengths, symbols mostly drawn from the model."""
+    blocks = []
+    for L in lengths:
+        cdf = logits_to_cdf(torch.randn(L, V, generator=gen) * scale)
+        u = torch.randint(0, TOTAL, (L, 1), generator=gen)
+        sym = torch.searchsorted(cdf[:, 1:].contiguous(), u, right=True).squeeze(1)
+        if L > 1:
+            sym[0] = cdf_to_freq(cdf[:1]).argmin(1)[0]  # one least likely symbol per block
+            sym[-1] = V - 1
+        blocks.append((cdf, sym))
+    return blocks
+
+
+@pytest.mark.parametrize("name", ["torchac", "constriction"])
+@pytest.mark.parametrize("seed", range(6))
+def test_chunk_coders_decode_block_by_block(name, seed):
+    """A chunk = the blocks of all frames of one scale; decoding is incremental (block t's CDF is known
+    only after block t-1 is decoded), so the reader is fed one CDF at a time."""
+    coder = get_coder(name)
+    gen = torch.Generator().manual_seed(seed)
+    V = [2, 16, 64, 512, 512, 4096][seed]
+    lengths = [int(x) for x in torch.randint(1, 60, (1 + seed * 3,), generator=gen)]
+    blocks = _chunk_blocks(gen, V, lengths, scale=[1.0, 3.0, 8.0][seed % 3])
+    w = coder.chunk_encoder()
+    for cdf, sym in blocks:
+        w.add(cdf, sym)
+    chunk = w.finish()
+    r = coder.chunk_decoder(chunk, len(blocks), "chunk")
+    for cdf, sym in blocks:
+        assert torch.equal(r.next(cdf), sym)
+    bits = sum(model_bits(c, s) for c, s in blocks)
+    per_call = len(blocks) if name == "torchac" else 1
+    assert bits - 1 <= 8 * len(chunk) <= bits + 64 * per_call + 16 * len(blocks) * (name == "torchac")
+
+
+def test_range_coder_pays_one_termination_per_chunk():
+    """The same 30 one-token blocks (a 1x1 scale over a GOP of 30 frames): torchac pays a termination and a
+    length field per block, the range coder one termination for the chunk."""
+    gen = torch.Generator().manual_seed(0)
+    blocks = _chunk_blocks(gen, 512, [1] * 30, scale=6.0)
+    sizes = {}
+    for name in ("torchac", "constriction"):
+        w = get_coder(name).chunk_encoder()
+        for cdf, sym in blocks:
+            w.add(cdf, sym)
+        sizes[name] = len(w.finish())
+    bits = sum(model_bits(c, s) for c, s in blocks)
+    assert sizes["constriction"] * 8 <= bits + 40
+    assert sizes["torchac"] >= 30 + sizes["constriction"]
+
+
+def test_range_coder_drops_trailing_zero_bytes_and_still_decodes():
+    coder = get_coder("constriction")
+    gen = torch.Generator().manual_seed(3)
+    trimmed = 0
+    for trial in range(200):
+        blocks = _chunk_blocks(gen, 64, [int(torch.randint(1, 5, (1,), generator=gen))], scale=4.0)
+        w = coder.chunk_encoder()
+        w.add(*blocks[0])
+        chunk = w.finish()
+        trimmed += len(chunk) % 4 != 0
+        assert torch.equal(coder.chunk_decoder(chunk, 1).next(blocks[0][0]), blocks[0][1])
+    assert trimmed > 0  # the case is exercised
+
+
 def test_torchac_rejects_bad_symbols():
     coder = get_coder("torchac")
     cdf = logits_to_cdf(torch.zeros(4, 8))
@@ -283,6 +349,9 @@ def test_torchac_rejects_bad_symbols():
         coder.encode(cdf, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="unknown entropy coder"):
         get_coder("nope")
+    w = get_coder("constriction").chunk_encoder()
+    with pytest.raises(ValueError):
+        w.add(cdf, torch.tensor([0, 1, 2, 8]))
 
 
 def test_model_bits():

@@ -51,6 +51,9 @@ def block_bytes(data: bytes) -> np.ndarray:
     """Bytes of every entropy-coded string (one per block = one coder call): array (frames, scales_sent)."""
     stream = bitstream.read_stream(data)
     h = stream.header
+    if h.coder != "torchac":
+        raise ValueError(f"this stream's coder {h.coder!r} writes one string per chunk (all frames of a scale), "
+                         "not one per block; encode with coder='torchac' to see per-block strings")
     out = np.zeros((h.num_frames, h.scales_sent), dtype=np.int64)
     for (g, s), chunk in stream.chunks.items():
         n = h.gop_frames(g)

@@ -11,9 +11,28 @@ logits to integers is one pure, documented function (``logits_to_cdf``) that bot
 P frames may mix in a point mass on the previous frame's token first (``copy_symbols``, ``gate``):
 ``p = g * onehot(prev) + (1 - g) * p``, still in float64, still inside this one function.
 
-Backends code one block's symbols (all CDFs of the block known up front) into one byte string.
-``TorchacCoder`` wraps torchac (C++ arithmetic coder, 16-bit precision). The cost of a symbol is
--log2(freq / 2^16); ``model_bits`` reports that ideal next to the bytes actually written.
+The codec writes one **chunk** per (GOP, scale): the blocks (t, s) of all frames t of that GOP at that
+scale, in frame order. Each backend turns a chunk into bytes through the same two small objects::
+
+    w = coder.chunk_encoder();  w.add(cdf_LV1, symbols_L) for t = 0..n-1;  chunk = w.finish()
+    r = coder.chunk_decoder(chunk, n, where);  symbols_L = r.next(cdf_LV1) for t = 0..n-1
+
+The decoder learns block t's CDFs only after decoding block t-1 (the context model reads frame t-1's
+tokens), so a backend must decode incrementally, block by block, in the encoder's order.
+
+* ``TorchacCoder`` ("torchac"): one torchac call per block (a C++ arithmetic coder, 16-bit CDFs); the
+  chunk is ``bitstream.pack_chunk`` of the n strings (varint lengths, then the strings). Every call
+  ends with a termination of a few bits and every string but the last costs a length field, which
+  is what the small blocks (1x1, 2x2) mostly pay at low rates.
+* ``ConstrictionCoder`` ("constriction"): one range coder (the ``constriction`` package's
+  ``RangeEncoder``, 32-bit words, FIFO) for the whole chunk: blocks are appended to one stream and
+  decoded incrementally, so a chunk pays one termination and no length fields. The integer
+  frequencies are handed over as probabilities ``freq / 2^16`` (exact in float64), which constriction
+  maps to its own 24-bit fixed-point model deterministically on both sides. Trailing zero bytes of
+  the last word are dropped (the decoder reads missing bytes as zeros).
+
+The cost of a symbol is -log2(freq / 2^16); ``model_bits`` reports that ideal next to the bytes
+actually written (``progvc-lab bench`` prints both, per coder).
 """
 from __future__ import annotations
 
@@ -89,10 +108,54 @@ def _ensure_extension_dir():
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
+def _check_symbols(cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> torch.Tensor:
+    V = cdf_LV1.shape[1] - 1
+    sym = symbols_L.reshape(-1)
+    if len(sym) != cdf_LV1.shape[0]:
+        raise ValueError(f"{len(sym)} symbols but {cdf_LV1.shape[0]} CDFs")
+    if len(sym) and (int(sym.min()) < 0 or int(sym.max()) >= V):
+        raise ValueError(f"symbols must lie in [0, {V})")
+    return sym
+
+
+class _StringsWriter:
+    """A chunk as one coded string per block (torchac)."""
+
+    def __init__(self, coder):
+        self.coder, self.strings = coder, []
+
+    def add(self, cdf_LV1, symbols_L):
+        self.strings.append(self.coder.encode(cdf_LV1, symbols_L))
+
+    def finish(self) -> bytes:
+        from ..bitstream import pack_chunk
+
+        return pack_chunk(self.strings)
+
+
+class _StringsReader:
+    def __init__(self, coder, chunk: bytes, num_blocks: int, where: str):
+        from ..bitstream import unpack_chunk
+
+        self.coder, self.strings, self.t = coder, unpack_chunk(chunk, num_blocks, where), 0
+
+    def next(self, cdf_LV1) -> torch.Tensor:
+        sym = self.coder.decode(cdf_LV1, self.strings[self.t])
+        self.t += 1
+        return sym
+
+
 class TorchacCoder:
     """One torchac call per block. ~4.5 bits of termination overhead per call (see benchmarks)."""
 
     name = "torchac"
+    per_block_strings = True   # a chunk holds one string per block (``course.block_bytes`` reads them)
+
+    def chunk_encoder(self) -> _StringsWriter:
+        return _StringsWriter(self)
+
+    def chunk_decoder(self, chunk: bytes, num_blocks: int, where: str = "chunk") -> _StringsReader:
+        return _StringsReader(self, chunk, num_blocks, where)
 
     def __init__(self):
         _ensure_extension_dir()
@@ -114,19 +177,73 @@ class TorchacCoder:
         return torch.from_numpy((cdf_LV1.numpy() & 0xFFFF).astype(np.uint16).view(np.int16))
 
     def encode(self, cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> bytes:
-        V = cdf_LV1.shape[1] - 1
-        sym = symbols_L.reshape(-1)
-        if len(sym) != cdf_LV1.shape[0]:
-            raise ValueError(f"{len(sym)} symbols but {cdf_LV1.shape[0]} CDFs")
-        if len(sym) and (int(sym.min()) < 0 or int(sym.max()) >= V):
-            raise ValueError(f"symbols must lie in [0, {V})")
+        sym = _check_symbols(cdf_LV1, symbols_L)
         return self._torchac.encode_int16_normalized_cdf(self._as_torchac_cdf(cdf_LV1), sym.to(torch.int16))
 
     def decode(self, cdf_LV1: torch.Tensor, data: bytes) -> torch.Tensor:
         return self._torchac.decode_int16_normalized_cdf(self._as_torchac_cdf(cdf_LV1), data).to(torch.int64)
 
 
-CODERS = {"torchac": TorchacCoder}
+def _probabilities(cdf_LV1: torch.Tensor) -> np.ndarray:
+    """Integer frequencies as float64 probabilities freq / 2^16 (exact), the form constriction takes."""
+    return np.ascontiguousarray(cdf_to_freq(cdf_LV1).numpy().astype(np.float64) / TOTAL)
+
+
+class _RangeWriter:
+    def __init__(self, cc):
+        self.cc, self.encoder = cc, cc.queue.RangeEncoder()
+
+    def add(self, cdf_LV1, symbols_L):
+        sym = _check_symbols(cdf_LV1, symbols_L)
+        self.encoder.encode(sym.numpy().astype(np.int32), self.cc.family, _probabilities(cdf_LV1))
+
+    def finish(self) -> bytes:
+        return self.encoder.get_compressed().astype(">u4").tobytes().rstrip(b"\0")
+
+
+class _RangeReader:
+    def __init__(self, cc, chunk: bytes, where: str):
+        words = np.frombuffer(bytes(chunk) + b"\0" * (-len(chunk) % 4), dtype=">u4").astype(np.uint32)
+        self.cc, self.where = cc, where
+        self.decoder = cc.queue.RangeDecoder(words)
+
+    def next(self, cdf_LV1) -> torch.Tensor:
+        sym = self.decoder.decode(self.cc.family, _probabilities(cdf_LV1))
+        return torch.from_numpy(np.asarray(sym, dtype=np.int64))
+
+
+class ConstrictionCoder:
+    """One range coder per chunk (all frames of one scale of one GOP); see the module docstring."""
+
+    name = "constriction"
+    per_block_strings = False
+
+    def __init__(self):
+        try:
+            import constriction
+        except ImportError as e:
+            raise RuntimeError("the 'constriction' entropy coder needs the constriction package: "
+                               "pip install constriction (or the progvc_lab[coder] extra)") from e
+        self.queue = constriction.stream.queue
+        self.family = constriction.stream.model.Categorical(perfect=False)
+
+    def chunk_encoder(self) -> _RangeWriter:
+        return _RangeWriter(self)
+
+    def chunk_decoder(self, chunk: bytes, num_blocks: int, where: str = "chunk") -> _RangeReader:
+        return _RangeReader(self, chunk, where)
+
+    def encode(self, cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> bytes:
+        """One block alone as a chunk (for comparisons with torchac's per-call cost)."""
+        w = self.chunk_encoder()
+        w.add(cdf_LV1, symbols_L)
+        return w.finish()
+
+    def decode(self, cdf_LV1: torch.Tensor, data: bytes) -> torch.Tensor:
+        return self.chunk_decoder(data, 1).next(cdf_LV1)
+
+
+CODERS = {"torchac": TorchacCoder, "constriction": ConstrictionCoder}
 _instances: dict[str, object] = {}
 
 
