@@ -72,6 +72,8 @@ class StageTimer:
     def reset(self):
         self.seconds.clear()
         self.calls.clear()
+        if hasattr(self, "per_scale"):
+            self.per_scale.clear()
 
     def restore(self):
         for owner, attr, original, had_own in reversed(self._undo):
@@ -99,6 +101,18 @@ def timed_stages(codec: Codec):
     timer.wrap(codec.quantizer, "context_input", "context inputs (quantizer)")
     timer.wrap(codec.quantizer, "tokens_to_latent", "tokens -> latent (quantizer)")
     timer.wrap(codec.context_model, "block_logits", TRANSFORMER)
+    timer.per_scale = defaultdict(lambda: [0.0, 0])   # Transformer seconds and calls per scale s
+    timed = codec.context_model.block_logits
+
+    def per_scale(state, t, s, ctx):
+        t0 = time.perf_counter()
+        try:
+            return timed(state, t, s, ctx)
+        finally:
+            timer.per_scale[s][0] += time.perf_counter() - t0
+            timer.per_scale[s][1] += 1
+
+    codec.context_model.block_logits = per_scale  # an instance attribute: restore() removes it
     timer.wrap(codec_module, "logits_to_cdf", "logits -> integer CDF")
     for cls in (entropy._StringsWriter, entropy._RangeWriter):
         timer.wrap(cls, "add", CODER)
@@ -181,6 +195,8 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                 _quiet_decode(codec, data)
                 dec_s = time.perf_counter() - t0
                 dec_stages, dec_calls = dict(timer.seconds), dict(timer.calls)
+                dec_per_scale = {int(k): {"ms_per_call": 1000 * v[0] / v[1], "calls": v[1]}
+                                 for k, v in sorted(timer.per_scale.items())}
             gops = bitstream.read_stream(data).header.num_gops
             per_scale = []
             if per_k:
@@ -197,6 +213,7 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                    "encode_stages": enc_stages, "decode_stages": dec_stages,
                    "encode_calls": enc_calls, "decode_calls": dec_calls,
                    "transformer_calls_per_gop": dec_calls.get(TRANSFORMER, 0) / gops,
+                   "transformer_per_scale": dec_per_scale,
                    "per_k": per_scale, "coder_overhead": chunk_overhead(data, stats["model_bits"])}
             report["runs"].append(run)
             log(format_bench_run(run, float(fps)))
@@ -237,6 +254,12 @@ def format_bench_run(run: dict, fps: float | None = None) -> str:
     if blocks:
         lines.append(f"  decode: {blocks} Transformer calls ({run.get('transformer_calls_per_gop', blocks):.0f} per GOP), "
                      f"{1000 * run['decode_stages'].get(TRANSFORMER, 0) / blocks:.2f} ms per call")
+    if run.get("transformer_per_scale"):
+        ps = run["transformer_per_scale"]
+        total = sum(v["ms_per_call"] * v["calls"] for v in ps.values()) or 1.0
+        lines.append("  decode: Transformer ms per call by scale:  " + "  ".join(
+            f"s={s}: {v['ms_per_call']:.2f} ({100 * v['ms_per_call'] * v['calls'] / total:.0f} %)"
+            for s, v in ps.items()))
     if run.get("per_k"):
         lines.append("  decode at every k:  " + "  ".join(
             f"k={p['k']}: {p['decode_fps']:.1f} f/s ({p['bytes']} B)" for p in run["per_k"]))

@@ -318,7 +318,7 @@ def test_demo_eval_bench(files, capsys, tmp_path):
                      "--json", tmp_path / "bench.json")
     assert rc == 0
     for text in ("frames/s", "transformer (block_logits)", "arithmetic coding", "conv decoder", "overhead per call",
-                 "with --verify", "real time", "per GOP", "decode at every k", "k=1:", "k=6:"):
+                 "with --verify", "real time", "per GOP", "decode at every k", "k=1:", "k=6:", "by scale:  s=0:"):
         assert text in out, text
     assert torch.get_num_threads() == 1  # bench restores the thread setting
     doc = json.loads((tmp_path / "bench.json").read_text())
