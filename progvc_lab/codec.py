@@ -51,6 +51,7 @@ import contextlib
 import hashlib
 import json
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -94,18 +95,36 @@ class CodecConfig:
     rdo_candidates: int = 8      # nearest codes the RDO considers (plus the previous frame's token); 0 = all
 
 
+# One process-wide re-entrant lock for the coding path's global torch state (intra-op threads and
+# deterministic kernels are process settings, not per-thread ones): a coding section holds it from
+# start to end, so two codecs in threads of one process code one after the other and each restores
+# exactly what it found. Nested sections (encode's verify decode) re-enter it in the same thread.
+_CODING_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def deterministic(threads: int):
-    """Fixed threads + deterministic kernels for the coding path; restores the caller's settings."""
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
+    """Fixed threads + deterministic kernels for the coding path; restores the caller's settings.
+
+    Holds ``_CODING_LOCK`` for the whole section: another thread's coding section waits instead of
+    changing the thread count under this one (or restoring its own settings in the middle of it). Code
+    that calls torch outside a coding section, in another thread at the same time, still sees these
+    settings while the section runs: they are global to the process.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise CodecError(f"coding_threads must be an integer >= 1, got {threads!r}")
+    with _CODING_LOCK:
+        old_threads = torch.get_num_threads()
+        old_det = torch.are_deterministic_algorithms_enabled()
+        old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            torch.set_num_threads(old_threads)
+            torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
 
 
 def tokens_bytes(tok: torch.Tensor) -> bytes:
