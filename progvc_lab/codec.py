@@ -159,35 +159,76 @@ class Codec(nn.Module):
                    ContextModel(**config["context_model"]), **config.get("codec", {}))
 
     def save(self, path, meta: dict | None = None):
-        torch.save({"config": self.describe_config(), "state_dict": self.state_dict(), "meta": meta or {}}, path)
+        """Tensors and plain values only (``Codec.load`` reads with ``weights_only=True``), plus the
+        model fingerprint, which ``load`` checks against the weights it reads."""
+        torch.save({"config": self.describe_config(), "state_dict": self.state_dict(), "meta": meta or {},
+                    "fingerprint": self.fingerprint().hex()}, path)
 
     @classmethod
     def load(cls, path) -> "Codec":
+        """A codec saved with ``save``. Tensors only (``weights_only=True``), every config field bounded
+        before anything is built (``progvc_lab.checkpoint``); a mismatch raises ``CheckpointError``."""
+        from .checkpoint import CheckpointError, check_codec_config, check_state_dict, load_tensors
+        from .stages.entropy import CODERS
+        from .stages.masks import MASKS
+
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
+        ckpt = load_tensors(path, "codec checkpoint")
+        for key in ("config", "state_dict"):
+            if key not in ckpt:
+                raise CheckpointError(f"{path} is not a progvc_lab codec checkpoint (no '{key}' entry)")
+        config = check_codec_config(ckpt["config"], path, {"coder": sorted(CODERS), "mask": sorted(MASKS),
+                                                           "copy_gate": COPY_GATES})
+        state = dict(check_state_dict(ckpt["state_dict"], path))
+        meta = ckpt.get("meta", {})
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: 'meta' must be a mapping, got {type(meta).__name__}")
+        # build nothing larger than the file: the context model's weights dominate (~ (4 + 2 mlp) D^2 per layer)
+        cm = config["context_model"]
+        wanted = cm.get("depth", 4) * (4 + 2 * cm.get("mlp_ratio", 4)) * cm.get("width", 128) ** 2
+        held = sum(t.numel() for k, t in state.items() if k.startswith("context_model."))
+        if wanted > 2 * held + 1_000_000:
+            raise CheckpointError(f"{path}: config.context_model describes about {wanted:,} weights but the file "
+                                  f"holds {held:,}; refusing to build it")
+        # encoder choices (GOP, copy gate, lambda) are not part of a model: today's defaults apply
+        config["codec"] = {k: v for k, v in config.get("codec", {}).items() if k not in ENCODER_CHOICES}
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            config = dict(ckpt["config"])
-            # encoder choices (GOP, copy gate, lambda) are not part of a model: today's defaults apply
-            config["codec"] = {k: v for k, v in config.get("codec", {}).items() if k not in ENCODER_CHOICES}
             codec = cls.from_config(config)
-            state = dict(ckpt["state_dict"])
-            # checkpoints from before the unigram baseline existed: no histogram counted (uniform)
-            state.setdefault("context_model.unigram_counts", codec.context_model.unigram_counts)
+        except (ValueError, TypeError, AssertionError) as e:
+            raise CheckpointError(f"{path}: its config does not make a codec ({e})") from None
+        # checkpoints from before the unigram baseline existed: no histogram counted (uniform)
+        state.setdefault("context_model.unigram_counts", codec.context_model.unigram_counts)
+        try:
             codec.load_state_dict(state)
-        except Exception as e:  # any unreadable or mismatched file: say which one
-            raise ValueError(f"{path} is not a progvc_lab codec checkpoint ({type(e).__name__}: {e})") from e
-        codec.meta = ckpt.get("meta", {})
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise CheckpointError(f"{path}: its weights do not fit its config "
+                                  f"({' '.join(x.strip() for x in first[:3])[:300]})") from None
+        recorded = ckpt.get("fingerprint")
+        if recorded is not None and recorded != codec.fingerprint().hex():
+            raise CheckpointError(f"{path}: the weights do not match the fingerprint recorded when it was saved "
+                                  f"({recorded}); the file was edited or damaged")
+        codec.meta = meta
         return codec.eval()
+
+    @staticmethod
+    def _looks_local(name: str) -> bool:
+        """True for names that can only mean a local file or folder (never sent to a model hub)."""
+        p = Path(name)
+        return (name.startswith((".", "/", "~")) or "\\" in name or ".." in p.parts or p.is_absolute()
+                or p.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+                or name.count("/") != 1 or (len(p.parts) > 1 and Path(p.parts[0]).is_dir()))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "tiny", **overrides) -> "Codec":
         """A shipped model by name ("tiny"), a local .pt file or folder, or a hub repo "org/name".
 
         Hub repos are fetched with huggingface_hub (``model.pt`` in the repo); offline, only what is
-        already in the local hub cache loads.
+        already in the local hub cache loads. A name that looks like a local path (``./x/y``, ``x.pt``,
+        an absolute path, a first folder that exists here) and does not exist is an error: it is never
+        sent to the hub.
         """
+        name_or_path = str(name_or_path)
         if name_or_path in PRETRAINED:
             path = PRETRAINED[name_or_path]
             if not path.is_file():
@@ -197,17 +238,24 @@ class Codec(nn.Module):
             path = Path(name_or_path)
             if path.is_dir():
                 path = path / "model.pt"
-        elif name_or_path.count("/") == 1:
-            from huggingface_hub import hf_hub_download
+        elif "/" not in name_or_path and "\\" not in name_or_path and not Path(name_or_path).suffix:
+            raise FileNotFoundError(f"unknown model {name_or_path!r}: not a shipped name "
+                                    f"({sorted(PRETRAINED)}), a local file, or a hub repo 'org/name'")
+        elif cls._looks_local(name_or_path):
+            raise FileNotFoundError(f"{name_or_path}: no such model file or folder (a local path, so no model "
+                                    f"hub was asked); names shipped with progvc_lab: {sorted(PRETRAINED)}")
+        else:
+            try:
+                from huggingface_hub import hf_hub_download
+            except ImportError:
+                raise FileNotFoundError(f"{name_or_path}: not a local file, and huggingface_hub is not installed "
+                                        "to fetch it from the hub (pip install huggingface_hub)") from None
             try:
                 path = Path(hf_hub_download(repo_id=name_or_path, filename="model.pt"))
             except Exception as e:
                 raise FileNotFoundError(f"could not fetch model {name_or_path!r} from the hub and it is not "
                                         f"in the local cache ({type(e).__name__}); names shipped with "
                                         f"progvc_lab: {sorted(PRETRAINED)}") from e
-        else:
-            raise FileNotFoundError(f"unknown model {name_or_path!r}: not a shipped name "
-                                    f"({sorted(PRETRAINED)}), a local file, or a hub repo 'org/name'")
         codec = cls.load(path)
         for k, v in overrides.items():
             if not hasattr(codec.config, k):

@@ -248,10 +248,19 @@ def load_stage1(path) -> tuple[ConvTokenizer, MultiScaleResidualQuantizer]:
     if not path.is_file():
         raise FileNotFoundError(f"stage-1 weights {path} not found; train stage 1 first "
                                 "(progvc-lab train stage1 --config configs/tiny_stage1.yaml)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    tok, quant = ConvTokenizer(**ckpt["tokenizer"]), MultiScaleResidualQuantizer(**ckpt["quantizer"])
-    tok.load_state_dict(ckpt["tokenizer_state"])
-    quant.load_state_dict(ckpt["quantizer_state"])
+    from ..checkpoint import CheckpointError, check_section, check_state_dict, load_tensors
+
+    ckpt = load_tensors(path, "stage-1 checkpoint")  # tensors only: weights_only=True
+    for key in ("tokenizer", "quantizer", "tokenizer_state", "quantizer_state"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} is not a stage-1 checkpoint (no '{key}' entry; written by save_stage1)")
+    try:
+        tok = ConvTokenizer(**check_section("tokenizer", ckpt["tokenizer"], path))
+        quant = MultiScaleResidualQuantizer(**check_section("quantizer", ckpt["quantizer"], path))
+        tok.load_state_dict(check_state_dict(ckpt["tokenizer_state"], path, "tokenizer_state"))
+        quant.load_state_dict(check_state_dict(ckpt["quantizer_state"], path, "quantizer_state"))
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit its config ({str(e).splitlines()[0][:300]})") from None
     return tok.eval(), quant.eval()
 
 
