@@ -15,13 +15,19 @@
                         [--no-perceptual] [--force]
     progvc-lab bench    [--model] [--clip PATH] [--threads 1 2] [--frames N]
 
-Files named with ``-o`` are never replaced unless ``--force`` is given. ``demo`` and ``eval`` write
-fixed file names into their own output folder (``--out``) and replace them on every run.
+Files named with ``-o`` are never replaced unless ``--force`` is given; they must be in a folder that
+exists. Outputs are written to a unique temporary file next to the target and then renamed: a failed
+run leaves nothing behind, and without ``--force`` the name is claimed exclusively (a hard link), so of
+two runs writing the same new file one succeeds and the other says it exists. ``demo`` and ``eval``
+write fixed file names into their own output folder (``--out``) and replace them on every run.
 
-Errors caused by the input (a missing or foreign file, a stream from another model, a corrupted or
-truncated stream, a bad option value) print ``progvc-lab: error: ...`` and exit with status 2;
-``--debug`` shows the traceback instead. ``info`` and ``truncate`` read bytes only and do not load
-torch or a model.
+Errors caused by the input (a missing, unreadable or foreign file, a folder, a stream given to
+``encode`` or a video to ``decode``, a stream from another model, a corrupted or truncated stream, an
+unsupported or oversized video, a bad option value) print ONE line ``progvc-lab: error: FILE: ...``
+and exit with status 2; ``--debug`` shows the traceback instead. Anything else is a bug: it is
+reported as an internal error with its traceback (status 1). A closed output pipe
+(``progvc-lab info --json a.pgvc | head``) ends quietly with status 141. ``info`` and ``truncate``
+read bytes only and do not load torch or a model.
 """
 from __future__ import annotations
 
@@ -45,31 +51,111 @@ class UsageError(ValueError):
     """A problem with the command line's values that argparse cannot see."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``progvc-lab decode: error: ...``), like every other error here."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 # ---- small helpers -----------------------------------------------------------------------------------
-def _read_input(path: str) -> bytes:
+VIDEO_MAGIC = {b"YUV4MPEG2": "a y4m video", b"\x1aE\xdf\xa3": "a Matroska/WebM video", b"RIFF": "an AVI video"}
+
+
+def _check_input(path: str, what: str = "file") -> Path:
+    """An input that exists, is a file and can be opened (one-line errors naming it)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     if p.is_dir():
-        raise UsageError(f"{p} is a folder, expected a file")
-    return p.read_bytes()
-
-
-def _check_output(path: str, force: bool) -> Path:
-    p = Path(path)
-    if p.exists() and not force:
-        raise FileExistsError(f"{p} already exists; pass --force to replace it")
-    if p.is_dir():
-        raise UsageError(f"{p} is a folder; give a file name after -o")
+        raise UsageError(f"{p} is a folder, expected a {what}")
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except PermissionError:
+        raise PermissionError(f"{p}: permission denied (cannot read it)") from None
     return p
 
 
-def _write_bytes(path: Path, data: bytes):
-    """Write via a temporary file + rename, so a failed run never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _read_input(path: str) -> bytes:
+    """The bytes of a stream given to decode/info/truncate; a video file is named as such."""
+    p = _check_input(path, ".pgvc stream")
+    data = p.read_bytes()
+    if not data.startswith(bitstream.MAGIC):
+        kind = next((k for m, k in VIDEO_MAGIC.items() if data.startswith(m)), None)
+        if kind is None and data[4:8] == b"ftyp":
+            kind = "an MP4/MOV video"
+        if kind is not None:
+            raise UsageError(f"{p} is {kind}, not a .pgvc stream (did you mean 'progvc-lab encode'?)")
+    return data
+
+
+def _check_output(path: str, force: bool) -> Path:
+    """An output name that can be written: not a folder, in a folder that exists, new unless --force."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder; give a file name after -o")
+    if p.exists() and not force:
+        raise FileExistsError(f"{p} already exists; pass --force to replace it")
+    parent = p.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise FileNotFoundError(f"{p}: the output folder {parent} {what}; create it first")
+    return p
+
+
+def _temporary_name(path: Path) -> Path:
+    """A unique name next to ``path`` (same folder, so the final rename is atomic; same suffix, so
+    writers that pick the format from the suffix still work)."""
+    import uuid
+
+    return path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{path.suffix}")
+
+
+def _publish(tmp: Path, path: Path, force: bool):
+    """Move a finished temporary file to ``path``. Without ``force`` this creates ``path``
+    exclusively (a hard link fails if the name exists), so of two runs writing the same new file
+    only one succeeds and the other says the file exists; nothing is ever half-written."""
+    try:
+        if force:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} already exists (another process wrote it meanwhile); "
+                                  "pass --force to replace it") from None
+        except OSError:  # a file system without hard links: claim the name exclusively, then replace
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                raise FileExistsError(f"{path} already exists (another process wrote it meanwhile); "
+                                      "pass --force to replace it") from None
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_bytes(path: Path, data: bytes, force: bool = False):
+    """Write via a unique temporary file + rename, so a failed run never leaves half a file behind."""
+    tmp = _temporary_name(path)
+    with open(tmp, "xb") as f:
+        f.write(data)
+    _publish(tmp, path, force)
+
+
+def _finite(name, positive: bool = False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or (positive and value <= 0) or value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                                             f"got {text!r}")
+        return value
+    return parse
 
 
 def _int_at_least(name, low):
@@ -110,8 +196,10 @@ def cmd_encode(args) -> int:
     from .metrics import bpp
 
     out = _check_output(args.output, args.force)
-    if not Path(args.input).exists():
-        raise FileNotFoundError(f"{args.input}: no such file")
+    src = _check_input(args.input, "video file")
+    with open(src, "rb") as f:
+        if f.read(len(bitstream.MAGIC)) == bitstream.MAGIC:
+            raise UsageError(f"{src} is a .pgvc stream, not a video (did you mean 'progvc-lab decode'?)")
     if args.gop is not None and args.gop > 65535:
         raise UsageError(f"--gop must be at most 65535, got {args.gop}")
     targets = [x is not None for x in (args.rdo_lambda, args.target_bpp, args.target_bytes)]
@@ -139,7 +227,7 @@ def cmd_encode(args) -> int:
             data, stats = codec.encode_with_stats(frames, fps, verify=args.verify, progress=bar, **options)
         chose = ""
     seconds = time.perf_counter() - t0
-    _write_bytes(out, data)
+    _write_bytes(out, data, args.force)
     o = stats["options"]
     print(f"{args.input} -> {out}: {T} frames {W}x{H}, {_fmt_size(len(data))}, "
           f"{bpp(len(data), T, H, W):.4f} bpp, {seconds:.2f} s ({T / seconds:.1f} frames/s)"
@@ -208,7 +296,7 @@ def cmd_truncate(args) -> int:
     out = _check_output(args.output, args.force)
     data = _read_input(args.input)
     cut = bitstream.truncate(data, args.scales)
-    _write_bytes(out, cut)
+    _write_bytes(out, cut, args.force)
     print(f"{args.input} -> {out}: kept {args.scales} scales, {len(data)} -> {len(cut)} bytes")
     return 0
 
@@ -308,11 +396,12 @@ def cmd_bench(args) -> int:
 
 # ---- parser ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description="Progressive generative video compression: encode, truncate, decode, evaluate.",
         epilog="Files given with -o are never replaced without --force. Run 'progvc-lab demo' to start.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
     model_help = "shipped model name ('tiny') or a .pt file saved with Codec.save (default: tiny)"
 
     p = sub.add_parser("demo", help="encode a sample clip once, decode every truncation level, plot",
@@ -333,10 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per GOP: a key frame every N frames (default: 32 = one intra frame, then P "
                         "frames, a new GOP every 32 frames to bound memory)")
     p.add_argument("--frames", type=_positive("--frames"), help="encode only the first N frames")
-    p.add_argument("--lambda", dest="rdo_lambda", type=float, metavar="L",
+    p.add_argument("--lambda", dest="rdo_lambda", type=_finite("--lambda"), metavar="L",
                    help="rate knob: RD-optimised token choice, latent squared error per bit (default 0.005; "
                         "0 = nearest code, the highest quality and rate)")
-    p.add_argument("--target-bpp", type=float, metavar="B",
+    p.add_argument("--target-bpp", type=_finite("--target-bpp", positive=True), metavar="B",
                    help="search lambda and the number of scales for the best quality within B bits per pixel")
     p.add_argument("--target-bytes", type=_positive("--target-bytes"), metavar="N",
                    help="as --target-bpp, for a file of at most N bytes")
@@ -354,12 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.pgvc")
     p.add_argument("-o", "--output", required=True, metavar="OUT.y4m|OUT.mp4")
     p.add_argument("--model", default="tiny", help=model_help)
-    p.add_argument("--scales", type=_non_negative("--scales"),
-                   help="decode only the first k scales (default: all the stream carries)")
+    p.add_argument("--scales", type=_positive("--scales"),
+                   help="decode only the first k scales, k >= 1 (default: all the stream carries)")
     p.add_argument("--sampler", choices=("zero", "argmax", "mean", "sample", "copy"), default="zero",
                    help="how to fill scales the stream does not carry (default: zero = no detail; mean = "
                         "expected code; copy = sample, then keep frame t-1's fill in still regions)")
-    p.add_argument("--temperature", type=float,
+    p.add_argument("--temperature", type=_finite("--temperature", positive=True),
                    help="sampler temperature (sample, copy; default: the sampler's measured default, 0.8)")
     p.add_argument("--top-k", type=_non_negative("--top-k"),
                    help="keep the k most likely ids (0 = all; default: the sampler's, 20)")
@@ -372,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("truncate", help="keep the first k scales of a stream (no re-encoding)")
     p.add_argument("input", metavar="IN.pgvc")
     p.add_argument("-o", "--output", required=True, metavar="OUT.pgvc")
-    p.add_argument("--scales", type=_non_negative("--scales"), required=True, help="scales to keep")
+    p.add_argument("--scales", type=_positive("--scales"), required=True, help="scales to keep (at least 1)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_truncate)
 
@@ -432,22 +521,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from . import __version__  # the one version number (pyproject.toml reads it from there)
+
+    return __version__
+
+
 def _user_errors() -> tuple[type, ...]:
-    errors = [BitstreamError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError,
-              ValueError]
-    for module, name in (("progvc_lab.codec", "CodecError"), ("progvc_lab.data", "VideoFormatError")):
+    """Errors this project raises on purpose about the user's input (never a bug's symptom)."""
+    errors = [UsageError, BitstreamError, OSError]  # OSError: missing, unreadable, disk full, ...
+    for module, name in (("progvc_lab.codec", "CodecError"), ("progvc_lab.data", "VideoFormatError"),
+                         ("progvc_lab.checkpoint", "CheckpointError")):
         mod = sys.modules.get(module)  # only if loaded: `info` must not import torch
         if mod is not None:
             errors.append(getattr(mod, name))
     return tuple(errors)
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """A project error type, or a plain ValueError raised by this package's own code (a check with a
+    message); a ValueError from inside torch or numpy is a bug and keeps its traceback."""
+    if isinstance(e, _user_errors()):
+        return True
+    if type(e) is ValueError and e.__traceback__ is not None:
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        return str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR)
+    return False
+
+
+def _message(e: BaseException, args) -> str:
+    msg = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+        msg = f"{e.filename}: {msg}"
+    name = getattr(args, "input", None)
+    if isinstance(name, str) and name not in msg and (isinstance(e, BitstreamError) or type(e) is ValueError):
+        msg = f"{name}: {msg}"  # every error names the file it is about
+    return " ".join(msg.split("\n")[0].split()) if "\n" in msg else msg
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
+def _stdout_closed() -> int:
+    """stdout's reader went away (``progvc-lab info --json | head``): stop quietly, no traceback.
+    Exit status 141 = 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``progvc-lab``. Returns the exit status (0, or 2 for a user error)."""
+    """Entry point of ``progvc-lab``. Returns the exit status (0; 2 for a user error; 141 when the
+    output pipe was closed early)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     i = argv.index("train") if "train" in argv else -1
@@ -459,17 +593,28 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            return args.func(args)
+            rc = args.func(args)
+            sys.stdout.flush()
+            return rc
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
-        except Exception as e:
-            if args.debug or not isinstance(e, _user_errors()):
+        except BrokenPipeError:
+            return _stdout_closed()
+        except MemoryError as e:
+            if args.debug:
                 raise
-            msg = str(e) or type(e).__name__
-            if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
-                msg = f"{e.filename}: {msg}"
-            print(f"{PROG}: error: {msg}", file=sys.stderr)
+            print(f"{PROG}: error: out of memory{f' ({e})' if str(e) else ''}; try fewer frames (--frames) "
+                  "or a smaller video", file=sys.stderr)
+            return 2
+        except Exception as e:
+            if args.debug:
+                raise
+            if not _is_user_error(e):
+                print(f"{PROG}: internal error (a bug, not a problem with your input; please report it with "
+                      "the traceback below)", file=sys.stderr)
+                raise
+            print(f"{PROG}: error: {_message(e, args)}", file=sys.stderr)
             return 2
 
 

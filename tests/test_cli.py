@@ -5,6 +5,8 @@ A random tiny codec saved with ``Codec.save`` stands in for the shipped model (`
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import types
@@ -37,17 +39,22 @@ def files(tmp_path_factory):
 def run(capsys, *argv):
     """main(argv) -> (exit code, stdout, stderr)."""
     capsys.readouterr()
-    rc = main([str(a) for a in argv])
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own checks (types, choices) exit with status 2
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 
 
 def expect_error(capsys, match: str, *argv):
+    """A user error: status 2, ONE line ``progvc-lab[ COMMAND]: error: ...`` containing ``match``."""
     rc, out, err = run(capsys, *argv)
     assert rc == 2, (out, err)
-    assert err.startswith("progvc-lab: error: "), err
+    assert re.match(r"progvc-lab( \w+)?: error: ", err), err
     assert match in err, err
     assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
     return err
 
 
@@ -268,8 +275,9 @@ def test_bad_values(files, capsys):
 
 
 def test_debug_shows_the_exception(files):
+    (files / "junk.bin").write_bytes(b"neither a stream nor a video")
     with pytest.raises(bitstream.BitstreamError, match="not a .pgvc stream"):
-        main(["--debug", "info", str(files / "in.y4m")])
+        main(["--debug", "info", str(files / "junk.bin")])
 
 
 def test_info_and_truncate_do_not_load_torch(files):
@@ -351,3 +359,205 @@ def test_high_frame_rates_fit_the_header(files, capsys, tmp_path):
     assert rc == 0
     num, den = map(int, bitstream.describe((tmp_path / "fast.pgvc").read_bytes())["fps"].split("/"))
     assert num / den == pytest.approx(120000 / 1001, rel=1e-5)
+
+
+# ---- bad files and arguments: one line naming the file and the problem, status 2 ----------------------------
+def _y4m(path, header: bytes, payload: bytes = b"", frames: int = 1):
+    path.write_bytes(header + (b"FRAME\n" + payload) * frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad(files):
+    d = files / "bad"
+    d.mkdir()
+    (d / "folder").mkdir()
+    (d / "text.mp4").write_text("hello, not a video")
+    (d / "text.y4m").write_text("hello, not a video\n")
+    (d / "notes.txt").write_text("plain text")
+    _y4m(d / "c411.y4m", b"YUV4MPEG2 W8 H4 F25:1 C411\n", bytes(64))
+    _y4m(d / "zero.y4m", b"YUV4MPEG2 W8 H4 F25:1 C420jpeg\n", frames=0)
+    full = (files / "in.y4m").read_bytes()
+    (d / "cut.y4m").write_bytes(full[:-100])
+    _y4m(d / "one.y4m", b"YUV4MPEG2 W1 H1 F25:1 Cmono\n", bytes(1))
+    _y4m(d / "huge.y4m", b"YUV4MPEG2 W40000 H40000 F25:1 C420jpeg\n", bytes(64))
+    return d
+
+
+@pytest.mark.parametrize("name,match", [
+    ("missing.y4m", "missing.y4m: no such file"),
+    ("folder", "folder is a folder, expected a video file"),
+    ("text.mp4", "text.mp4: FFmpeg (through PyAV) cannot open this file"),
+    ("notes.txt", "notes.txt: FFmpeg (through PyAV) cannot open this file"),
+    ("text.y4m", "text.y4m: not a YUV4MPEG2 file"),
+    ("c411.y4m", "c411.y4m: y4m colour space C411 is not supported"),
+    ("zero.y4m", "zero.y4m: the y4m file holds no complete frame"),
+    ("cut.y4m", "cut.y4m: the file ends inside frame 3 (truncated?): it holds 3 complete frames"),
+    ("one.y4m", "one.y4m: frame size 1x1 is too small; the codec needs at least 2x2 pixels"),
+    ("huge.y4m", "huge.y4m: frame size 40000x40000 exceeds the limit of 16384 pixels per side"),
+])
+def test_encode_refuses_bad_inputs(files, bad, capsys, name, match):
+    expect_error(capsys, match, "encode", bad / name, "-o", files / "bad_out.pgvc", "--model", files / "m.pt")
+    assert not (files / "bad_out.pgvc").exists()
+
+
+def test_unreadable_input(files, capsys, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def no_read(path, *a, **kw):
+        if str(path).endswith("in.y4m"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr(builtins, "open", no_read)
+    expect_error(capsys, "in.y4m: permission denied", "encode", files / "in.y4m", "-o", files / "x.pgvc",
+                 "--model", files / "m.pt")
+
+
+def test_4_2_2_input_is_converted_with_a_note(files, capsys, tmp_path):
+    from progvc_lab.data import read_y4m
+
+    v = read_y4m(files / "in.y4m")
+    import numpy as np
+
+    u, w = np.repeat(v.u, 2, axis=1), np.repeat(v.v, 2, axis=1)
+    body = b"".join(b"FRAME\n" + v.y[t].tobytes() + u[t].tobytes() + w[t].tobytes() for t in range(v.num_frames))
+    src = tmp_path / "c422.y4m"
+    src.write_bytes(f"YUV4MPEG2 W{W} H{H} F25:1 Ip C422\n".encode() + body)
+    rc, out, err = run(capsys, "encode", src, "-o", tmp_path / "o.pgvc", "--model", files / "m.pt")
+    assert rc == 0 and "progvc-lab: warning: " in err and "4:2:2 chroma" in err and "converted to 4:2:0" in err
+    assert (tmp_path / "o.pgvc").read_bytes() == (files / "a.pgvc").read_bytes()  # the same 4:2:0 picture
+
+
+def test_wrong_kind_of_file_for_the_command(files, capsys):
+    expect_error(capsys, "a.pgvc is a .pgvc stream, not a video (did you mean 'progvc-lab decode'?)",
+                 "encode", files / "a.pgvc", "-o", files / "x.pgvc", "--model", files / "m.pt")
+    for cmd in (["decode", files / "in.y4m", "-o", files / "x.y4m", "--model", files / "m.pt"],
+                ["info", files / "in.y4m"], ["truncate", files / "in.y4m", "-o", files / "x.pgvc", "--scales", 1]):
+        expect_error(capsys, "in.y4m is a y4m video, not a .pgvc stream (did you mean 'progvc-lab encode'?)", *cmd)
+    for cmd in (["decode", files / "bad", "-o", files / "x.y4m"], ["info", files / "bad"]):
+        expect_error(capsys, "bad is a folder, expected a .pgvc stream", *cmd)
+
+
+def test_outputs_in_a_missing_folder_or_onto_a_folder(files, capsys):
+    for cmd in (["encode", files / "in.y4m", "--model", files / "m.pt"],
+                ["decode", files / "a.pgvc", "--model", files / "m.pt"], ["truncate", files / "a.pgvc", "--scales", 1]):
+        suffix = ".y4m" if cmd[0] == "decode" else ".pgvc"
+        target = files / "no_such_dir" / f"x{suffix}"
+        expect_error(capsys, f"the output folder {files / 'no_such_dir'} does not exist; create it first",
+                     *cmd, "-o", target)
+        assert not (files / "no_such_dir").exists()
+        expect_error(capsys, f"{files / 'bad'} is a folder; give a file name after -o", *cmd, "-o", files / "bad",
+                     "--force")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--scales", "0"], "--scales must be at least 1, got 0"),
+    (["--scales", "-2"], "--scales must be at least 1, got -2"),
+    (["--scales", "two"], "--scales must be an integer, got 'two'"),
+    (["--scales", "7"], "a.pgvc: cannot decode 7 scales: the stream carries 6 of 6"),
+    (["--sampler", "magic"], "argument --sampler: invalid choice: 'magic'"),
+    (["--sampler", "sample", "--temperature", "nan"], "--temperature must be a finite number > 0, got 'nan'"),
+    (["--sampler", "sample", "--temperature", "inf"], "--temperature must be a finite number > 0, got 'inf'"),
+    (["--top-k", "-1"], "--top-k must be at least 0, got -1"),
+])
+def test_decode_refuses_bad_arguments(files, capsys, argv, match):
+    expect_error(capsys, match, "decode", files / "a.pgvc", "-o", files / "bad_arg.y4m", "--model", files / "m.pt",
+                 *argv)
+    assert not (files / "bad_arg.y4m").exists()
+
+
+@pytest.mark.parametrize("k,match", [("0", "--scales must be at least 1, got 0"),
+                                     ("9", "cannot keep 9 scales: the stream has 6"),
+                                     ("1.5", "--scales must be an integer, got '1.5'")])
+def test_truncate_refuses_bad_scales(files, capsys, k, match):
+    expect_error(capsys, match, "truncate", files / "a.pgvc", "-o", files / "t_bad.pgvc", "--scales", k)
+
+
+@pytest.mark.parametrize("argv,match", [(["--lambda", "nan"], "--lambda must be a finite number >= 0, got 'nan'"),
+                                        (["--target-bpp", "0"], "--target-bpp must be a finite number > 0"),
+                                        (["--gop", "0"], "--gop must be at least 1, got 0"),
+                                        (["--frames", "x"], "--frames must be an integer, got 'x'")])
+def test_encode_refuses_bad_arguments(files, capsys, argv, match):
+    expect_error(capsys, match, "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model", files / "m.pt", *argv)
+
+
+def test_info_into_a_closed_pipe_exits_quietly(files):
+    """``progvc-lab info --json a.pgvc | head``: the reader is gone before we write (no traceback)."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # nobody will ever read: the first write fails with EPIPE
+    proc = subprocess.run([sys.executable, "-m", "progvc_lab.cli", "info", "--json", str(files / "a.pgvc")],
+                          stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(w)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_two_writers_of_one_new_output_cannot_both_succeed(files, tmp_path):
+    from progvc_lab.cli import _publish, _temporary_name
+
+    target = tmp_path / "same.pgvc"
+    first, second = _temporary_name(target), _temporary_name(target)
+    assert first != second  # unique temporary names: the two runs never write into one file
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    _publish(first, target, force=False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        _publish(second, target, force=False)
+    assert target.read_bytes() == b"first" and not first.exists() and not second.exists()
+    # two real processes racing for the same new name: exactly one wins
+    cmd = [sys.executable, "-m", "progvc_lab.cli", "truncate", str(files / "a.pgvc"), "-o", str(tmp_path / "race.pgvc"),
+           "--scales", "2"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    assert "already exists" in next(err for rc, err in results if rc == 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.pgvc", "same.pgvc"]  # no temporary left
+
+
+def test_decode_writes_through_a_temporary_file(files, capsys, monkeypatch, tmp_path):
+    import progvc_lab.data as data
+
+    seen = []
+    real = data.write_video
+
+    def failing(path, *a, **kw):
+        seen.append(path)
+        real(path, *a, **kw)
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(data, "write_video", failing)
+    out = tmp_path / "d.y4m"
+    expect_error(capsys, "No space left on device", "decode", files / "a.pgvc", "-o", out, "--model", files / "m.pt")
+    assert seen and seen[0] != out and seen[0].parent == out.parent and seen[0].suffix == ".y4m"
+    assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary file is left
+
+
+def test_internal_bugs_are_not_disguised_as_user_errors(files, capsys, monkeypatch):
+    import progvc_lab.cli as cli
+
+    def bug(args):
+        import torch
+        torch.zeros(2, 3) @ torch.zeros(2, 3)  # a RuntimeError from inside torch
+    monkeypatch.setattr(cli, "cmd_info", bug)
+    with pytest.raises(RuntimeError):
+        main(["info", str(files / "a.pgvc")])
+    assert "internal error (a bug, not a problem with your input" in capsys.readouterr().err
+
+    import numpy as np
+
+    def numpy_value_error(args):
+        np.zeros(2).reshape(3)
+    monkeypatch.setattr(cli, "cmd_info", numpy_value_error)
+    with pytest.raises(ValueError):  # a ValueError from numpy's code, not ours: a bug, with its traceback
+        main(["info", str(files / "a.pgvc")])
+
+
+def test_version(capsys):
+    import progvc_lab
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"progvc-lab {progvc_lab.__version__}"

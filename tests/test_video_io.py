@@ -76,10 +76,10 @@ def test_bad_magic(tmp_path):
         read_y4m(path)
 
 
-@pytest.mark.parametrize("tag", ["C420p10", "C422", "C444p10"])
+@pytest.mark.parametrize("tag", ["C411", "C420p11", "Cmono10", "Cyuva444"])
 def test_unsupported_colour_space_names_tag_and_ffmpeg_fix(tmp_path, tag):
     path = _raw_file(tmp_path, f"YUV4MPEG2 W8 H4 F25:1 Ip {tag}\n".encode(), 96, 1)
-    with pytest.raises(VideoFormatError, match=rf"{tag}.*ffmpeg -i in\.y4m -pix_fmt yuv420p out\.y4m"):
+    with pytest.raises(VideoFormatError, match=rf"{tag}.*ffmpeg -i clip\.y4m -pix_fmt yuv420p out\.y4m"):
         read_y4m(path)
 
 
@@ -187,3 +187,69 @@ def test_colour_matrices_differ_and_bt709_round_trips():
     assert back.shape == rgb.shape and 0 <= back.min() and back.max() <= 1
     with pytest.raises(ValueError, match="unknown colour matrix"):
         rgb_to_yuv420(rgb, matrix="bt2020")
+
+
+# ---- other chroma layouts and bit depths: converted with a note; sizes bounded ----------------------------
+def _planes(T=2, H=4, W=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (T, H, W), dtype=np.uint8), rng.integers(0, 256, (T, H // 2, W // 2), dtype=np.uint8),
+            rng.integers(0, 256, (T, H // 2, W // 2), dtype=np.uint8))
+
+
+def test_422_is_converted_to_420_with_a_note(tmp_path):
+    y, u, v = _planes()
+    u422, v422 = np.repeat(u, 2, axis=1), np.repeat(v, 2, axis=1)  # each 4:2:0 row twice: pooling gives u back
+    body = b"".join(b"FRAME\n" + y[t].tobytes() + u422[t].tobytes() + v422[t].tobytes() for t in range(2))
+    path = tmp_path / "c422.y4m"
+    path.write_bytes(b"YUV4MPEG2 W8 H4 F25:1 Ip C422\n" + body)
+    with pytest.warns(UserWarning, match="c422.y4m: 4:2:2 chroma .* converted to 4:2:0"):
+        video = read_y4m(path)
+    assert np.array_equal(video.y, y) and np.array_equal(video.u, u) and np.array_equal(video.v, v)
+
+
+@pytest.mark.parametrize("tag,bits", [("C420p10", 10), ("C444p12", 12), ("Cmono16", 16), ("C422p9", 9)])
+def test_high_bit_depth_is_rounded_to_8_bits_with_a_note(tmp_path, tag, bits):
+    y, u, v = _planes()
+    layout = tag[1:4] if not tag.startswith("Cmono") else "mono"
+    cu = {"420": u, "444": np.repeat(np.repeat(u, 2, 1), 2, 2), "422": np.repeat(u, 2, 1)}.get(layout)
+    cv = {"420": v, "444": np.repeat(np.repeat(v, 2, 1), 2, 2), "422": np.repeat(v, 2, 1)}.get(layout)
+    wide = lambda a: (a.astype("<u2") << (bits - 8)).tobytes()  # noqa: E731
+    body = b"".join(b"FRAME\n" + wide(y[t]) + (wide(cu[t]) + wide(cv[t]) if cu is not None else b"")
+                    for t in range(2))
+    path = tmp_path / "deep.y4m"
+    path.write_bytes(f"YUV4MPEG2 W8 H4 F25:1 Ip {tag}\n".encode() + body)
+    with pytest.warns(UserWarning, match=f"{bits}-bit samples rounded to 8 bits"):
+        video = read_y4m(path)
+    assert np.array_equal(video.y, y)
+    if cu is not None:
+        assert np.array_equal(video.u, u) and np.array_equal(video.v, v)
+
+
+@pytest.mark.parametrize("w,h", [(1, 1), (1, 8), (8, 1)])
+def test_sizes_below_2x2_are_refused(tmp_path, w, h):
+    path = tmp_path / "tiny.y4m"
+    path.write_bytes(f"YUV4MPEG2 W{w} H{h} F25:1 Cmono\nFRAME\n".encode() + bytes(w * h))
+    with pytest.raises(VideoFormatError, match=f"frame size {w}x{h} is too small.*at least 2x2"):
+        read_y4m(path)
+
+
+def test_2x2_reads_and_huge_sizes_are_refused_before_reading(tmp_path):
+    path = tmp_path / "small.y4m"
+    path.write_bytes(b"YUV4MPEG2 W2 H2 F25:1 C420jpeg\nFRAME\n" + bytes(6))
+    assert read_y4m(path).y.shape == (1, 2, 2)
+    path.write_bytes(b"YUV4MPEG2 W100000 H16 F25:1 C420jpeg\nFRAME\n" + bytes(100))
+    with pytest.raises(VideoFormatError, match="100000x16 exceeds the limit of 16384 pixels per side"):
+        read_y4m(path)
+
+
+def test_y4m_side_limit_is_the_stream_limit():
+    from progvc_lab import bitstream
+    from progvc_lab.data import y4m
+
+    assert y4m.MAX_SIDE == bitstream.MAX_SIDE
+
+
+def test_read_planes_are_writable(tmp_path):
+    y, u, v = _planes()
+    path = write_y4m(tmp_path / "w.y4m", y, u, v, 25)
+    assert read_y4m(path).y.flags.writeable

@@ -16,9 +16,14 @@ What this module accepts (everything else is a :class:`VideoFormatError` that sa
   spec's default, 420jpeg). The three 420 variants differ only in where chroma samples sit
   relative to luma; the bytes are laid out identically, so they are read as they are.
 - ``C444`` is **converted on read**: each chroma plane is average-pooled over 2x2 blocks (rounded
-  to the nearest integer) to give 4:2:0.
+  to the nearest integer) to give 4:2:0; ``C422`` likewise over vertical pairs.
 - ``Cmono`` is **converted on read**: U and V are filled with 128 (neutral grey chroma); an odd
   width or height is cropped by one pixel to make 4:2:0 possible.
+- More than 8 bits (``C420p10``, ``C422p12``, ``C444p16``, ``Cmono16``, ...: little-endian 16-bit
+  samples) is **converted on read** to 8 bits (rounded: ``(v + 2^(b-9)) >> (b-8)``).
+- Every conversion is announced once per file with a ``UserWarning`` (the CLI prints it as a note).
+- Frame sides from 2 (mono: 2 after the odd-side crop) up to ``MAX_SIDE`` (16384, the .pgvc limit);
+  anything else is refused before any frame is read.
 - Progressive (``Ip``), unknown (``I?``) or missing ``I`` tag. Interlaced material is refused.
 - Odd width or height with 4:2:0 or 4:4:4 chroma is refused (4:2:0 halves both sides).
 
@@ -31,6 +36,8 @@ many complete frames it holds (pass ``max_frames`` to read just those).
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +49,8 @@ FRAME_MAGIC = b"FRAME"
 FFMPEG_HINT = "convert it with: ffmpeg -i in.y4m -pix_fmt yuv420p out.y4m"
 NATIVE_420 = ("420jpeg", "420mpeg2", "420paldv", "420")
 MAX_HEADER_BYTES = 4096  # a real header is ~50 bytes; anything longer is not a y4m header
+MAX_SIDE = 1 << 14       # pixels per side, the same limit as a .pgvc header (bitstream.MAX_SIDE)
+_CHROMA = re.compile(r"^(420jpeg|420mpeg2|420paldv|420|422|444|mono)(?:p?(9|10|12|14|16))?$")
 
 
 class VideoFormatError(ValueError):
@@ -78,6 +87,12 @@ class Y4MHeader:
     aspect: str
     extensions: list[str]
     header_bytes: int  # length of the header line including its "\n"
+    bits: int = 8      # bits per sample in the file (converted to 8 on read)
+
+    @property
+    def layout(self) -> str:
+        """'420', '422', '444' or 'mono': how chroma is stored."""
+        return "420" if self.chroma.startswith("420") else _CHROMA.match(self.chroma).group(1)
 
 
 def _parse_header(line: bytes, path: Path) -> Y4MHeader:
@@ -125,28 +140,34 @@ def _parse_header(line: bytes, path: Path) -> Y4MHeader:
             f"{path}: interlaced y4m (tag I{interlace}) is not supported; deinterlace it first, "
             f"e.g. ffmpeg -i in.y4m -vf yadif -pix_fmt yuv420p out.y4m"
         )
-    if chroma not in NATIVE_420 + ("444", "mono"):
+    match = _CHROMA.match(chroma)
+    if match is None or (chroma.startswith("mono") and match.group(2) not in (None, "16")):
         raise VideoFormatError(
-            f"{path}: y4m colour space C{chroma} is not supported (only 8-bit 4:2:0, 4:4:4 and mono); "
-            f"{FFMPEG_HINT}"
+            f"{path}: y4m colour space C{chroma} is not supported (4:2:0, 4:2:2, 4:4:4 or mono, 8 to 16 "
+            f"bits); convert it with: ffmpeg -i {path.name} -pix_fmt yuv420p out.y4m"
         )
-    if chroma != "mono" and (width % 2 or height % 2):
+    bits = int(match.group(2) or 8)
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise VideoFormatError(f"{path}: frame size {width}x{height} exceeds the limit of {MAX_SIDE} pixels "
+                               f"per side; scale it down, e.g. ffmpeg -i {path.name} -vf scale=1920:-2 out.y4m")
+    if min(width, height) < 2:
+        raise VideoFormatError(f"{path}: frame size {width}x{height} is too small; the codec needs at least "
+                               f"2x2 pixels")
+    if not chroma.startswith("mono") and (width % 2 or height % 2):
         raise VideoFormatError(
             f"{path}: frame size {width}x{height} has an odd side, which 4:2:0 chroma cannot split in "
             f"half; crop it to even size, e.g. ffmpeg -i in.y4m -vf crop=trunc(iw/2)*2:trunc(ih/2)*2 "
             f"-pix_fmt yuv420p out.y4m"
         )
-    return Y4MHeader(width, height, fps, chroma, interlace, aspect, extensions, len(line))
+    return Y4MHeader(width, height, fps, chroma, interlace, aspect, extensions, len(line), bits)
 
 
 def _plane_bytes(header: Y4MHeader) -> tuple[int, int]:
     """(luma bytes, bytes of ONE chroma plane) per frame as stored in the file."""
     luma = header.width * header.height
-    if header.chroma == "mono":
-        return luma, 0
-    if header.chroma == "444":
-        return luma, luma
-    return luma, luma // 4
+    size = 1 if header.bits == 8 else 2
+    chroma = {"mono": 0, "444": luma, "422": luma // 2, "420": luma // 4}[header.layout]
+    return luma * size, chroma * size
 
 
 def read_y4m_header(path: str | os.PathLike) -> Y4MHeader:
@@ -174,8 +195,8 @@ def read_y4m(path: str | os.PathLike, max_frames: int | None = None) -> Y4MVideo
         # Fast path: every frame header is exactly "FRAME\n" (no per-frame parameters), so frames
         # sit at a fixed stride and the whole file is one strided array.
         stride = len(FRAME_MAGIC) + 1 + frame_payload
-        data = f.read() if max_frames is None else f.read(stride * max_frames)
-    buf = np.frombuffer(data, dtype=np.uint8)
+        data = bytearray(f.read() if max_frames is None else f.read(stride * max_frames))
+    buf = np.frombuffer(data, dtype=np.uint8)  # a bytearray: the planes are writable arrays
     num_full = len(buf) // stride
     frames = buf[: num_full * stride].reshape(num_full, stride)
     if num_full and np.all(frames[:, :6] == np.frombuffer(b"FRAME\n", np.uint8)):
@@ -184,7 +205,7 @@ def read_y4m(path: str | os.PathLike, max_frames: int | None = None) -> Y4MVideo
     else:  # slow path: frame headers carry parameters ("FRAME Ixx\n"); walk them one by one
         if max_frames is not None:  # longer frame headers: the bytes read above may cut a frame
             with open(path, "rb") as f:
-                data = f.read()[header.header_bytes:]
+                data = bytearray(f.read()[header.header_bytes:])
         payload, leftover = _walk_frames(data, frame_payload, path)
         if max_frames is not None and len(payload) >= max_frames:
             payload, leftover = payload[:max_frames], 0
@@ -197,17 +218,35 @@ def read_y4m(path: str | os.PathLike, max_frames: int | None = None) -> Y4MVideo
     if len(payload) == 0:
         raise VideoFormatError(f"{path}: the y4m file holds no complete frame.")
     T, H, W = len(payload), header.height, header.width
+    if header.bits > 8:  # little-endian 16-bit samples -> 8 bits, rounded
+        shift = header.bits - 8
+        wide = payload.view("<u2").astype(np.uint32)
+        payload = np.minimum((wide + (1 << (shift - 1))) >> shift, 255).astype(np.uint8)
+        luma, chroma = luma // 2, chroma // 2
+    layout = header.layout
     y = payload[:, :luma].reshape(T, H, W)
-    if header.chroma == "mono":
+    if layout == "mono":
         u = np.full((T, H // 2, W // 2), 128, np.uint8)
         v = u.copy()
         y = y[:, : H // 2 * 2, : W // 2 * 2]  # mono may have odd sides; 420 needs even ones
-    elif header.chroma == "444":
+    elif layout == "444":
         u = _pool_chroma(payload[:, luma: luma + chroma].reshape(T, H, W))
         v = _pool_chroma(payload[:, luma + chroma:].reshape(T, H, W))
+    elif layout == "422":
+        u = _pool_rows(payload[:, luma: luma + chroma].reshape(T, H, W // 2))
+        v = _pool_rows(payload[:, luma + chroma:].reshape(T, H, W // 2))
     else:
         u = payload[:, luma: luma + chroma].reshape(T, H // 2, W // 2)
         v = payload[:, luma + chroma:].reshape(T, H // 2, W // 2)
+    notes = []
+    if layout != "420":
+        notes.append({"mono": "mono (grey chroma added", "444": "4:4:4 chroma (averaged over 2x2",
+                      "422": "4:2:2 chroma (averaged over row pairs"}[layout]
+                     + (", odd side cropped)" if y.shape[1:] != (H, W) else ")") + " converted to 4:2:0")
+    if header.bits > 8:
+        notes.append(f"{header.bits}-bit samples rounded to 8 bits")
+    if notes:
+        warnings.warn(f"{path}: " + "; ".join(notes), UserWarning, stacklevel=2)
     return Y4MVideo(
         y=np.ascontiguousarray(y), u=np.ascontiguousarray(u), v=np.ascontiguousarray(v),
         width=y.shape[2], height=y.shape[1], fps=header.fps, chroma=header.chroma,
@@ -220,6 +259,13 @@ def _pool_chroma(c_THW: np.ndarray) -> np.ndarray:
     T, H, W = c_THW.shape
     blocks = c_THW.reshape(T, H // 2, 2, W // 2, 2).astype(np.uint16).sum(axis=(2, 4))
     return ((blocks + 2) // 4).astype(np.uint8)
+
+
+def _pool_rows(c_THW: np.ndarray) -> np.ndarray:
+    """4:2:2 -> 4:2:0 chroma: mean of each vertical pair, rounded half up."""
+    T, H, W = c_THW.shape
+    pairs = c_THW.reshape(T, H // 2, 2, W).astype(np.uint16).sum(axis=2)
+    return ((pairs + 1) // 2).astype(np.uint8)
 
 
 def _walk_frames(data: bytes, frame_payload: int, path: Path) -> tuple[np.ndarray, int]:
