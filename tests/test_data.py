@@ -181,3 +181,19 @@ def test_static_and_chosen_still_motions(tmp_path):
         warnings.simplefilter("ignore")
         module.setup("fit")
     assert module.train_dataset.still_motions == ("static", "pan")
+
+
+def test_training_samples_differ_between_ranks_and_repeat_under_one_seed(media_dir, tmp_path):
+    """Under DDP every rank has the same torch RNG (seed_everything); the rank must still change the crops."""
+    ds = build_clip_cache([media_dir], cache_dir=tmp_path / "cache")
+
+    def draw(rank, seed=0):
+        torch.manual_seed(seed)
+        clips = ClipDataset(ds, clip_len=2, crop_size=(16, 16), samples_per_epoch=4, rank=rank)
+        return torch.stack([clips[i] for i in range(4)])
+
+    assert torch.equal(draw(0), draw(0))           # repeatable
+    assert not torch.equal(draw(0), draw(1))       # two ranks, same seed: different samples
+    assert not torch.equal(draw(0), draw(0, seed=1))
+    a, b = draw(0), draw(1)
+    assert all(not torch.equal(a[i], b[i]) for i in range(4))

@@ -69,17 +69,56 @@ def test_stage2_refuses_a_context_model_that_does_not_fit_stage1(tmp_path):
                     "--model.stage1_path", str(stage1), *TINY_DATA])
 
 
+DDP_PROBE = """
+import hashlib, json, os
+import lightning.pytorch as pl
+import torch
+
+
+def digest(t):
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+class Probe(pl.Callback):
+    # per rank: a hash of every training batch, the codebook after training, the synced val metrics
+
+    def __init__(self, out_dir: str):
+        self.out_dir, self.batches = out_dir, []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.batches.append(digest(batch))
+
+    def on_train_end(self, trainer, module):
+        q = module.quantizer
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        with open(os.path.join(self.out_dir, f"rank{trainer.global_rank}.json"), "w") as f:
+            json.dump({"batches": self.batches, "codebook": digest(q.codebook.weight), "usage": digest(q.code_usage),
+                       "val": metrics}, f)
+"""
+
+
 def test_ddp_two_cpu_processes(tmp_path):
-    """Scaling out is Lightning's DDP: 2 processes, gloo backend, a few steps."""
+    """Scaling out is Lightning's DDP: 2 processes, gloo backend, a few steps. The ranks must train on
+    different samples (the crops once came from the global torch RNG, identical on every rank), agree
+    on the codebook after dead-code restarts, and report the same (synced) validation metrics."""
+    (tmp_path / "ddp_probe.py").write_text(DDP_PROBE)
     cmd = [sys.executable, "-m", "progvc_lab.training.cli", "stage1", "--config",
-           str(ROOT / "configs/tiny_stage1.yaml"), *_trainer(tmp_path, 2), *TINY_MODEL, *TINY_DATA,
+           str(ROOT / "configs/tiny_stage1.yaml"), *_trainer(tmp_path, 3), *TINY_MODEL, *TINY_DATA,
            "--data.crop_size", "[32,32]", "--data.batch_size", "2", "--model.export_path", str(tmp_path / "s1.pt"),
-           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.limit_val_batches", "0"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+           "--model.restart_every", "1", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+           "--trainer.callbacks+=ddp_probe.Probe", f"--trainer.callbacks.out_dir={tmp_path}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "distributed_backend=gloo" in out.stderr + out.stdout
     assert (tmp_path / "s1.pt").is_file()
+    import json
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0["batches"]) == len(r1["batches"]) == 3
+    assert not set(r0["batches"]) & set(r1["batches"]), "two DDP ranks trained on the same batch"
+    assert r0["codebook"] == r1["codebook"] and r0["usage"] == r1["usage"]
+    assert r0["val"] and r0["val"] == r1["val"]
 
 
 def test_resume_from_last_checkpoint(tmp_path):

@@ -140,9 +140,11 @@ class VideoDataModule(LightningDataModule):
         else:
             val_frames = synthetic_frames_dataset(num_clips=2, num_frames=max(16, self.clip_len), seed=self.seed + 1000,
                                                   height=max(96, self.crop_size[0]), width=max(96, self.crop_size[1]))
+        # the rank keeps DDP processes apart (each rank crops its own samples; see ClipDataset)
+        rank = self.trainer.global_rank if self.trainer is not None else None
         self.train_dataset = ClipDataset(train_frames, self.clip_len, self.crop_size,
                                          samples_per_epoch=self.samples_per_epoch, seed=self.seed,
-                                         still_motions=self.still_motions)
+                                         still_motions=self.still_motions, rank=rank)
         self.val_dataset = ClipDataset(val_frames, self.clip_len, self.crop_size, samples_per_epoch=self.val_samples,
                                        deterministic=True, seed=self.seed, flip=False)
 

@@ -220,8 +220,12 @@ class ClipDataset(torch.utils.data.Dataset):
     stage-1 training. Frames smaller than the crop are up-scaled (bilinear) to cover it.
 
     ``samples_per_epoch`` sets ``len()``; each index then draws a random item. ``deterministic=True``
-    makes sample ``i`` a function of ``(seed, i)`` only (validation); otherwise randomness comes
-    from torch's RNG, so ``lightning.seed_everything(workers=True)`` makes runs repeatable.
+    makes sample ``i`` a function of ``(seed, i)`` only (validation); otherwise sample ``i`` is drawn
+    from a generator seeded with ``(a draw from torch's RNG, rank, i)``: torch's RNG makes runs
+    repeatable under ``lightning.seed_everything`` and different at every epoch, and the **rank**
+    (``rank``, else the initialised process group's, else ``$RANK``) keeps the processes of a DDP
+    run apart: seed_everything gives every rank the same torch RNG, so without it two ranks
+    would crop the same windows at every step.
     """
 
     def __init__(
@@ -235,8 +239,10 @@ class ClipDataset(torch.utils.data.Dataset):
         flip: bool = True,
         still_scale_range: tuple[float, float] = (0.4, 1.0),
         still_motions: Sequence[str] = ("pan", "zoom", "random"),
+        rank: int | None = None,
     ):
         self.frames = frames
+        self.rank = rank
         self.clip_len, self.crop_size = int(clip_len), tuple(int(c) for c in crop_size)
         self.samples_per_epoch, self.deterministic, self.seed = samples_per_epoch, deterministic, seed
         self.flip, self.still_scale_range = flip, still_scale_range
@@ -268,7 +274,15 @@ class ClipDataset(torch.utils.data.Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         if self.deterministic:
             return np.random.default_rng((self.seed, index))
-        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        draw = int(torch.randint(0, 2**62, (1,)).item())
+        return np.random.default_rng((draw, self._rank(), index))
+
+    def _rank(self) -> int:
+        if self.rank is not None:
+            return int(self.rank)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
+        return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
 
     def _load(self, row_start: int, count: int) -> np.ndarray:
         rows = self.frames[row_start: row_start + count]

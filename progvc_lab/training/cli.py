@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None):
     stage, rest = argv[0], argv[1:]
     if not any(a in ("fit", "validate", "test") for a in rest[:1]):
         rest = ["fit"] + rest
+    # a resumed run reads its checkpoint with weights_only=True (tensors and plain values, never
+    # pickled objects); pass --weights_only false yourself only for a file you made and trust
+    if any(a == "--ckpt_path" or a.startswith("--ckpt_path=") for a in rest) and \
+            not any(a.startswith("--weights_only") for a in rest):
+        rest = rest + ["--weights_only", "true"]
     LightningCLI(STAGES[stage], VideoDataModule, args=rest, save_config_kwargs={"overwrite": True},
                  subclass_mode_model=False, subclass_mode_data=False)
     return 0

@@ -202,18 +202,42 @@ class TokenizerModule(_Base):
         x_hat = tokenizer.decode(f_hat, x.shape[-2:])
         rec, parts = self.reconstruction_loss(x_hat, x)
         loss = rec + self.hparams.quant_weight * q_loss
-        self.log_dict({f"{stage}/loss": loss, f"{stage}/quant_loss": q_loss}, prog_bar=stage == "train")
+        sync = stage != "train"  # validation metrics: averaged over the DDP ranks
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/quant_loss": q_loss}, prog_bar=stage == "train",
+                      sync_dist=sync)
         if "msssim" in parts and k == K:
-            self.log(f"{stage}/msssim", parts["msssim"])
+            self.log(f"{stage}/msssim", parts["msssim"], sync_dist=sync)
         if k == K:
-            self.log(f"{stage}/psnr", _psnr(x_hat.clamp(0, 1), x), prog_bar=True)
+            self.log(f"{stage}/psnr", _psnr(x_hat.clamp(0, 1), x), prog_bar=True, sync_dist=sync)
         if stage == "train":
             usage = self.quantizer.code_usage
             p = usage / usage.sum()
             self.log("train/codebook_perplexity", torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
             if self.hparams.restart_every and self.global_step % self.hparams.restart_every == 0 and self.global_step > 0:
-                self.log("train/codes_restarted", float(self.quantizer.restart_dead_codes(f.detach())))
+                self.log("train/codes_restarted", float(self.restart_dead_codes(f.detach())))
         return loss
+
+    @torch.no_grad()
+    def restart_dead_codes(self, f_NChw: torch.Tensor) -> int:
+        """``quantizer.restart_dead_codes``, agreed by every DDP rank.
+
+        Each rank counts code usage on its own batches, and a restart picks random latents of its own
+        batch, so ranks doing it on their own would end with different codebooks (DDP only averages
+        gradients; it never re-synchronises weights). So: the usage is averaged over the ranks (one
+        dead set for all), rank 0 restarts, and its codebook and usage are broadcast to the others.
+        """
+        q = self.quantizer
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return q.restart_dead_codes(f_NChw)
+        dist.all_reduce(q.code_usage, op=dist.ReduceOp.SUM)
+        q.code_usage.div_(dist.get_world_size())
+        moved = torch.zeros((), dtype=torch.long, device=q.code_usage.device)
+        if dist.get_rank() == 0:
+            moved.fill_(q.restart_dead_codes(f_NChw))
+        for tensor in (q.codebook.weight.data, q.code_usage, moved):
+            dist.broadcast(tensor, src=0)
+        return int(moved)
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, "train")
@@ -227,9 +251,9 @@ class TokenizerModule(_Base):
         with_msssim = min(x.shape[-2:]) > 96
         for k in range(1, quantizer.num_scales + 1):
             x_hat = tokenizer.decode(quantizer.tokens_to_latent(tokens, f.shape[-2:], upto=k), x.shape[-2:]).clamp(0, 1)
-            self.log(f"val/psnr_k{k}", _psnr(x_hat, x))
+            self.log(f"val/psnr_k{k}", _psnr(x_hat, x), sync_dist=True)
             if with_msssim:
-                self.log(f"val/msssim_k{k}", ms_ssim_loss_value(x_hat, x, self.hparams.msssim_win))
+                self.log(f"val/msssim_k{k}", ms_ssim_loss_value(x_hat, x, self.hparams.msssim_win), sync_dist=True)
 
     def on_train_end(self):
         if self.hparams.export_path and self.trainer.is_global_zero:
@@ -305,7 +329,7 @@ class ContextModule(_Base):
         B, T, _, H, W = clips.shape
         tokens, ctx, _ = self.tokens_and_context(clips)
         if stage == "train":
-            self.context_model.count_unigram(tokens)
+            self.count_unigram(tokens)
         logits_BLV = self.context_model(ctx, tokens)
         target_BL, scale_L = self.context_model.flatten_tokens(tokens)
         nll_BL = F.cross_entropy(logits_BLV.transpose(1, 2), target_BL, reduction="none",
@@ -320,9 +344,24 @@ class ContextModule(_Base):
             logs[f"{stage}/bits_per_token_s{s}"] = bits_L[sel].mean()
             cum_bits = cum_bits + bits_L[sel].sum()
             logs[f"{stage}/est_bpp_k{s + 1}"] = cum_bits / (T * H * W)
-        self.log_dict(logs, prog_bar=False)
-        self.log(f"{stage}/bits", bits_L.mean(), prog_bar=True)
+        sync = stage != "train"  # validation metrics: averaged over the DDP ranks
+        self.log_dict(logs, prog_bar=False, sync_dist=sync)
+        self.log(f"{stage}/bits", bits_L.mean(), prog_bar=True, sync_dist=sync)
         return loss
+
+    @torch.no_grad()
+    def count_unigram(self, tokens):
+        """``context_model.count_unigram`` over every DDP rank's batch: the batch's counts are summed
+        over the ranks (the exported histogram is the whole training data's, on every rank)."""
+        cm = self.context_model
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return cm.count_unigram(tokens)
+        before = cm.unigram_counts.clone()
+        cm.count_unigram(tokens)
+        delta = cm.unigram_counts - before
+        dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+        cm.unigram_counts.copy_(before + delta)
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, "train")
