@@ -17,7 +17,7 @@ STAMP       := $(VENV)/.installed
 # Installed FIRST and pinned exactly: a looser pin lets pip pull a multi-GB CUDA build.
 # pyproject.toml only asks for torch>=2.2, so users elsewhere keep the build that fits their machine.
 TORCH_PIN   := torch==2.13.0
-EXTRAS      := test,browser,coder
+EXTRAS      := test,browser
 PYTEST_ARGS ?=
 
 # The venv's own tools first (ninja, jupyter, voila), whether or not the venv is activated.

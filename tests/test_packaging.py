@@ -115,13 +115,96 @@ def test_environment_yml_installs_the_package_and_the_same_torch(environment_pip
 
 def test_shipped_checkpoints_are_package_data(pyproject):
     """Every file under progvc_lab/checkpoints/ must reach a wheel (Codec.from_pretrained needs it)."""
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["progvc_lab"]
-    assert "checkpoints/*.pt" in patterns and "checkpoints/*.json" in patterns
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["progvc_lab.checkpoints"]
     ckpt_dir = REPO_ROOT / "progvc_lab" / "checkpoints"
-    shipped = [p.relative_to(REPO_ROOT / "progvc_lab").as_posix() for p in ckpt_dir.glob("*")
-               if p.is_file() and p.name != "__init__.py"] if ckpt_dir.is_dir() else []
+    shipped = [p.name for p in ckpt_dir.glob("*") if p.is_file() and p.name != "__init__.py"]
+    assert shipped
     missed = [f for f in shipped if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
     assert not missed, f"not covered by [tool.setuptools.package-data]: {missed}"
+
+
+def test_every_package_and_the_shipped_clips_and_configs_reach_the_wheel(pyproject):
+    tool = pyproject["tool"]["setuptools"]
+    packages = set(tool["packages"])
+    found = {".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "progvc_lab").rglob("__init__.py")}
+    assert found <= packages, f"add to [tool.setuptools] packages: {sorted(found - packages)}"
+    assert tool["package-dir"] == {"progvc_lab.assets.data": "data", "progvc_lab.assets.configs": "configs"}
+    data = tool["package-data"]
+    clips = [p.name for p in (REPO_ROOT / "data").iterdir() if p.is_file()]
+    configs = [p.name for p in (REPO_ROOT / "configs").glob("*.yaml")]
+    assert clips and configs
+    for names, patterns in ((clips, data["progvc_lab.assets.data"]), (configs, data["progvc_lab.assets.configs"])):
+        missed = [f for f in names if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+        assert not missed, f"not covered by [tool.setuptools.package-data]: {missed}"
+
+
+def test_license_fits_the_gpl_dependency(pyproject):
+    """torchac is GPL-3.0 and a required dependency: the package is GPL-3.0-or-later, with the text."""
+    project = pyproject["project"]
+    assert project["license"] == "GPL-3.0-or-later"
+    assert project["license-files"] == ["LICENSE"]
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
+
+
+def test_version_is_one_number(pyproject):
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "progvc_lab.__version__"}
+    import progvc_lab
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+", progvc_lab.__version__)
+
+
+def test_makefile_and_environment_yml_install_the_same_extras(environment_pip_lines, pyproject):
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    (make_extras,) = re.findall(r"^EXTRAS\s*:?=\s*(\S+)\s*$", makefile, re.M)
+    (line,) = [l for l in environment_pip_lines if l.startswith("-e ")]
+    env_extras = re.search(r"\[([\w,\s-]+)\]", line).group(1)
+    assert sorted(make_extras.split(",")) == sorted(x.strip() for x in env_extras.split(","))
+    assert set(make_extras.split(",")) <= set(pyproject["project"]["optional-dependencies"])
+
+
+# import name of each dependency, or None for a tool that is run or loaded by another package
+USED_AS = {"torch": "torch", "lightning": "lightning", "jsonargparse": None, "einops": "einops",
+           "torchac": "torchac", "constriction": "constriction", "ninja": None, "numpy": "numpy", "datasets": "datasets",
+           "huggingface-hub": "huggingface_hub", "av": "av", "pytorch-msssim": "pytorch_msssim",
+           "matplotlib": "matplotlib", "ipywidgets": "ipywidgets", "jupyterlab": None, "tqdm": "tqdm",
+           "bjontegaard": "bjontegaard", "stlpips-pytorch": "stlpips-pytorch"}  # weights read by distribution name
+
+
+def test_dependencies_are_exactly_the_ones_used(pyproject):
+    names = {requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert names == set(USED_AS), f"update USED_AS (and the code): {sorted(names ^ set(USED_AS))}"
+    source = "\n".join(p.read_text() for p in (REPO_ROOT / "progvc_lab").rglob("*.py"))
+    for name, module in USED_AS.items():
+        if module is not None:
+            assert re.search(rf"(^|\s)(import|from) {module}\b|[\"']{module}[\"']", source, re.M), (
+                f"{name} is declared but progvc_lab never imports {module}: remove it or use it")
+
+
+def test_the_wheel_carries_model_clips_configs_and_license(tmp_path):
+    """A real (non-editable) wheel, built here without its dependencies (seconds)."""
+    import subprocess
+    import zipfile
+
+    try:
+        import setuptools  # noqa: F401
+        isolation = ["--no-build-isolation"]
+    except ImportError:
+        isolation = []
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path),
+                          str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("progvc_lab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("progvc_lab/checkpoints/tiny.pt", "progvc_lab/assets/data/foreman_qcif_30f.y4m",
+                   "progvc_lab/assets/data/akiyo_qcif_30f.y4m", "progvc_lab/assets/configs/tiny_stage1.yaml",
+                   "progvc_lab/assets/configs/tiny_stage2.yaml", "progvc_lab/resources.py", "progvc_lab/cli.py"):
+        assert needed in names, needed
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert not any(n.startswith(("tests/", "notebooks/", "benchmarks/")) for n in names)
+    meta = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    assert "License-Expression: GPL-3.0-or-later" in meta and "Requires-Dist: huggingface_hub" in meta
 
 
 def test_installed_package_is_this_checkout():
@@ -137,3 +220,31 @@ def test_installed_package_is_this_checkout():
     import progvc_lab
 
     assert Path(progvc_lab.__file__).resolve().is_relative_to(REPO_ROOT), progvc_lab.__file__
+
+
+def test_shipped_files_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from progvc_lab import resources
+    from progvc_lab.data import DATA_DIR, sample_clip_path
+    from progvc_lab.training.cli import _shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # "another folder": no configs/ or data/ here
+    assert sample_clip_path("foreman").is_file() and Path(DATA_DIR) == resources.shipped_dir("data")
+    shipped = resources.shipped_config("tiny_stage1")
+    assert shipped is not None and shipped.name == "tiny_stage1.yaml"
+    for spelling in ("tiny_stage1", "tiny_stage1.yaml", "configs/tiny_stage1.yaml"):
+        assert _shipped_configs(["--config", spelling, "--x", "1"]) == ["--config", str(shipped), "--x", "1"]
+        assert _shipped_configs([f"--config={spelling}"]) == [f"--config={shipped}"]
+    (tmp_path / "mine.yaml").write_text("trainer: {}\n")
+    assert _shipped_configs(["--config", "mine.yaml"]) == ["--config", "mine.yaml"]  # a local file wins
+    with pytest.raises(FileNotFoundError, match="no such config file, and no shipped config of that name"):
+        _shipped_configs(["--config", "nope.yaml"])
+
+
+def test_config_paths_resolve_to_the_shipped_data(monkeypatch, tmp_path):
+    from progvc_lab.data import DATA_DIR
+    from progvc_lab.data.datamodule import DEFAULT_VAL_SOURCES, resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    assert all(resolve_path(s).is_file() for s in DEFAULT_VAL_SOURCES)
+    assert resolve_path("data") == Path(DATA_DIR).resolve()
+    assert resolve_path(tmp_path / "x") == tmp_path / "x"

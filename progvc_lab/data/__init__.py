@@ -17,7 +17,9 @@ from .synthetic import camera_motion_clip, synthetic_clip
 from .video import read_video, write_video
 from .y4m import VideoFormatError, Y4MVideo, read_y4m, read_y4m_header, write_y4m
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the repository's shipped data folder
+from ..resources import shipped_dir  # noqa: E402
+
+DATA_DIR = shipped_dir("data")  # the repository's data/ folder, or the installed package's copy of it
 
 _LAZY = {
     "ClipDataset": "dataset", "build_clip_cache": "dataset", "load_hub_dataset": "dataset",
@@ -36,13 +38,15 @@ def __getattr__(name: str):
 
 
 def sample_clip_path(name: str = "foreman") -> Path:
-    """Path of a clip shipped in the repository's ``data/`` folder ("foreman" or "akiyo")."""
+    """Path of a clip shipped in the repository's ``data/`` folder ("foreman" or "akiyo"); an installed
+    package carries the same clips as package data (``progvc_lab.resources``)."""
     matches = sorted(DATA_DIR.glob(f"{name.lower()}*.y4m"))
     if not matches:
         available = sorted(p.stem for p in DATA_DIR.glob("*.y4m"))
         raise FileNotFoundError(
             f"no shipped clip named {name!r} in {DATA_DIR} (available: {available or 'none'}). "
-            f"The data/ folder comes with the repository; restore it with `git checkout -- data`."
+            f"The data/ folder comes with the repository (restore it with `git checkout -- data`) and with "
+            f"the installed package (reinstall progvc_lab)."
         )
     return matches[0]
 

@@ -58,9 +58,19 @@ def is_held_out(path: str | Path) -> bool:
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A path relative to the repository root (absolute paths are kept)."""
+    """A config path: absolute paths are kept; ``data/...`` is the shipped data folder (the checkout's
+    or the installed package's); other relative paths are relative to the repository root in a
+    checkout, to the current folder in an installed package."""
+    from ..resources import in_checkout
+
     path = Path(path).expanduser()
-    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+    if path.is_absolute():
+        return path
+    if path.parts and path.parts[0] == "data":
+        from . import DATA_DIR
+
+        return (DATA_DIR / Path(*path.parts[1:])).resolve()
+    return ((REPO_ROOT if in_checkout() else Path.cwd()) / path).resolve()
 
 
 class VideoDataModule(LightningDataModule):
@@ -104,7 +114,9 @@ class VideoDataModule(LightningDataModule):
             warnings.warn(str(w.message), stacklevel=3)
         if drop_held_out:
             # the shipped data/ folder holds held-out clips on purpose: only warn about others
-            held = [f for f in files if is_held_out(f) and f.parent != REPO_ROOT / "data"]
+            from . import DATA_DIR
+
+            held = [f for f in files if is_held_out(f) and f.parent != Path(DATA_DIR).resolve()]
             if held:
                 warnings.warn(
                     "held-out evaluation clips are never used for training; dropped: "

@@ -24,6 +24,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from ..stages.context_model import ContextModel
 from ..stages.quantizer import MultiScaleResidualQuantizer
@@ -95,8 +96,9 @@ class _Base(pl.LightningModule):
 
     @staticmethod
     def frames(batch) -> torch.Tensor:
+        """A batch of clips (B, T, 3, H, W) as frames (B*T, 3, H, W); frames pass as they are."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return x.flatten(0, 1) if x.ndim == 5 else x
+        return rearrange(x, "b t c h w -> (b t) c h w") if x.ndim == 5 else x
 
 
 class TokenizerModule(_Base):
@@ -319,7 +321,7 @@ class ContextModule(_Base):
         latent_hw = tuple(f.shape[-2:])
         tokens = self.quantizer.tokenize(f)
         ctx = self.quantizer.context_inputs(tokens, latent_hw)
-        unflat = lambda x: x.view(B, T, *x.shape[1:])
+        unflat = lambda x: rearrange(x, "(b t) ... -> b t ...", b=B, t=T)  # noqa: E731
         return [unflat(t) for t in tokens], [unflat(c) for c in ctx], latent_hw
 
     def _shared_step(self, batch, stage: str):
