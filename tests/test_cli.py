@@ -430,17 +430,17 @@ def test_4_2_2_input_is_converted_with_a_note(files, capsys, tmp_path):
     assert (tmp_path / "o.pgvc").read_bytes() == (files / "a.pgvc").read_bytes()  # the same 4:2:0 picture
 
 
-def test_wrong_kind_of_file_for_the_command(files, capsys):
+def test_wrong_kind_of_file_for_the_command(files, bad, capsys):
     expect_error(capsys, "a.pgvc is a .pgvc stream, not a video (did you mean 'progvc-lab decode'?)",
                  "encode", files / "a.pgvc", "-o", files / "x.pgvc", "--model", files / "m.pt")
     for cmd in (["decode", files / "in.y4m", "-o", files / "x.y4m", "--model", files / "m.pt"],
                 ["info", files / "in.y4m"], ["truncate", files / "in.y4m", "-o", files / "x.pgvc", "--scales", 1]):
         expect_error(capsys, "in.y4m is a y4m video, not a .pgvc stream (did you mean 'progvc-lab encode'?)", *cmd)
     for cmd in (["decode", files / "bad", "-o", files / "x.y4m"], ["info", files / "bad"]):
-        expect_error(capsys, "bad is a folder, expected a .pgvc stream", *cmd)
+        expect_error(capsys, f"{bad} is a folder, expected a .pgvc stream", *cmd)
 
 
-def test_outputs_in_a_missing_folder_or_onto_a_folder(files, capsys):
+def test_outputs_in_a_missing_folder_or_onto_a_folder(files, bad, capsys):
     for cmd in (["encode", files / "in.y4m", "--model", files / "m.pt"],
                 ["decode", files / "a.pgvc", "--model", files / "m.pt"], ["truncate", files / "a.pgvc", "--scales", 1]):
         suffix = ".y4m" if cmd[0] == "decode" else ".pgvc"
@@ -519,19 +519,19 @@ def test_two_writers_of_one_new_output_cannot_both_succeed(files, tmp_path):
 
 
 def test_decode_writes_through_a_temporary_file(files, capsys, monkeypatch, tmp_path):
-    import progvc_lab.data as data
+    from progvc_lab.data import streaming
 
     seen = []
-    real = data.write_video
+    real = streaming.VideoWriter.write
 
-    def failing(path, *a, **kw):
-        seen.append(path)
-        real(path, *a, **kw)
-        raise OSError(28, "No space left on device", str(path))
-    monkeypatch.setattr(data, "write_video", failing)
+    def failing(self, frames):
+        seen.append(self.tmp)
+        real(self, frames)
+        raise OSError(28, "No space left on device", str(self.tmp))
+    monkeypatch.setattr(streaming.VideoWriter, "write", failing)
     out = tmp_path / "d.y4m"
     expect_error(capsys, "No space left on device", "decode", files / "a.pgvc", "-o", out, "--model", files / "m.pt")
-    assert seen and seen[0] != out and seen[0].parent == out.parent and seen[0].suffix == ".y4m"
+    assert seen and seen[0] != out and seen[0].parent == out.parent
     assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary file is left
 
 
