@@ -6,7 +6,7 @@
     progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--verify] [--force]
                         [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate none|count|context]
     progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|mean|sample|copy]
-                        [--temperature T] [--top-k K] [--seed S] [--force]
+                        [--temperature T] [--top-k K] [--seed S] [--strict] [--limit NAME=N ...] [--force]
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
     progvc-lab info     IN.pgvc [--json]
     progvc-lab train    stage1|stage2 ...          (progvc_lab.training.cli)
@@ -247,9 +247,11 @@ def cmd_decode(args) -> int:
     if out.suffix.lower() not in (".y4m", ".mp4"):
         raise UsageError(f"{out}: decode writes .y4m or .mp4 files, not {out.suffix or 'no extension'}")
     data = _read_input(args.input)
-    with warnings.catch_warnings():  # a boundary cut is reported once, by the decode below
+    limits = _limits(args.limit)
+    with warnings.catch_warnings():  # a cut is reported once, from the decode's report below
         warnings.simplefilter("ignore")
-        header = bitstream.read_stream(data).header  # fail on a foreign file before loading the model
+        # fail on a foreign, damaged or too big file before loading the model
+        header = bitstream.read_stream(data, limits=limits, strict=args.strict).header
     codec = _load_model(args.model)
     t0 = time.perf_counter()
     tuning = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
@@ -259,15 +261,21 @@ def cmd_decode(args) -> int:
               "for 4:2:0 output", file=sys.stderr)
     fps = Fraction(header.fps_num, header.fps_den)
     # GOP by GOP into a temporary file, renamed when complete: memory holds one GOP, never half a file
+    reports = []   # the stream's ReadReport: complete, or what a cut left per GOP
     with VideoWriter(out, fps=fps, overwrite=args.force) as writer, \
-            _frame_bar(header.num_frames, "decode", args.progress) as bar:
+            _frame_bar(header.num_frames, "decode", args.progress) as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # a cut is reported once, below
         for frames in codec.decode_iter(data, scales=args.scales, sampler=args.sampler, seed=args.seed,
-                                        progress=bar, **tuning):
+                                        progress=bar, limits=limits, strict=args.strict, report=reports, **tuning):
             if H % 2 or W % 2:
                 frames = F.pad(frames, (0, W % 2, 0, H % 2), mode="replicate")
             writer.write(frames)
     seconds = time.perf_counter() - t0
-    k = header.scales_sent if args.scales is None else args.scales
+    report = reports[0]
+    if not report.complete:
+        print(f"{PROG}: warning: {report.summary()}", file=sys.stderr)
+    ks = sorted(set(report.scales_decoded), reverse=True)
+    k = "/".join(map(str, ks)) + (" (per GOP)" if len(ks) > 1 else "")
     n = writer.frames_written
     print(f"{args.input} -> {out}: {n} frames {W}x{H}, {k} of {header.num_scales} scales "
           f"decoded, sampler {args.sampler}, {seconds:.2f} s ({n / seconds:.1f} frames/s)")
@@ -290,6 +298,20 @@ def _frame_bar(total: int, what: str, mode: str = "auto"):
         yield update
     finally:
         bar.close()
+
+
+def _limits(items: list[str] | None) -> bitstream.Limits:
+    """``--limit max_pixels=N`` (repeatable) -> ``bitstream.Limits``."""
+    changes = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            changes[name.strip()] = int(float(value)) if sep else None
+        except ValueError:
+            changes[name.strip()] = None
+        if changes[name.strip()] is None or changes[name.strip()] < 1:
+            raise UsageError(f"--limit takes NAME=N with N a positive number, got {item!r}")
+    return bitstream.Limits().replace(**changes)
 
 
 def cmd_truncate(args) -> int:
@@ -316,20 +338,24 @@ def format_info(info: dict, name: str = "") -> str:
         ("frame size", f"{info['width']}x{info['height']}"), ("fps", info["fps"]),
         ("frames", info["num_frames"]), ("GOP", f"{info['gop']} frames, {info['num_gops']} GOP(s)"),
         ("latent", "x".join(map(str, info["latent_hw"]))),
-        ("scales", f"{info['scales_sent']} of {info['num_scales']} sent"),
+        ("scales", f"{info['scales_sent']} of {info['num_scales']} sent"
+                   + ("" if info.get("complete", True) else
+                      f", complete per GOP: {' '.join(map(str, info['scales_per_gop']))}")),
         ("schedule", " ".join(f"{h}x{w}" for h, w in info["schedule"])),
         ("quantizer / mask", f"{info['quantizer']} / {info['mask']} (window {info['window']})"),
         ("entropy coder", info["coder"]), ("copy gate", info["copy_gate"]),
         ("size", f"{info['total_bytes']} bytes = header {info['header_bytes']} + table {info['table_bytes']} "
-                 f"+ data {sum(info['bytes_per_scale'])}"),
+                 f"+ data {sum(info['bytes_per_scale'])}"
+                 + (f" + {info['incomplete_bytes']} of chunks cut short" if info.get("incomplete_bytes") else "")),
         ("bpp", f"{info['bpp']:.4f}"),
+        ("integrity", info["integrity"]),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     lines.append("")
     lines.append(f"{'scale':>5} {'size':>9} {'bytes':>8} {'cum. bytes':>10} {'cum. bpp':>9}")
     pixels = info["num_frames"] * info["width"] * info["height"]
-    fixed = info["total_bytes"] - sum(info["bytes_per_scale"])
+    fixed = info["header_bytes"] + info["table_bytes"]
     # header and table of a stream truncated to k scales: header is fixed, table shrinks with k
     cum = 0
     for s, n in enumerate(info["bytes_per_scale"]):
@@ -455,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (sample): same seed, same video")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                    help="progress bar over frames on stderr (default: auto = when stderr is a terminal)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a cut stream (default: decode every complete scale of every GOP and say what "
+                        "was dropped)")
+    p.add_argument("--limit", action="append", metavar="NAME=N",
+                   help="raise (or lower) a decoder limit: max_pixels (per frame, default 4194304), max_frames "
+                        "(65536), max_gop (1024), max_memory_bytes (8 GiB); repeatable")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_decode)
 

@@ -7,7 +7,8 @@
                  context_input ─► ContextModel.block_logits ─► logits_to_cdf ─► coder.encode ─► chunk
              ─► bitstream.write_stream (header | table | scale 0 | scale 1 | ...)
 
-    decode:  bitstream.read_stream ─► checks (model fingerprint, sizes, CRCs)
+    decode:  bitstream.read_stream ─► checks (CRCs, limits incl. estimated memory, model fingerprint, sizes);
+             a cut stream keeps every complete scale of every GOP (``decode_with_report`` says which)
              per GOP: the SAME walk, with coder.decode instead of coder.encode, for the k sent scales;
              DetailSampler fills scales k..K-1 (or zero-fill stops there): tokens, or expected codes
              for ``mean`` (a latent-space fill, ``decode_fill``)
@@ -53,6 +54,7 @@ import json
 import math
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -131,6 +133,22 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     """Channels-last layout for the conv tokenizer: measured ~30 % faster per frame than NCHW for both
     its encoder and decoder on the reference CPU (oneDNN), same numbers up to float rounding."""
     return x.contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def _resource_errors(h: Header):
+    """Out-of-memory during a decode -> one ``CodecError`` line naming the stream's size and the limit."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        text = str(e).lower()
+        if isinstance(e, RuntimeError) and not any(m in text for m in ("not enough memory", "out of memory",
+                                                                       "can't allocate", "cannot allocate")):
+            raise
+        raise CodecError(f"not enough memory to decode this stream ({h.width}x{h.height}, {h.num_frames} "
+                         f"frames, GOP {h.gop}): {type(e).__name__}; free memory, or lower "
+                         "bitstream.Limits(max_memory_bytes=...) so that such streams are refused up front"
+                         ) from None
 
 
 def tokens_bytes(tok: torch.Tensor) -> bytes:
@@ -622,11 +640,15 @@ class Codec(nn.Module):
         return data, stats
 
     # ---- decode ----------------------------------------------------------------------------------
-    def read(self, data: bytes) -> Stream:
-        """Parse a stream and check that it was made by this model."""
+    def read(self, data: bytes, limits: bitstream.Limits | None = None, strict: bool = False,
+             whole_video: bool = True) -> Stream:
+        """Parse a stream, check that it was made by this model and fits ``limits`` (memory included:
+        the whole video, or with ``whole_video=False`` what ``decode_iter`` holds, one GOP and a batch);
+        ``strict`` refuses a cut stream (see ``bitstream.read_stream``)."""
         if isinstance(data, (str, Path)):
             raise CodecError("decode takes the stream's bytes; read the file first (Path(p).read_bytes())")
-        stream = bitstream.read_stream(data)
+        limits = bitstream.DEFAULT_LIMITS if limits is None else limits
+        stream = bitstream.read_stream(data, limits=limits, strict=strict)
         h = stream.header
         mine = self.fingerprint()[:bitstream.FINGERPRINT_BYTES]
         if h.fingerprint != mine:
@@ -644,7 +666,17 @@ class Codec(nn.Module):
             raise BitstreamError(f"stream uses entropy coder {h.coder!r}, which this build cannot decode")
         if h.copy_gate not in COPY_GATES:
             raise BitstreamError(f"stream uses copy gate {h.copy_gate!r}, which this build cannot decode")
+        held = h.num_frames if whole_video else min(h.num_frames, h.gop + bitstream.decode_batch(h))
+        limits.check_memory(bitstream.decode_memory(h, **self.decode_costs(), frames_held=held))
         return stream
+
+    def decode_costs(self) -> dict:
+        """Per-token and per-pixel bytes for ``bitstream.decode_memory``: the attention cache keeps
+        layers x (k, v) x width float32 per token; the tokenizer's decoder peaks at about 21 bytes per
+        pixel per channel of its first width (measured: 650 bytes/pixel at width 32, 16 frames)."""
+        cm = self.context_model.config
+        return {"kv_bytes_per_token": cm.depth * 2 * cm.width * 4,
+                "pixel_bytes": 21 * max(self.tokenizer.config.width, 8)}
 
     def decode_tokens(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                       **sampler_args) -> tuple[list[torch.Tensor], Header]:
@@ -661,36 +693,59 @@ class Codec(nn.Module):
 
         The picture of a ``mean`` decode is ``tokens_to_latent(tokens[:k], codes=codes)``: sent scales
         token-exact, filled scales ``phi_s(up(E[code]))``. (All GOPs at once: ``decode_gops`` yields them
-        one by one.)"""
-        gops = list(self.decode_gops(data, scales, sampler, **sampler_args))
-        h = gops[0].header
-        n_tok = len(gops[0].tokens)
-        tokens = [torch.cat([gop.tokens[s] for gop in gops]) for s in range(n_tok)]
-        codes = [torch.cat([gop.codes[j] for gop in gops]) for j in range(len(gops[0].codes))]
+        one by one.) ``limits=``, ``strict=``: see ``read``. For a cut stream with the ``zero`` sampler
+        the token map of a scale that only the first GOPs kept covers only their frames
+        (``decode_fill_report`` says which)."""
+        tokens, codes, h, _ = self.decode_fill_report(data, scales, sampler, **sampler_args)
         return tokens, codes, h
 
+    def decode_fill_report(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
+                           **kw):
+        """``decode_fill`` plus the stream's ``bitstream.ReadReport`` (``scales_decoded`` per GOP)."""
+        report = []
+        gops = list(self.decode_gops(data, scales, sampler, report=report, **kw))
+        h = gops[0].header
+        tokens = [torch.cat([gop.tokens[s] for gop in gops if len(gop.tokens) > s])
+                  for s in range(len(gops[0].tokens))]
+        codes = [torch.cat([gop.codes[j] for gop in gops]) for j in range(len(gops[0].codes))]
+        return tokens, codes, h, report[0]
+
     def decode_gops(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
+                    limits: bitstream.Limits | None = None, strict: bool = False, report: list | None = None,
                     **sampler_args):
         """Yield one ``DecodedGop`` (index, first frame, tokens, codes, header) per GOP, in order.
 
         Only one GOP's coding state (keys/values of its blocks) is alive at a time, and the fixed-thread
         deterministic section is entered and left per GOP, so the caller's code between two GOPs runs
-        with its own thread settings."""
-        stream = self.read(data)
-        h = stream.header
-        k = h.scales_sent if scales is None else scales
-        if not 0 <= k <= h.scales_sent:
-            raise ValueError(f"cannot decode {k} scales: the stream carries {h.scales_sent} of {h.num_scales}")
+        with its own thread settings. ``limits`` / ``strict``: see ``read``; ``report``: a list that
+        receives the stream's ``bitstream.ReadReport`` before the first GOP.
+
+        A cut stream is salvaged per GOP (``bitstream`` docstring): GOP g decodes its own complete
+        scales k_g. With the ``zero`` sampler its ``tokens`` then have k_g maps; a latent fill's ``codes``
+        start at the smallest k of any GOP for every GOP (a GOP that kept that scale gets its exact code
+        vectors there, ``codebook[token]``: the same picture)."""
+        stream = self.read(data, limits, strict, whole_video=False)
+        h, rep = stream.header, stream.report
+        k_all = h.scales_sent if scales is None else scales
+        if not 0 <= k_all <= h.scales_sent:
+            raise ValueError(f"cannot decode {k_all} scales: the stream carries {h.scales_sent} of {h.num_scales}")
         if isinstance(sampler, str):
             sampler = DetailSampler(sampler, **sampler_args)
         coder = get_coder(h.coder)
-        last = h.num_scales if sampler.predicts else k
+        rep.scales_decoded = [min(k_all, kg) for kg in rep.scales_per_gop]
+        if report is not None:
+            report.append(rep)
+        k_min = min(rep.scales_decoded)
         for g in range(h.num_gops):
             n = h.gop_frames(g)
+            k = rep.scales_decoded[g]   # this GOP's complete scales
+            last = h.num_scales if sampler.predicts else k
             readers = {s: coder.chunk_decoder(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
                        for s in range(k)}
-            with deterministic(self.config.coding_threads):
+            with deterministic(self.config.coding_threads), _resource_errors(h):
                 gop_tokens, fills = self._decode_gop(stream, g, k, last, sampler, readers)
+            if sampler.latent_fill and k > k_min:
+                fills = [self.quantizer.codebook(gop_tokens[s]).permute(0, 3, 1, 2) for s in range(k_min, k)] + fills
             yield DecodedGop(g, g * h.gop, gop_tokens, fills, h)
 
     def _decode_gop(self, stream: Stream, g: int, k: int, last: int, sampler: DetailSampler, readers):
@@ -708,7 +763,8 @@ class Codec(nn.Module):
         self.walk_blocks(state, known, range(k), on_decode, n)
         for s in range(k):
             if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
-                raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail the CRC")
+                raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail their check "
+                                     "(the chunk, its place in the stream or the header was changed)")
         fills = self._fill_blocks(state, known, k, sampler, g, n) if sampler.predicts else []
         return [torch.stack(known[s]) for s in range(last)], fills
 
@@ -719,10 +775,25 @@ class Codec(nn.Module):
         Frames are made in batches of ``batch`` frames at the same absolute positions as
         ``reconstruct`` (0..15, 16..31, ...), so the concatenation equals ``decode`` exactly whatever the
         GOP length. The conv decoder runs with the caller's thread settings (it does not touch the
-        tokens). ``progress(frames_done)`` is called after every yield."""
+        tokens). ``progress(frames_done)`` is called after every yield. ``limits=``, ``strict=`` and
+        ``report=`` (a list receiving the ``bitstream.ReadReport``) pass to ``decode_gops``; a cut
+        stream's GOPs with fewer scales start a new batch."""
         pending_tok, pending_codes, h, done = None, None, None, 0
         for gop in self.decode_gops(data, scales, sampler, **sampler_args):
             h = gop.header
+            batch = min(batch, bitstream.decode_batch(h, batch))
+            if pending_tok is not None and len(pending_tok) != len(gop.tokens):
+                # a cut stream: this GOP kept fewer scales; finish the frames of the GOPs before it
+                n_pending = gop.start - done
+                if n_pending:
+                    with _resource_errors(h):
+                        picture = self._picture([torch.cat(x) for x in pending_tok],
+                                                [torch.cat(x) for x in pending_codes], h, n_pending, batch)
+                    yield picture
+                    done += n_pending
+                    if progress is not None:
+                        progress(done)
+                pending_tok = None
             if pending_tok is None:
                 pending_tok, pending_codes = [[] for _ in gop.tokens], [[] for _ in gop.codes]
             for lst, x in zip(pending_tok, gop.tokens):
@@ -738,7 +809,9 @@ class Codec(nn.Module):
             codes = [torch.cat(x) for x in pending_codes]
             pending_tok = [[x[ready:]] for x in tok]
             pending_codes = [[x[ready:]] for x in codes]
-            yield self._picture([x[:ready] for x in tok], [x[:ready] for x in codes], h, ready, batch)
+            with _resource_errors(h):
+                picture = self._picture([x[:ready] for x in tok], [x[:ready] for x in codes], h, ready, batch)
+            yield picture
             done += ready
             if progress is not None:
                 progress(done)
@@ -799,9 +872,22 @@ class Codec(nn.Module):
         ``scales=k`` decodes only the first k scales (as if the stream had been truncated);
         ``sampler`` fills the rest: "zero" (none), "argmax", "mean" (expected code, a latent fill),
         "sample" or "copy" (``temperature``, ``top_k``, ``seed``); see ``DetailSampler``.
-        For long videos, ``decode_iter`` yields the frames GOP by GOP instead.
+        For long videos, ``decode_iter`` yields the frames GOP by GOP instead. ``limits=`` / ``strict=``:
+        see ``read``. A cut stream decodes every complete scale of every GOP (with a warning);
+        ``decode_with_report`` also returns what was decoded per GOP.
         """
-        return torch.cat(list(self.decode_iter(data, scales, sampler, **sampler_args)))
+        return self.decode_with_report(data, scales, sampler, **sampler_args)[0]
+
+    def decode_with_report(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
+                           **kw) -> tuple[torch.Tensor, bitstream.ReadReport]:
+        """``decode`` plus the ``bitstream.ReadReport``: complete or cut, ``scales_decoded`` per GOP,
+        ``dropped()`` chunks, and a one-line ``summary()``."""
+        with warnings.catch_warnings():  # the whole video is held: check its memory too (the cut warns below)
+            warnings.simplefilter("ignore")
+            self.read(data, kw.get("limits"), kw.get("strict", False), whole_video=True)
+        report = []
+        video = torch.cat(list(self.decode_iter(data, scales, sampler, report=report, **kw)))
+        return video, report[0]
 
     # ---- analysis --------------------------------------------------------------------------------
     def analyze(self, video, fps=Fraction(25), **options) -> dict:

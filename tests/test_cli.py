@@ -229,8 +229,13 @@ def test_wrong_model(files, capsys):
 def test_damaged_streams(files, capsys):
     data = (files / "a.pgvc").read_bytes()
     (files / "cut.pgvc").write_bytes(data[:-3])
-    expect_error(capsys, "truncated", "info", files / "cut.pgvc")
-    expect_error(capsys, "truncated", "decode", files / "cut.pgvc", "-o", files / "x.y4m", "--model", files / "m.pt")
+    expect_error(capsys, "strict: cut streams are refused", "decode", files / "cut.pgvc", "-o", files / "x.y4m", "--model",
+                 files / "m.pt", "--strict")
+    info = bitstream.describe(data)
+    (files / "cut0.pgvc").write_bytes(data[:info["header_bytes"] + info["table_bytes"]])
+    expect_error(capsys, "cut right after its chunk table", "info", files / "cut0.pgvc")
+    expect_error(capsys, "no scale of any GOP is complete", "decode", files / "cut0.pgvc", "-o", files / "x.y4m",
+                 "--model", files / "m.pt")
     bad = bytearray(data)
     bad[20] ^= 0xFF
     (files / "bad.pgvc").write_bytes(bytes(bad))
@@ -245,6 +250,26 @@ def test_boundary_cut_decodes_with_a_warning(files, capsys):
     rc, out, err = run(capsys, "decode", files / "cut3.pgvc", "-o", files / "cut3.y4m", "--model", files / "m.pt")
     assert rc == 0 and "3 of 6 scales" in out
     assert err.count("progvc-lab: warning: stream was cut after scale 3") == 1, err
+
+
+def test_cut_inside_a_scale_is_salvaged_and_reported(files, capsys):
+    data = (files / "a.pgvc").read_bytes()
+    (files / "cut.pgvc").write_bytes(data[:-3])
+    rc, out, err = run(capsys, "decode", files / "cut.pgvc", "-o", files / "cut.y4m", "--model", files / "m.pt")
+    assert rc == 0 and "scales decoded" in out, (out, err)
+    assert err.count("progvc-lab: warning: stream was cut after scale 5 of 6") == 1 and "dropped" in err, err
+    assert read_video(files / "cut.y4m")[0].shape[0] == bitstream.describe(data)["num_frames"]
+    rc, out, _ = run(capsys, "info", files / "cut.pgvc")
+    assert rc == 0 and "integrity" in out and "cut after scale 5" in out
+
+
+def test_decode_limits(files, capsys):
+    expect_error(capsys, "over the decoder's limit max_pixels=1,000", "decode", files / "a.pgvc", "-o",
+                 files / "x.y4m", "--model", files / "m.pt", "--limit", "max_pixels=1000")
+    expect_error(capsys, "unknown limit 'max_pix'", "decode", files / "a.pgvc", "-o", files / "x.y4m",
+                 "--limit", "max_pix=5")
+    expect_error(capsys, "--limit takes NAME=N", "decode", files / "a.pgvc", "-o", files / "x.y4m",
+                 "--limit", "max_pixels")
 
 
 def test_odd_frame_sizes_are_padded_for_output(files, capsys, tmp_path):

@@ -122,12 +122,21 @@ def test_cut_at_scale_boundary_decodes_fewer_scales(codec, encoded):
         assert header.scales_sent == k and same_tokens(tokens, stats["tokens"][:k])
 
 
-def test_cut_inside_a_scale_is_truncated(codec, encoded):
-    data, _ = encoded
+def test_cut_inside_a_scale_is_salvaged_or_refused_when_strict(codec, encoded):
+    """A cut inside a scale decodes every complete scale of every GOP (tests/test_fuzz.py checks the
+    tokens at every offset); ``strict=True`` keeps the refusal; a cut with no complete scale is refused."""
+    data, stats = encoded
     info = bitstream.describe(data)
     start = info["header_bytes"] + info["table_bytes"]
-    for end in (start + 1, start + info["bytes_per_scale"][0] + 1, len(data) - 1, len(data) // 2 + 1, 10, 60):
-        with pytest.raises(BitstreamError, match="truncated"):
+    for end in (start + info["bytes_per_scale"][0] + 1, len(data) - 1, len(data) // 2 + 1):
+        with pytest.raises(BitstreamError, match="truncated.*strict"):
+            codec.decode(data[:end], strict=True)
+        with pytest.warns(UserWarning, match="stream was cut"):
+            video, report = codec.decode_with_report(data[:end])
+        assert video.shape[0] == 7 and not report.complete and report.dropped()
+        assert report.scales_decoded == report.scales_per_gop and max(report.scales_decoded) >= 1
+    for end in (start, start + 1, 10, 60):
+        with pytest.raises(BitstreamError, match="truncated|no scale of any GOP is complete"):
             codec.decode(data[:end])
 
 
