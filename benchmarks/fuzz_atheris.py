@@ -40,6 +40,7 @@ def load():
     import progvc_lab.codec  # noqa: F401
     import stream_fuzz
 
+    M.setdefault("coder", "constriction")
     M.update(torch=torch, helpers=helpers, stream_fuzz=stream_fuzz,
              limits=progvc_lab.bitstream.Limits(max_memory_bytes=512 << 20))
 
@@ -47,7 +48,7 @@ def load():
 def setup():
     torch, make_tiny_codec, pattern_clip = M["torch"], M["helpers"].make_tiny_codec, M["helpers"].pattern_clip
     torch.set_num_threads(1)
-    codec = make_tiny_codec(seed=0, gop=2)
+    codec = make_tiny_codec(seed=0, gop=2, coder=M["coder"])
     clip = pattern_clip(5, 16, 24)
     a, stats = codec.encode_with_stats(clip, fps=Fraction(25))
     b = codec.encode(1 - clip, fps=Fraction(25))
@@ -109,7 +110,10 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--atheris", action="store_true", help="coverage-guided (libFuzzer flags follow)")
     p.add_argument("--json", help="write the counts here")
+    p.add_argument("--coder", default="constriction", choices=("constriction", "torchac"),
+                   help="entropy coder of the fuzzed streams (default: constriction, the codec's default)")
     args, rest = p.parse_known_args()
+    M["coder"] = args.coder
     if args.atheris:
         atheris_loop([sys.argv[0]] + rest)
         return

@@ -58,12 +58,15 @@ Limits
 A stream is refused before anything is allocated when a field, or a product of fields, exceeds a
 ``Limits`` budget (``max_pixels`` per frame, ``max_frames``, ``max_gop``, ``max_memory_bytes`` of
 the decoder's estimated peak, see ``decode_memory``); every refusal names the limit and how to raise
-it. Structural bounds come first: the table must fit the file (>= 3 bytes per entry), each chunk of
-an n-frame GOP holds n - 1 length varints, so a stream of N bytes cannot promise more frames than
-about N per sent scale.
+it. Structural bounds come first: the table must fit the file (>= 3 bytes per entry); with the
+``torchac`` coder each chunk of an n-frame GOP holds n - 1 length varints, so such a stream of N bytes
+cannot promise more frames than about N per sent scale. (A ``constriction`` chunk is one range-coded
+message with no length fields: a few bytes can legitimately code many frames, so only the limits
+bound its work.)
 
-A chunk (GOP g, scale s) holds one entropy-coded string per frame of the GOP:
-varint lengths of all but the last string, then the strings.
+A chunk (GOP g, scale s) is the coder's: for ``torchac`` one entropy-coded string per frame of the
+GOP (varint lengths of all but the last string, then the strings); for ``constriction`` one
+range-coder message for all frames of the GOP at that scale.
 
 This module knows bytes and header fields only: no torch, no numpy, no model.
 """
@@ -531,7 +534,7 @@ def read_stream(data: bytes, limits: Limits | None = None, strict: bool = False)
     limits.check_header(h)
     (payload_crc,) = r.unpack("I")
     for (g, s), n in zip(order, lengths):
-        if n < h.gop_frames(g) - 1:
+        if h.coder == "torchac" and n < h.gop_frames(g) - 1:   # n - 1 string lengths (see "Limits")
             raise BitstreamError(f"chunk (GOP {g}, scale {s}) is {n} bytes, too short to hold "
                                  f"{h.gop_frames(g)} frames; the stream is corrupted")
     total, left = sum(lengths), len(data) - r.pos

@@ -448,11 +448,15 @@ def test_absurd_table_lengths_fail_fast():
 
 
 def test_chunks_too_short_for_their_frames_are_refused():
-    """Each chunk of an n-frame GOP holds n - 1 string lengths: a header promising 1000 frames per GOP
-    in a 1-byte chunk is refused before any decoding (the work a short stream can ask for is bounded)."""
+    """Each torchac chunk of an n-frame GOP holds n - 1 string lengths: a header promising 1000 frames
+    per GOP in a 1-byte chunk is refused before any decoding (the work a short stream can ask for is
+    bounded)."""
     h = make_header(num_frames=1000, gop=1000, scales_sent=1)
     with pytest.raises(BitstreamError, match=r"chunk \(GOP 0, scale 0\) is 1 bytes, too short to hold 1000"):
         read_stream(reseal(pack_header(h), put_varint(1) + b"\x00\x00", b"\x00"))
+    # a constriction chunk has no length fields: one range-coder message may code them all
+    h = make_header(num_frames=1000, gop=1000, scales_sent=1, coder="constriction")
+    assert read_stream(reseal(pack_header(h), put_varint(1) + b"\x00\x00", b"\x00")).report.complete
 
 
 ABSURD_TABLE = """

@@ -6,7 +6,7 @@ returns the original's tokens -- all of them, or for a cut stream every complete
 never with unbounded memory. Mutators and oracle: tests/stream_fuzz.py (also driven by the long
 atheris runs of benchmarks/fuzz_atheris.py).
 
-A tiny random codec on a 5-frame 16x24 clip in GOPs of 2 (3 GOPs x 6 scales = 18 chunks) keeps a case
+A tiny random codec (each entropy coder) on a 5-frame 16x24 clip in GOPs of 2 (3 GOPs x 6 scales = 18 chunks) keeps a case
 at ~10-30 ms, so a few hundred hypothesis cases plus every truncation offset take well under a minute.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ LIMITS = Limits(max_memory_bytes=512 << 20)    # what the fuzzed decoder may est
 CASE_SECONDS = 5.0                             # per-case bound (a case takes ~0.02 s)
 
 
-@pytest.fixture(scope="module")
-def setup():
-    codec = make_tiny_codec(seed=0, gop=2)
+@pytest.fixture(scope="module", params=["constriction", "torchac"])
+def setup(request):
+    codec = make_tiny_codec(seed=0, gop=2, coder=request.param)
     clip = pattern_clip(5, 16, 24)
     a, stats = codec.encode_with_stats(clip, fps=Fraction(25))
     b = codec.encode(1 - clip, fps=Fraction(25))   # same header, other tokens (15 of 18 chunks differ)
@@ -123,8 +123,8 @@ def test_crafted_huge_streams_are_refused_fast_and_small(setup):
                               latent_hw=codec.tokenizer.latent_size(2048, 2048))
     with pytest.raises(BitstreamError, match="video.*limit max_memory_bytes="):
         codec.decode(Layout(big, [], []).pack())
-    # a sent scale must hold n - 1 string lengths per GOP: 1000 frames cannot hide in a 5-byte chunk
-    one = dataclasses.replace(big, scales_sent=1, width=176, height=144, latent_hw=codec.tokenizer.latent_size(144, 176))
+    # a torchac chunk holds n - 1 string lengths per GOP: 1000 frames cannot hide in a 5-byte chunk
+    one = dataclasses.replace(big, coder="torchac", scales_sent=1, width=176, height=144, latent_hw=codec.tokenizer.latent_size(144, 176))
     with pytest.raises(BitstreamError, match="too short to hold 1000 frames"):
         codec.decode(Layout(one, [(5, 0)], [b"\x00" * 5]).pack())
 

@@ -15,7 +15,7 @@ Regenerate on purpose (one command), then say why in the commit message:
     PROGVC_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py tests/test_codec.py -k golden
 
 The configurations: the random tiny codec of tests/helpers.py with each copy gate, lambda 0 and the
-default, GOP 1 / 3 / longer than the clip, window 2, 4 scales, a truncated and a cut stream; and the
+default, both entropy coders (constriction, the default, and torchac), GOP 1 / 3 / longer than the clip, window 2, 4 scales, a truncated and a cut stream; and the
 shipped ``tiny`` model on the first 3 frames of data/foreman_qcif_30f.y4m.
 """
 from __future__ import annotations
@@ -47,6 +47,8 @@ CONFIGS = {
     "gate_context_default": (dict(seed=1234, gop=3), (5, 32, 48), dict(copy_gate="context"), None),
     "gate_count_lambda0": (dict(seed=1234, gop=3), (5, 32, 48), dict(rdo_lambda=0.0), None),
     "gop1_intra": (dict(seed=1234, gop=1), (3, 32, 48), {}, None),
+    "torchac_gate_count_default": (dict(seed=1234, gop=3), (5, 32, 48), dict(coder="torchac"), None),
+    "torchac_gop1_lambda0": (dict(seed=1234, gop=1), (3, 32, 48), dict(coder="torchac", rdo_lambda=0.0), None),
     "gop_longer_than_clip_window2": (dict(seed=7, gop=32, window=2), (6, 24, 40), {}, None),
     "four_scales_odd_size": (dict(seed=5, gop=2, num_scales=4), (3, 37, 53), {}, None),
     "truncated_to_3": (dict(seed=1234, gop=3), (5, 32, 48), {}, "truncate3"),
