@@ -580,7 +580,7 @@ class Codec(nn.Module):
         T, _, H, W = video.shape
         if (target_bytes is None) == (target_bpp is None):
             raise CodecError("give exactly one of target_bytes and target_bpp")
-        budget = int(target_bytes if target_bytes is not None else math.floor(target_bpp * T * H * W / 8))
+        budget = int(target_bytes if target_bytes is not None else math.floor(target_bpp * T * H * W / 8 + 1e-6))  # + 1e-6: bpp from a byte count round-trips
         if quality is None:
             quality = metrics.ms_ssim if min(H, W) > 96 else metrics.psnr
         K = self.quantizer.num_scales
