@@ -3,7 +3,8 @@
 Format version 3 (compact; every integer a LEB128 varint unless said otherwise)::
 
     "PGVC" | version u8 | fingerprint (4 bytes) | width | height | fps_num | fps_den | num_frames | gop
-           | latent_h | latent_w | window | num_scales u8 | scales_sent u8 | names u8 [| escaped names]
+           | latent_h | latent_w | window | coding_threads | num_scales u8 | scales_sent u8 | names u8
+           [| escaped names]
     table:  for s < scales_sent: for g < num_gops: varint chunk length, u16 chunk check
     index CRC-16 (u16): over every byte before it (header and table)
     payload CRC-32 (u32): over every byte before it and all the chunk data after it
@@ -91,6 +92,7 @@ MASKS = ("progvc_sparse", "var", "infinitystar")
 CODERS = ("torchac", "constriction")
 COPY_GATES = ("none", "count", "context")   # "learned" (a model head) would be escaped until it exists
 _ESCAPE = 3
+MAX_CODING_THREADS = 64
 _TABLE_ENTRY_MIN = 3             # varint length (>= 1 byte) + u16 check
 _CHECK_BYTES = 2 + 4             # index CRC-16 + payload CRC-32
 
@@ -193,6 +195,7 @@ class Header:
     coder: str = "torchac"
     copy_gate: str = "none"       # copy-aware probabilities of P frames (codec.COPY_GATES)
     version: int = VERSION
+    coding_threads: int = 1       # threads of the coding path: float results depend on it, so the decoder uses it
 
     @property
     def schedule(self) -> list[tuple[int, int]]:
@@ -344,7 +347,7 @@ def pack_header(h: Header) -> bytes:
         raise ValueError(f"{h.scales_sent} of {h.num_scales} scales do not fit the header")
     out = bytearray(MAGIC) + bytes([h.version]) + h.fingerprint
     for n in (h.width, h.height, h.fps_num, h.fps_den, h.num_frames, h.gop, h.latent_hw[0], h.latent_hw[1],
-              h.window):
+              h.window, h.coding_threads):
         out += put_varint(n)
     out += bytes([h.num_scales, h.scales_sent])
     ids, escaped = 0, b""
@@ -374,7 +377,7 @@ def unpack_header(r: Reader) -> Header:
                              + ("" if version else " (version 0 does not exist: the file is damaged)"))
     try:
         fingerprint = r.take(FINGERPRINT_BYTES)
-        w, h, fn, fd, nf, gop, lh, lw, window = (r.varint() for _ in range(9))
+        w, h, fn, fd, nf, gop, lh, lw, window, threads = (r.varint() for _ in range(10))
         K, k, ids = r.take(3)
         names = {}
         for i, (name, table) in enumerate(_NAME_TABLES):
@@ -385,7 +388,7 @@ def unpack_header(r: Reader) -> Header:
     if None in names.values():
         raise BitstreamError("stream header names an unknown quantizer, mask, coder or copy gate id")
     return Header(fingerprint, w, h, fn, fd, nf, gop, (lh, lw), K, k, names["quantizer"], names["mask"], window,
-                  names["coder"], names["copy_gate"], version)
+                  names["coder"], names["copy_gate"], version, coding_threads=threads)
 
 
 def check_header(h: Header):
@@ -406,6 +409,8 @@ def check_header(h: Header):
         problems.append(f"{h.scales_sent} of {h.num_scales} scales")
     if not 0 <= h.window <= MAX_WINDOW:
         problems.append(f"attention window {h.window}")
+    if not 1 <= h.coding_threads <= MAX_CODING_THREADS:
+        problems.append(f"coding threads {h.coding_threads}")
     if problems:
         raise BitstreamError("stream header has impossible values: " + ", ".join(problems))
 
@@ -615,7 +620,7 @@ def describe(data: bytes) -> dict:
         "fps": f"{h.fps_num}/{h.fps_den}", "num_frames": h.num_frames, "gop": h.gop,
         "num_gops": h.num_gops, "latent_hw": list(h.latent_hw), "schedule": [list(x) for x in h.schedule],
         "num_scales": h.num_scales, "scales_sent": rep.scales_sent, "quantizer": h.quantizer, "mask": h.mask,
-        "window": h.window, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data),
+        "window": h.window, "coding_threads": h.coding_threads, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data),
         "header_bytes": header_bytes, "table_bytes": table_bytes, "bytes_per_scale": per_scale,
         "bytes_per_gop": per_gop, "bpp": len(data) * 8 / (h.num_frames * h.width * h.height),
         "incomplete_bytes": incomplete, "complete": rep.complete, "scales_per_gop": rep.scales_per_gop,

@@ -26,8 +26,12 @@ TINY_V = 64   # codebook size of the tiny codec
 
 def make_tiny_codec(seed: int = 0, gop: int = 3, window: int = 1, mask: str = "progvc_sparse",
                     num_scales: int = 6, **codec_kw) -> Codec:
-    """A random, tiny codec: ConvTokenizer(width 8), V = 64, a 1-layer width-32 context model."""
+    """A random, tiny codec: ConvTokenizer(width 8), V = 64, a 1-layer width-32 context model.
+
+    It codes with 1 thread unless ``coding_threads`` is given (the package default is 2): the tests
+    run two at a time on two cores."""
     torch.manual_seed(seed)
+    codec_kw.setdefault("coding_threads", 1)
     return Codec(ConvTokenizer(width=8, max_width=16, groups=4),
                  MultiScaleResidualQuantizer(codebook_size=TINY_V, num_scales=num_scales),
                  ContextModel(codebook_size=TINY_V, width=32, depth=1, heads=2, num_scales=num_scales,

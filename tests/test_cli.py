@@ -80,7 +80,7 @@ def test_encode_matches_the_python_api(files, capsys):
     assert "GOP 32, copy gate count, lambda 0.005" in out
     video, fps = read_video(files / "in.y4m")
     # a loaded model codes with today's encoder defaults (GOP 32, copy gate, lambda), not the saved GOP 3
-    assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32).encode(video, fps)
+    assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2).encode(video, fps)
 
 
 @pytest.mark.parametrize("argv,expect", [
@@ -93,14 +93,14 @@ def test_encode_options(files, capsys, argv, expect):
     rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", out_file, "--model", files / "m.pt", "--force", *argv)
     assert rc == 0, out
     video, fps = read_video(files / "in.y4m")
-    assert out_file.read_bytes() == make_tiny_codec(seed=0, gop=32).encode(video, fps, **expect)
+    assert out_file.read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2).encode(video, fps, **expect)
     info = bitstream.describe(out_file.read_bytes())
     assert info["copy_gate"] == expect.get("copy_gate", "count")
 
 
 def test_encode_target(files, capsys):
     video, fps = read_video(files / "in.y4m")
-    full = len(make_tiny_codec(seed=0, gop=32).encode(video, fps, rdo_lambda=0))
+    full = len(make_tiny_codec(seed=0, gop=32, coding_threads=2).encode(video, fps, rdo_lambda=0))
     budget = int(full * 0.7)
     rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", files / "target.pgvc", "--model", files / "m.pt",
                      "--target-bytes", budget, "--force")
@@ -237,7 +237,7 @@ def test_damaged_streams(files, capsys):
     expect_error(capsys, "no scale of any GOP is complete", "decode", files / "cut0.pgvc", "-o", files / "x.y4m",
                  "--model", files / "m.pt")
     bad = bytearray(data)
-    bad[20] ^= 0xFF
+    bad[21] ^= 0xFF
     (files / "bad.pgvc").write_bytes(bytes(bad))
     expect_error(capsys, "corrupted", "decode", files / "bad.pgvc", "-o", files / "x.y4m", "--model", files / "m.pt")
 

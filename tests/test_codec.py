@@ -147,13 +147,18 @@ def test_scales_beyond_the_stream_are_refused(codec, encoded):
 
 
 # ---- threads and determinism ------------------------------------------------------------------------------
-@pytest.mark.parametrize("threads", [2, 4])
-def test_decode_threads_do_not_matter(clip, threads):
-    enc = make_tiny_codec(seed=0, coding_threads=1)
+@pytest.mark.parametrize("enc_threads,dec_threads", [(1, 2), (1, 4), (2, 1), (3, 2)])
+def test_decode_uses_the_streams_coding_threads(clip, enc_threads, dec_threads):
+    """The coding path's float results depend on its thread count, so the stream records it and the decoder
+    uses it, whatever its own ``coding_threads`` (and the caller's thread setting) say."""
+    enc = make_tiny_codec(seed=0, coding_threads=enc_threads)
     data, stats = enc.encode_with_stats(clip)
-    dec = make_tiny_codec(seed=0, coding_threads=threads)
+    assert bitstream.read_stream(data).header.coding_threads == enc_threads
+    dec = make_tiny_codec(seed=0, coding_threads=dec_threads)
     tokens, _ = dec.decode_tokens(data)
     assert same_tokens(tokens, stats["tokens"])
+    with pytest.raises(CodecError, match="coding_threads"):
+        enc.encode(clip, coding_threads=0)
 
 
 def test_global_thread_setting_does_not_matter(codec, encoded):
