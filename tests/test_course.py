@@ -135,6 +135,23 @@ def test_logits_to_cdf_mistakes(capsys):
 
     _fails_with(course.check_logits_to_cdf, last_tie, "FIRST most likely", capsys)
 
+    def float32_softmax(logits):  # the issue's finding: this used to pass
+        L, V = logits.shape
+        p = torch.softmax(logits.float(), -1)
+        freq = torch.floor(p * ((1 << 16) - V)).long() + 1
+        freq[torch.arange(L), p.argmax(-1)] += (1 << 16) - freq.sum(-1)
+        return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq.cumsum(-1)], -1)
+
+    _fails_with(course.check_logits_to_cdf, float32_softmax, "float32", capsys)
+
+
+def test_float32_softmax_really_changes_counts():
+    """The check's float32 case is not vacuous: at V = 512 some rows differ from the codec's CDF."""
+    logits = torch.randn(1024, 512, generator=torch.Generator().manual_seed(44))
+    f32 = exercises._floor_cdf(torch.softmax(logits.float(), -1))
+    assert torch.equal(exercises._floor_cdf(torch.softmax(logits.double(), -1)), package_cdf(logits))
+    assert 0 < int((f32 != package_cdf(logits)).any(1).sum()) < 1024
+
 
 def test_bpp_ladder_mistakes(capsys):
     def no_header(per_scale, header, T, H, W):
@@ -179,6 +196,24 @@ def test_top_k_filter_mistakes(capsys):
         return torch.full_like(logits, float("-inf")) if k == 0 else solutions.top_k_filter(logits, k)
 
     _fails_with(course.check_top_k_filter, zero_means_nothing, "no filter", capsys)
+
+    def exactly_k_indices(logits, k):  # drops logits tied with the k-th: the sampler keeps them
+        if k <= 0 or k >= logits.shape[-1]:
+            return logits.clone()
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(k, -1).indices, True)
+        return logits.masked_fill(~keep, float("-inf"))
+
+    _fails_with(course.check_top_k_filter, exactly_k_indices, "ties", capsys)
+
+
+def test_top_k_solution_matches_the_sampler_on_ties():
+    from progvc_lab.stages.sampler import DetailSampler
+
+    logits = torch.tensor([[2.0, 1.0, 1.0, 0.0, 1.0, -1.0]])
+    kth = logits.topk(2, dim=-1).values[:, -1:]
+    sampler_keeps = ~(logits < kth)          # DetailSampler.choose masks logits < the k-th value
+    assert torch.equal(torch.isfinite(solutions.top_k_filter(logits, 2)), sampler_keeps)
+    assert int(sampler_keeps.sum()) == 4 and DetailSampler is not None
 
 
 def test_unigram_bits_mistakes(capsys):
@@ -316,3 +351,33 @@ def test_coder_call_overhead_is_a_few_bits():
     rows = course.coder_call_overhead(lengths=(1, 64), repeats=5)
     assert [r["symbols"] for r in rows] == [1, 64]
     assert all(0 <= r["overhead_bits"] < 40 for r in rows)
+
+
+# ---- the figures the course fixed: meaningful token colours, file-based savings, log rate axis ---------------
+def test_code_colours_follow_the_code_vectors_not_the_ids():
+    from progvc_lab.viz.figures import code_colours
+
+    gen = torch.Generator().manual_seed(0)
+    book = torch.randn(64, 16, generator=gen)
+    book[1] = book[0] + 1e-3                       # two nearly equal codes
+    rgb = code_colours(book)
+    assert rgb.shape == (64, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    d_same = abs(rgb[0] - rgb[1]).max()
+    d_typical = float(torch.as_tensor(abs(rgb[None] - rgb[:, None])).amax(-1).median())
+    assert d_same < 0.05 * d_typical
+    perm = torch.randperm(64, generator=gen)         # relabelling the ids permutes the colours with them
+    assert abs(code_colours(book[perm]) - rgb[perm.numpy()]).max() < 1e-9
+
+
+def test_bits_per_scale_title_counts_the_file():
+    from progvc_lab.viz.figures import plot_bits_per_scale
+
+    fig = plot_bits_per_scale([10, 20, 300], k=1, file_bytes=(60, 400))
+    assert "85.0% smaller" in fig.axes[0].get_title()
+    assert "of the chunk bits" in plot_bits_per_scale([10, 20, 300], k=1).axes[0].get_title()
+
+
+def test_rd_curve_has_a_log_rate_axis():
+    from progvc_lab.viz.figures import plot_rd_curve
+
+    assert plot_rd_curve([(0.002, 11.0), (0.01, 16.0), (0.1, 21.0)]).axes[0].get_xscale() == "log"

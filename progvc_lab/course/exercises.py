@@ -193,6 +193,14 @@ def check_progvc_sparse_mask(fn) -> CheckResult:
 
 
 # ---- 04 ---------------------------------------------------------------------------------------------------
+def _floor_cdf(p_LV: torch.Tensor) -> torch.Tensor:
+    """The codec's integer step on given probabilities (float32 or float64): floor, +1, deficit on argmax."""
+    L, V = p_LV.shape
+    freq_LV = torch.floor(p_LV * ((1 << 16) - V)).long() + 1
+    freq_LV[torch.arange(L), p_LV.argmax(-1)] += (1 << 16) - freq_LV.sum(-1)
+    return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq_LV.cumsum(-1)], dim=-1)
+
+
 def check_logits_to_cdf(fn) -> CheckResult:
     """``logits_to_cdf(logits_LV)`` -> (L, V+1) int64, bit-identical to the codec's."""
     def body(fn):
@@ -201,7 +209,9 @@ def check_logits_to_cdf(fn) -> CheckResult:
                  torch.tensor([[0.0, 0.0, 0.0, 0.0]]),                 # uniform
                  torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]]),     # a tie for the most likely symbol
                  torch.tensor([[30.0, 0.0, 0.0, -30.0, 5.0]]),          # very peaked: tiny symbols need >= 1
-                 torch.randn(2, 16, generator=gen) * 0.01]
+                 torch.randn(2, 16, generator=gen) * 0.01,
+                 # float32 rounding: a float32 softmax changes a few of these 1024 rows at V = 512
+                 torch.randn(1024, 512, generator=torch.Generator().manual_seed(44))]
         for logits in cases:
             L, V = logits.shape
             cdf = _tensor(fn(logits.clone()), "the CDF")
@@ -231,6 +241,10 @@ def check_logits_to_cdf(fn) -> CheckResult:
                 off = diff[row]
                 if int((off != 0).sum()) == 2 and logits[row].eq(logits[row].max()).sum() > 1:
                     raise Wrong("ties: give the leftover to the FIRST most likely symbol (argmax of p)")
+                if torch.equal(cdf, _floor_cdf(torch.softmax(logits.float(), -1))):
+                    rows = int((cdf != want).any(1).sum())
+                    raise Wrong(f"softmax in float32: {rows} of {L} rows (V = {V}) get other counts than the "
+                                "codec's float64 softmax; use logits.double() before the softmax")
                 raise Wrong(f"valid CDF, but not the codec's: row {row} differs in {int((off != 0).sum())} "
                             "symbols. Use softmax in float64, floor (not round), +1 per symbol, and the "
                             "deficit on argmax; encoder and decoder must agree to the last integer")
@@ -271,8 +285,10 @@ def check_top_k_filter(fn) -> CheckResult:
     """``top_k_filter(logits_LV, k)`` keeps the k largest logits per row, -inf elsewhere."""
     def body(fn):
         gen = torch.Generator().manual_seed(6)
-        for L, V, k in [(1, 10, 3), (4, 512, 20), (3, 8, 1), (2, 6, 6), (2, 6, 0)]:
-            logits = torch.randn(L, V, generator=gen)
+        ties = torch.tensor([[2.0, 1.0, 1.0, 0.0, 1.0, -1.0], [0.5, 0.5, 0.5, 0.5, 3.0, 0.0]])
+        for L, V, k in [(1, 10, 3), (4, 512, 20), (3, 8, 1), (2, 6, 6), (2, 6, 0), (2, 6, 2)]:
+            # the last case has ties with the k-th largest logit (quantised logits do that)
+            logits = ties.clone() if (L, V, k) == (2, 6, 2) else torch.randn(L, V, generator=gen)
             got = _tensor(fn(logits.clone(), k), "the filtered logits")
             _shape(got, (L, V), "the filtered logits")
             want = solutions.top_k_filter(logits, k)
@@ -283,6 +299,11 @@ def check_top_k_filter(fn) -> CheckResult:
             if k == 0 or k >= V:
                 raise Wrong(f"k = {k} with V = {V} should keep every logit unchanged (0 means 'no filter')")
             keep = torch.isfinite(want)
+            has_ties = bool((logits == logits.topk(k, dim=-1).values[:, -1:]).sum(1).gt(1).any())
+            if has_ties and bool((kept == k).all()) and bool((want_kept > k).any()):
+                raise Wrong(f"ties: logits EQUAL to the k-th largest are kept too (row 0 of this case has "
+                            f"{int(want_kept[0])} logits >= the k-th for k = {k}); set -inf where logits < the "
+                            "k-th largest value, as the detail sampler does, instead of keeping k indices")
             if torch.equal(got[keep], want[keep]) and not bool(torch.isneginf(got[~keep]).any()):
                 raise Wrong("removed entries must be -inf (so that softmax gives them probability 0)")
             if torch.equal(kept, want_kept + 1) or torch.equal(kept, want_kept - 1):

@@ -272,7 +272,7 @@ def token_pyramid_explorer(codec: Codec | None, video=None) -> Explorer:
     def render(v):
         t, s = v["frame"], v["scale"]
         fig = figures.plot_scale_step(S.video[t], S.tokens[s][t], S.recon_frame(s + 1, t), s,
-                                      S.codec.quantizer.codebook_size)
+                                      S.codec.quantizer.codebook_size, codebook=S.codec.quantizer.codebook.weight)
         views["figure"].value = _png(fig)
 
     intro = widgets.HTML("<b>Token pyramid</b>: scale s adds detail to what scales 0..s-1 left "
@@ -335,7 +335,7 @@ def truncation_explorer(codec: Codec | None, video=None) -> Explorer:
         views["frame"].value = frame_to_png(S.decoded_frame(k, t))
         views["original"].value = frame_to_png(S.video[t])
         if k not in charts:  # the charts depend on k only: draw each once
-            charts[k] = (_png(figures.plot_bits_per_scale(S.bytes_per_scale, k)),
+            charts[k] = (_png(figures.plot_bits_per_scale(S.bytes_per_scale, k, file_bytes=(p["bytes"], total))),
                          _png(figures.plot_rd_curve(points, highlight=k)))
         views["bars"].value, views["rd"].value = charts[k]
         saved = total - p["bytes"]
