@@ -381,3 +381,122 @@ def test_rd_curve_has_a_log_rate_axis():
     from progvc_lab.viz.figures import plot_rd_curve
 
     assert plot_rd_curve([(0.002, 11.0), (0.01, 16.0), (0.1, 21.0)]).axes[0].get_xscale() == "log"
+
+
+# ---- 10 arithmetic coding -------------------------------------------------------------------------------------
+def test_a_forgotten_return_is_named(capsys):
+    def forgot(low, high, lo, hi, total):
+        span = high - low + 1
+        low, high = low + span * lo // total, low + span * hi // total - 1   # ... and no return
+
+    _fails_with(course.check_interval_update, forgot, "forget the `return`", capsys)
+    _fails_with(course.check_top_k_filter, lambda logits, k: None, "forget the `return`", capsys)
+
+
+def test_interval_update_mistakes(capsys):
+    def no_minus_one(low, high, lo, hi, total):
+        span = high - low + 1
+        return low + span * lo // total, low + span * hi // total
+
+    def span_without_plus_one(low, high, lo, hi, total):
+        span = high - low
+        return low + span * lo // total, low + span * hi // total - 1
+
+    def rounding(low, high, lo, hi, total):
+        span = high - low + 1
+        return low + round(span * lo / total), low + round(span * hi / total) - 1
+
+    def swapped(low, high, lo, hi, total):
+        return solutions.interval_update(low, high, lo, hi, total)[::-1]
+
+    _fails_with(course.check_interval_update, no_minus_one, "INCLUSIVE", capsys)
+    _fails_with(course.check_interval_update, span_without_plus_one, "high - low + 1", capsys)
+    _fails_with(course.check_interval_update, rounding, "round()", capsys)
+    _fails_with(course.check_interval_update, swapped, "swapped", capsys)
+    _fails_with(course.check_interval_update, lambda *a: list(solutions.interval_update(*a)), "pair", capsys)
+
+
+def test_decode_symbol_mistakes(capsys):
+    def target_off_by_one(value, low, high, row, total):
+        target = (value - low) * total // (high - low + 1)
+        return max(v for v in range(len(row) - 1) if row[v] <= target)
+
+    def first_above(value, low, high, row, total):   # the symbol AFTER the right one
+        target = ((value - low + 1) * total - 1) // (high - low + 1)
+        return min(v for v in range(len(row)) if row[v] > target)
+
+    def forgets_low(value, low, high, row, total):
+        target = ((value + 1) * total - 1) // (high - low + 1)
+        return max(v for v in range(len(row) - 1) if row[v] <= min(target, total - 1))
+
+    def first_equal_count(value, low, high, row, total):   # ignores empty symbols: picks a 0-count id
+        target = ((value - low + 1) * total - 1) // (high - low + 1)
+        return min(v for v in range(len(row) - 1) if row[v] <= target and row[v + 1] >= target)
+
+    _fails_with(course.check_decode_symbol, target_off_by_one, "LARGEST", capsys)
+    for wrong in (first_above, forgets_low, first_equal_count):
+        _fails_with(course.check_decode_symbol, wrong, "decode_symbol: ", capsys)
+    _fails_with(course.check_decode_symbol, lambda *a: float(solutions.decode_symbol(*a)), "one int", capsys)
+
+
+def test_our_coder_writes_torchacs_bytes_and_keeps_its_bound():
+    from progvc_lab.course import arithmetic as A
+    from progvc_lab.stages.entropy import get_coder, logits_to_cdf, model_bits
+
+    gen = torch.Generator().manual_seed(5)
+    ours, torchac = A.ArithmeticCoder(), get_coder("torchac")
+    for L, V, scale in [(1, 512, 3.0), (3, 4, 0.1), (250, 512, 3.0), (500, 32, 6.0)]:
+        logits = torch.randn(L, V, generator=gen) * scale
+        cdf = logits_to_cdf(logits)
+        sym = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+        data = ours.encode(cdf, sym)
+        assert data == torchac.encode(cdf, sym)
+        assert torch.equal(ours.decode(cdf, data), sym) and torch.equal(torchac.decode(cdf, data), sym)
+        assert 8 * len(data) <= A.bound_bits(model_bits(cdf, sym), L) + 7
+        one = A.StreamingCoder(ours).encode_blocks([(cdf[i:i + 1], sym[i:i + 1]) for i in range(L)])
+        assert one == data          # the blocks of a chunk as one string = one call
+
+
+def test_one_moved_count_desynchronises_and_the_crc_catches_it():
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import arithmetic as A
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+    from progvc_lab.stages.entropy import logits_to_cdf
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, 512, generator=gen) * 3
+    cdf = logits_to_cdf(logits)
+    sym = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+    coder = A.ArithmeticCoder()
+    data = coder.encode(cdf, sym)
+    bad = coder.decode(A.move_one_count(cdf, 50, int(sym[50])), data) != sym
+    assert not bad[:50].any() and int(bad.sum()) > 20           # right up to the change, garbage after
+    moved = A.move_one_count(cdf, 0)
+    assert int(moved[0, -1]) == 1 << 16 and int((moved[:, 1:] - moved[:, :-1]).min()) >= 1
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
+    stream = codec.encode(torch.rand(2, 3, 48, 64))
+    tokens, _ = codec.decode_tokens(stream)
+    mine = A.decode_tokens(codec, stream, coder)
+    assert all(torch.equal(a, b) for a, b in zip(mine, tokens))
+    blocks = 2 * len(tokens)
+    caught = 0
+    for call in range(blocks - 4, blocks):        # the finest scale's blocks: long enough to desynchronise
+        with coder.tampered(call=call, row=0):
+            try:
+                A.decode_tokens(codec, stream, coder)
+            except bitstream.BitstreamError as e:
+                assert "CRC" in str(e)
+                caught += 1
+    assert caught >= 1
+
+
+def test_written_questions_have_answers(capsys):
+    for name in solutions.ANSWERS:
+        course.show_answer(name)
+        assert len(capsys.readouterr().out) > 100
+    with pytest.raises(KeyError, match="no written question"):
+        course.show_answer("nope")

@@ -40,12 +40,22 @@ class Wrong(Exception):
     """Raised inside a check with the message the student sees."""
 
 
+def _no_none(name: str, fn: Callable) -> Callable:
+    """``fn``, but a ``None`` result (the body ran and fell off the end) becomes a clear message."""
+    def wrapped(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if out is None:
+            raise Wrong(f"your function returned None: did you forget the `return` at the end of {name}?")
+        return out
+    return wrapped
+
+
 def _run(name: str, fn: Callable, body: Callable[[Callable], None]) -> CheckResult:
     if not callable(fn):
         result = CheckResult(name, False, f"{name}: expected a function, got {type(fn).__name__}")
     else:
         try:
-            body(fn)
+            body(_no_none(name, fn))
             result = CheckResult(name, True, f"{name}: correct!")
         except NotImplementedError:
             result = CheckResult(name, False, f"{name}: not implemented yet (replace "
@@ -517,10 +527,104 @@ def check_rdo_choice(fn) -> CheckResult:
     return _run("rdo_choice", fn, body)
 
 
+# ---- 10 arithmetic coding ----------------------------------------------------------------------------------
+def _ac_cases():
+    """Blocks (cdf, symbols) for the coder checks: peaked and flat, tiny and large vocabularies, one symbol
+    and hundreds; symbols drawn from the model (so the coder meets frequent and rare ones)."""
+    from ..stages.entropy import logits_to_cdf
+
+    gen = torch.Generator().manual_seed(11)
+    cases = []
+    for L, V, scale in [(1, 512, 3.0), (7, 2, 1.0), (60, 16, 0.3), (300, 512, 3.0), (200, 64, 8.0)]:
+        logits = torch.randn(L, V, generator=gen) * scale
+        sym = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+        cases.append((logits_to_cdf(logits), sym))
+    return cases
+
+
+def check_interval_update(fn) -> CheckResult:
+    """``interval_update(low, high, cdf_lo, cdf_hi, total)`` -> (new_low, new_high), integers."""
+    from .arithmetic import FULL, ArithmeticCoder, interval_update
+
+    def body(fn):
+        for low, high, lo, hi, total in [(0, FULL - 1, 0, 1, 1 << 16), (0, FULL - 1, 65535, 65536, 1 << 16),
+                                         (123456, 987654321, 100, 40000, 1 << 16), (2 ** 30, 3 * 2 ** 30 - 1, 7, 8, 16),
+                                         (5, 2 ** 31 + 17, 1, 3, 4)]:
+            got = fn(low, high, lo, hi, total)
+            if not isinstance(got, tuple) or len(got) != 2:
+                raise Wrong(f"return the pair (new_low, new_high), got {got!r}")
+            if not all(isinstance(v, int) for v in got):
+                raise Wrong(f"return Python ints (use // for the division), got {[type(v).__name__ for v in got]}")
+            want = interval_update(low, high, lo, hi, total)
+            if got == want:
+                continue
+            span = high - low + 1
+            what = f"(low={low}, high={high}, counts [{lo}, {hi}) of {total})"
+            if got == (want[0], want[1] + 1):
+                raise Wrong(f"high is one too large {what}: both ends are INCLUSIVE, so the new high is "
+                            "low + span * cdf_hi // total - 1")
+            if got == (low + (span - 1) * lo // total, low + (span - 1) * hi // total - 1):
+                raise Wrong(f"span = high - low + 1 (both ends belong to the interval) {what}")
+            if got == (want[1], want[0]):
+                raise Wrong(f"new_low and new_high are swapped {what}")
+            if got == (low + round(span * lo / total), low + round(span * hi / total) - 1):
+                raise Wrong(f"round() is not the codec's rule: floor with // (any rule works only if the "
+                            f"decoder uses the same, and the package's decoder floors) {what}")
+            raise Wrong(f"expected {want}, got {got} {what}")
+        coder, ref = ArithmeticCoder(update=fn), ArithmeticCoder()
+        for cdf, sym in _ac_cases():
+            if coder.encode(cdf, sym) != ref.encode(cdf, sym):
+                raise Wrong("the single steps are right, but a whole block codes to other bytes")
+    return _run("interval_update", fn, body)
+
+
+def check_decode_symbol(fn) -> CheckResult:
+    """``decode_symbol(value, low, high, cdf_row, total)`` -> the symbol whose share holds ``value``."""
+    from .arithmetic import ArithmeticCoder
+    from ..stages.entropy import get_coder
+
+    def body(fn):
+        ref = ArithmeticCoder()
+        row = [0, 10, 10, 30, 64]                        # symbol 1 has no counts (never coded)
+        low, high = 1000, 2 ** 32 - 7                      # span not a multiple of 64: the floors matter
+        span = high - low + 1
+        starts = [low + span * c // 64 for c in row[:-1]]   # where each symbol's share begins
+        for value, want in [(low, 0), (high, 3), (starts[3], 3), (starts[3] - 1, 2), (starts[2], 2)]:
+            got = fn(value, low, high, row, 64)
+            if not isinstance(got, (int, np.integer)) or isinstance(got, bool):
+                raise Wrong(f"return one int (the symbol), got {type(got).__name__}")
+            if int(got) != want:
+                hint = ""
+                if value == starts[want] and int(got) == want - 1:
+                    hint = (" (the value sits exactly where the share begins: target must be the LARGEST "
+                            "count c with low + span * c // total <= value, ((value - low + 1) * total - 1) // span, and the "
+                            "symbol the largest v with cdf[v] <= target)")
+                raise Wrong(f"value {value} in [{low}, {high}] with counts {row} of 64: expected symbol {want}, "
+                            f"got {got}{hint}")
+        student = ArithmeticCoder(find=fn)
+        try:
+            torchac = get_coder("torchac")
+        except Exception:    # noqa: BLE001 - no compiler for the extension: check against our own bytes only
+            torchac = None
+        for cdf, sym in _ac_cases():
+            data = torchac.encode(cdf, sym) if torchac is not None else ref.encode(cdf, sym)
+            got = student.decode(cdf, data)
+            if torch.equal(got, sym):
+                continue
+            first = int(torch.nonzero(got != sym)[0, 0])
+            L, V = cdf.shape[0], cdf.shape[1] - 1
+            raise Wrong(f"block of {L} symbols (V = {V}): symbol {first} decodes as {int(got[first])}, the encoder "
+                        f"coded {int(sym[first])}. target = ((value - low + 1) * total - 1) // (high - low + 1) "
+                        "is the largest count c with low + span * c // total <= value; the symbol is the "
+                        "largest v with cdf[v] <= target")
+    return _run("decode_symbol", fn, body)
+
+
 CHECKS = {
     "pad_to_stride": check_pad_to_stride, "area_down_by": check_area_down_by, "nearest_code": check_nearest_code,
     "progvc_sparse_mask": check_progvc_sparse_mask, "logits_to_cdf": check_logits_to_cdf,
     "bpp_ladder": check_bpp_ladder, "top_k_filter": check_top_k_filter, "unigram_bits": check_unigram_bits,
     "mean_psnr": check_mean_psnr, "rate_saving_at_quality": check_rate_saving_at_quality,
     "copy_mixture": check_copy_mixture, "rdo_choice": check_rdo_choice,
+    "interval_update": check_interval_update, "decode_symbol": check_decode_symbol,
 }

@@ -143,6 +143,47 @@ def rdo_choice(dist_LV: torch.Tensor, bits_LV: torch.Tensor, prev_L, lam: float,
     return cost_LV.masked_fill(~allowed_LV, float("inf")).argmin(dim=1)
 
 
+# ---- 10 arithmetic coding from scratch ------------------------------------------------------------------------------
+def interval_update(low: int, high: int, cdf_lo: int, cdf_hi: int, total: int) -> tuple[int, int]:
+    """Narrow the inclusive interval [low, high] to the share [cdf_lo, cdf_hi) of ``total`` counts.
+    (``course.arithmetic.interval_update``; torchac computes the same integers)"""
+    span = high - low + 1
+    return low + span * cdf_lo // total, low + span * cdf_hi // total - 1
+
+
+def decode_symbol(value: int, low: int, high: int, cdf_row: list[int], total: int) -> int:
+    """The symbol whose share of [low, high] holds ``value``. (``course.arithmetic.decode_symbol``)"""
+    span = high - low + 1
+    target = ((value - low + 1) * total - 1) // span     # largest count c with low + span*c//total <= value
+    v = 0
+    while cdf_row[v + 1] <= target:                      # linear search; bisect does it in log V steps
+        v += 1
+    return v
+
+
 ALL = ["pad_to_stride", "area_down_by", "nearest_code", "progvc_sparse_mask", "logits_to_cdf", "bpp_ladder",
        "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality",
-       "copy_mixture", "rdo_choice"]
+       "copy_mixture", "rdo_choice", "interval_update", "decode_symbol"]
+
+
+# ---- written questions: model answers (``show_answer("name")``) ------------------------------------------------------
+ANSWERS = {
+    "q10_same_bytes": """
+Our coder and torchac write the same bytes because they are the same algorithm with the same integer
+arithmetic: a 32-bit interval narrowed by floor(span * cdf / 2^16), the same renormalisation (E1/E2 and
+the pending-bit E3 rule) and the same two-bit termination. Nothing in arithmetic coding is random or
+approximate once the CDF is integer: equal counts in, equal bytes out. That is also why the decoder must
+see exactly the encoder's counts.""",
+    "q10_no_error": """
+A changed count only matters if the decoder uses it: it moves the boundaries of the symbols between
+the two whose counts changed, so if the coded symbol's own share did not move, or the block ends a few
+symbols later (a 1x1 or 2x2 block has 1-4 symbols), the decode can still come out right. When it does
+not, nothing in the arithmetic notices: every interval is a valid interval, every garbage symbol a valid
+symbol. Only a check computed by the encoder over what it coded (the chunk CRC of the tokens) can tell.""",
+    "q10_streaming": """
+torchac (and our coder) terminate every call: ~2 bits plus padding to a whole byte, about 5 bits on
+average, per block; a GOP of 8 frames x 6 scales pays it 48 times. A streaming coder keeps one interval
+open across all blocks of a chunk and terminates once, so the 1x1 and 2x2 blocks (whose model bits are
+below one byte) stop paying several times their own bits. It needs the decoder to produce each block's
+CDFs before the next block's bits are read, which the codec's walk already does (block by block).""",
+}
