@@ -1,6 +1,6 @@
-"""Write notebooks/00_quick_start.ipynb ... 09_temporal_copy_and_rdo.ipynb from the cells below (no outputs).
+"""Write notebooks/00_quick_start.ipynb ... 10_arithmetic_coding.ipynb from the cells below (no outputs).
 
-    .venv/bin/python scripts/build_notebooks.py            # (re)write all ten
+    .venv/bin/python scripts/build_notebooks.py            # (re)write all of them
     .venv/bin/python scripts/build_notebooks.py --check    # exit 1 if a committed notebook differs
 
 The notebooks are generated so that their source is reviewable as Python and regenerable; edit the
@@ -120,6 +120,8 @@ NB["00_quick_start"] = [
     | 06 | the detail sampler: filling the scales a cut removed |
     | 07 | swapping a stage and retraining it through the same CLI |
     | 08 | evaluation: RD curves, metrics, CompressAI JSON, baselines |
+    | 09 | temporal copy and RD-optimised tokens: the encoder's low-rate tools |
+    | 10 | arithmetic coding from scratch: the coder, its bound, and how one count breaks it |
 
     The same steps on the command line: `progvc-lab encode`, `progvc-lab truncate`, `progvc-lab decode`.
     '''),
@@ -1289,6 +1291,216 @@ NB["09_temporal_copy_and_rdo"] = [
     - Quality is still the tiny model's: RDO and the gate move bytes, they cannot add detail the tokenizer
       never learned.
     '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["10_arithmetic_coding"] = [
+    md(r"""
+    # 10 · Arithmetic coding from scratch: the coder, its bound, and how one count breaks it
+
+    Notebook 04 turned probabilities into integer CDFs and handed them to torchac, a black box. Here you
+    write the two steps inside it, run the result on the codec's real CDFs, and find that it writes
+    **the same bytes** as torchac. Then you break it on purpose.
+
+    The coder keeps an interval of 32-bit integers $[\text{low}, \text{high}]$ (both ends included),
+    first the whole $[0, 2^{32})$. Coding symbol $v$, whose counts are $[\text{cdf}_v, \text{cdf}_{v+1})$
+    of $T = 2^{16}$, keeps $v$'s share:
+
+    $$
+    \text{span} = \text{high} - \text{low} + 1,\qquad
+    \text{high} \leftarrow \text{low} + \lfloor \text{span}\cdot\text{cdf}_{v+1} / T\rfloor - 1,\qquad
+    \text{low} \leftarrow \text{low} + \lfloor \text{span}\cdot\text{cdf}_{v} / T\rfloor .
+    $$
+
+    **Renormalisation.** When the interval lies in the lower (upper) half of $[0, 2^{32})$, every number
+    in it starts with bit 0 (1): write that bit and double the interval. When it straddles the middle but
+    sits inside the middle half, double it around the middle and remember one **pending** bit: it will be
+    the opposite of the next bit written (Witten, Neal & Cleary, 1987). So the interval stays wider than
+    $2^{30}$ and a symbol with one count out of $2^{16}$ still gets a share of at least $2^{14}$.
+    **Termination**: two more bits (and the pending ones) name a number inside the final interval.
+
+    **The decoder** keeps the same interval and reads 32 bits of the string as a number `value`; the
+    symbol is the one whose share holds `value`. Then it updates the interval exactly like the encoder,
+    so it must see exactly the encoder's counts.
+
+    The package's version: `progvc_lab/course/arithmetic.py` (about 80 lines of plain Python).
+    """),
+    SETUP,
+    md(r"""
+    ## Warm-up exercise: narrow the interval
+
+    Write the update above: integers only (`//`), both ends inclusive. The check runs single steps and
+    then whole blocks through the coder with your function, comparing the bytes.
+    """),
+    code("""
+    from progvc_lab.course import check_interval_update, show_answer, show_solution
+
+    # EXERCISE (warm-up): return (new_low, new_high) for counts [cdf_lo, cdf_hi) of `total`.
+    def interval_update(low, high, cdf_lo, cdf_hi, total):
+        # your code here (3 lines)
+        raise NotImplementedError
+
+    check_interval_update(interval_update)
+    """, exercise=True),
+    stuck("interval_update"),
+    md("Three symbols by hand, with four symbols of counts 8, 4, 2, 2 (of 16): watch the interval shrink and the bits fall out"),
+    code("""
+    from progvc_lab.course import arithmetic as A
+
+    cdf_row = [0, 8, 12, 14, 16]
+    low, high = 0, A.FULL - 1
+    for v in [0, 2, 1]:
+        low, high = A.interval_update(low, high, cdf_row[v], cdf_row[v + 1], 16)
+        print(f"symbol {v} (p = {(cdf_row[v + 1] - cdf_row[v]) / 16:.3f}): low {low:032b}\\n"
+              f"{'':22}high {high:032b}  share {(high - low + 1) / A.FULL:.5f}")
+    print("the leading bits low and high share are already decided: the encoder writes them and doubles the interval")
+    """),
+    md(r"""
+    ## Core exercise: find the symbol
+
+    Given `value` in $[\text{low}, \text{high}]$, return the symbol whose share holds it. The share of
+    $v$ starts at $\text{low} + \lfloor \text{span}\cdot\text{cdf}_v/T\rfloor$, so compute the largest
+    count $c$ with $\text{low} + \lfloor \text{span}\cdot c/T\rfloor \le \text{value}$,
+    $$c = \left\lfloor \frac{(\text{value} - \text{low} + 1)\,T - 1}{\text{span}} \right\rfloor,$$
+    then the largest $v$ with $\text{cdf}_v \le c$ (symbols with no counts are never the answer). The
+    check decodes torchac's bytes with your function.
+    """),
+    code("""
+    from progvc_lab.course import check_decode_symbol
+
+    # EXERCISE (core): the symbol v with cdf_row[v] <= target < cdf_row[v + 1].
+    def decode_symbol(value, low, high, cdf_row, total):
+        # your code here (about 5 lines)
+        raise NotImplementedError
+
+    check_decode_symbol(decode_symbol)
+    """, exercise=True),
+    stuck("decode_symbol"),
+    md(r"""
+    ## Our coder on the codec's real stream
+
+    The encoder can use any coder registered in `stages.entropy.CODERS` (the header stores its name).
+    Encode the 8 frames with ours and compare every chunk with the torchac stream; then decode the
+    torchac stream with ours, through the decoder loop written out in `arithmetic.decode_tokens`
+    (`new_gop`, `walk_blocks`, `block_cdf`, the chunk CRCs, as `Codec.decode` does).
+    """),
+    code("""
+    from progvc_lab import bitstream
+
+    ours = A.register()                             # Codec(..., coder="course_ac") now works in this kernel
+    data_torchac = session.data
+    codec.config.coder = "course_ac"
+    try:
+        data_ours = codec.encode(video, fps)
+    finally:
+        codec.config.coder = "torchac"
+    same = bitstream.read_stream(data_ours).chunks == bitstream.read_stream(data_torchac).chunks
+    print(f"torchac stream {len(data_torchac)} bytes, ours {len(data_ours)} bytes "
+          f"(the header spells out the coder's name); every chunk identical: {same}")
+    tokens_ours = A.decode_tokens(codec, data_torchac, ours)
+    tokens_ref, _ = codec.decode_tokens(data_torchac)
+    print("torchac's stream decoded by our coder gives the package's tokens:",
+          all(torch.equal(a, b) for a, b in zip(tokens_ours, tokens_ref)))
+    """),
+    md(r"""
+    ## The bound, measured
+
+    For $L$ symbols with model bits $B = \sum_i -\log_2(\text{freq}_i / T)$ the coder writes at most
+    $B + 2 + L\cdot 2^{-13}$ bits, then pads to whole bytes (+2: the termination; $L\cdot 2^{-13}$: each
+    integer division loses at most a factor $1 - 2^{-14}$ of a span larger than $2^{30}$). On random
+    peaked distributions at V = 512, the bits beyond the model bits per call:
+    """),
+    code("""
+    from progvc_lab.stages.entropy import get_coder
+
+    rows = A.coder_overhead({"ours": ours, "torchac": get_coder("torchac")}, vocab=codec.quantizer.codebook_size)
+    print(f"{'symbols':>7} {'model bits':>10} {'ours':>6} {'torchac':>8} {'bound':>6}   (overhead bits per call)")
+    for r in rows:
+        print(f"{r['symbols']:>7} {r['model_bits']:>10.1f} {r['ours']:>6.2f} {r['torchac']:>8.2f} {r['bound']:>6.2f}")
+    """),
+    md(r"""
+    The overhead is paid **per call**, and the codec makes one call per block. A streaming coder keeps
+    one interval open over all blocks of a chunk (one scale of a GOP) and terminates once: possible
+    because the decoder computes each block's CDFs before it needs the next block's bits. The stream's
+    own blocks, re-coded both ways (strings only):
+    """),
+    code("""
+    import numpy as np
+
+    cost = A.streaming_bytes_per_scale(codec, data_torchac)
+    print(f"{'scale':>5} {'one string per block':>21} {'one per chunk':>14}")
+    for s, (b, c) in enumerate(zip(cost["per_block"], cost["per_chunk"])):
+        print(f"{s:>5} {b:>21} {c:>14}")
+    saved = sum(cost["per_block"]) - sum(cost["per_chunk"])
+    coarse = sum(cost["per_block"][:3]) - sum(cost["per_chunk"][:3])
+    print(f"saved {saved} bytes of {len(data_torchac)} ({100 * saved / len(data_torchac):.1f}% of the file); on "
+          f"scales 0-2 {coarse} of their {sum(cost['per_block'][:3])} bytes")
+    """),
+    md(r"""
+    ## Break it: one count changed at the decoder
+
+    Code 200 symbols, then decode them with CDFs in which **one count** of row 50 moved to a
+    neighbouring symbol (the CDF is still perfectly valid). Up to row 50 the decoder agrees; after it, the
+    intervals part ways and the symbols are garbage, without any error:
+    """),
+    code("""
+    from progvc_lab.stages.entropy import logits_to_cdf
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, codec.quantizer.codebook_size, generator=gen) * 3
+    cdf = logits_to_cdf(logits)
+    symbols = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+    string = ours.encode(cdf, symbols)
+    decoded = ours.decode(A.move_one_count(cdf, 50, symbol=int(symbols[50])), string)
+    wrong = (decoded != symbols).numpy()
+    print(f"{len(string)} bytes; first wrong symbol at position {int(np.argmax(wrong))}; {int(wrong.sum())} of "
+          f"{len(wrong)} wrong; the decoder raised nothing")
+
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 1.2))
+    ax.imshow(wrong[None], aspect="auto", cmap="Reds", interpolation="nearest")
+    ax.set_yticks([]); ax.set_xlabel("symbol position (red: decoded wrong)"); ax.axvline(50, color="k", lw=0.8)
+    plt.close(fig)
+    fig
+    """),
+    md(r"""
+    In the codec the same mistake would come from a decoder whose floats differ in one place (notebook 04).
+    The tokens it decodes become the context of every later block, so the damage spreads, and the only
+    thing that notices is the CRC of each chunk's tokens, written by the encoder. Tamper with one block
+    of the decoder at a time:
+    """),
+    code("""
+    K, n = codec.quantizer.num_scales, min(codec.config.gop, video.shape[0])
+    for t, s in [(1, 1), (0, 3), (0, K - 1), (5, K - 1)]:
+        call = s * n + t                                 # the walk is scale-major: all frames of scale 0 first
+        with ours.tampered(call=call, row=0):
+            try:
+                A.decode_tokens(codec, data_torchac, ours)
+                print(f"block (t={t}, s={s}): one count moved, decoded correctly anyway")
+            except bitstream.BitstreamError as e:
+                print(f"block (t={t}, s={s}): BitstreamError: {e}")
+    """),
+    md(r"""
+    ## Stretch: questions to answer in your own words
+
+    Write your answer in a markdown cell, then compare with the model answer:
+
+    1. Why does a coder you wrote from the formula above write *exactly* torchac's bytes? (`show_answer("q10_same_bytes")`)
+    2. Some blocks decoded correctly despite the changed count. Why, and why is that no comfort? (`show_answer("q10_no_error")`)
+    3. When is one termination per chunk possible, and what would it save here? (`show_answer("q10_streaming")`)
+    """),
+    code("""
+    # show_answer("q10_same_bytes")
+    """),
+    md(r"""
+    **Takeaways.**
+    - Arithmetic coding is integer bookkeeping on an interval: equal counts in, equal bytes out. Our
+      80 lines and torchac agree to the byte.
+    - Its cost above the model bits is at most about 2 bits plus byte padding *per call*: negligible for a
+      396-token block, several times the bits of a 1×1 block. One string per chunk removes most of it.
+    - A decoder that is off by one count produces garbage silently. Determinism (the same floats on both
+      sides) prevents it; the per-chunk CRC detects it.
+    """),
 ]
 
 

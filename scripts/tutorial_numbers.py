@@ -44,6 +44,8 @@ def lookup(numbers, key: str):
 
 
 def render(value, fmt: str | None) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, str):
         return value
     return format(value, fmt or ".3g")

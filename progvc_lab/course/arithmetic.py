@@ -275,3 +275,43 @@ def decode_tokens(codec, data: bytes, coder=None) -> list[torch.Tensor]:
                                                    "the CRC")
                 out[s].append(torch.stack(known[s]))
     return [torch.cat(x) for x in out]
+
+
+class RecordingCoder:
+    """Wraps a coder and keeps every block it decodes: ``blocks[i] = (cdf, symbols)`` in decode order
+    (``decode_tokens(codec, data, RecordingCoder())``), to re-code them in other ways."""
+
+    def __init__(self, coder=None):
+        self.coder = coder or ArithmeticCoder()
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def decode(self, cdf_LV1, data):
+        sym = self.coder.decode(cdf_LV1, data)
+        self.blocks.append((cdf_LV1.clone(), sym))
+        return sym
+
+    def encode(self, cdf_LV1, symbols_L):
+        return self.coder.encode(cdf_LV1, symbols_L)
+
+
+def streaming_bytes_per_scale(codec, data: bytes) -> dict:
+    """What one string per chunk (a scale of a GOP) would cost against one string per block, per scale:
+    {"per_block": [...], "per_chunk": [...]} bytes (strings only, no length fields), from the stream's own
+    CDFs and tokens. The walk is scale-major: the blocks of scale s of a GOP come one after another."""
+    from .. import bitstream
+
+    h = bitstream.read_stream(data).header
+    rec = RecordingCoder()
+    decode_tokens(codec, data, rec)
+    per_block = [0] * h.scales_sent
+    per_chunk = [0] * h.scales_sent
+    i = 0
+    stream = StreamingCoder(rec.coder)
+    for g in range(h.num_gops):
+        n = h.gop_frames(g)
+        for s in range(h.scales_sent):
+            blocks = rec.blocks[i:i + n]
+            i += n
+            per_block[s] += sum(len(rec.coder.encode(c, y)) for c, y in blocks)
+            per_chunk[s] += len(stream.encode_blocks(blocks))
+    return {"per_block": per_block, "per_chunk": per_chunk}
