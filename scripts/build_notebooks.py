@@ -122,6 +122,7 @@ NB["00_quick_start"] = [
     | 08 | evaluation: RD curves, metrics, CompressAI JSON, baselines |
     | 09 | temporal copy and RD-optimised tokens: the encoder's low-rate tools |
     | 10 | arithmetic coding from scratch: the coder, its bound, and how one count breaks it |
+    | 11 | unsafe masks shown (a cut VAR stream diverges) and a safe mask designed and trained |
 
     The same steps on the command line: `progvc-lab encode`, `progvc-lab truncate`, `progvc-lab decode`.
     '''),
@@ -1500,6 +1501,164 @@ NB["10_arithmetic_coding"] = [
       396-token block, several times the bits of a 1×1 block. One string per chunk removes most of it.
     - A decoder that is off by one count produces garbage silently. Determinism (the same floats on both
       sides) prevents it; the per-chunk CRC detects it.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["11_unsafe_masks"] = [
+    md(r"""
+    # 11 · Unsafe masks, shown and designed
+
+    Notebook 03 stated the rule: a stream cut after k scales decodes only if **no block at a scale
+    s < k attends to a block at a scale ≥ k** ("truncation safe"). Here you watch what happens when the
+    rule is broken, write the test yourself, design a safe mask of your own and train a context model
+    with it.
+
+    The codec refuses unsafe masks (`Codec(...)` raises), so the experiment codes with the context
+    model directly (`progvc_lab.course.unsafe`): one GOP in **frame-major** order (frame 0 scales
+    0..K−1, then frame 1, ...), the order VAR's block-causal mask was made for. The encoder sees
+    every block and sends the scales < k. The decoder of the cut stream decodes those; for a block it
+    was not sent it runs the model and takes the most likely token, so that later blocks have something
+    to attend to.
+    """),
+    SETUP,
+    code("""
+    from progvc_lab.course import unsafe
+    from progvc_lab.metrics import psnr
+
+    clip = video[:4]                                   # 4 frames: one GOP, frame-major
+    k = 3
+    runs = {m: unsafe.frame_major_cut(codec, clip, mask=m, k=k) for m in ("progvc_sparse", "var", "infinitystar")}
+    print(f"cut after k = {k} scales; share of the sent tokens decoded right, per frame:")
+    for m, r in runs.items():
+        first = "none" if r["first_wrong"] is None else f"(t={r['first_wrong'][0]}, s={r['first_wrong'][1]})"
+        print(f"{m:>14}: {[f'{a:.0%}' for a in r['agree_T'].tolist()]}  first wrong block {first}; "
+              f"{len(r['violations'])} unsafe block pairs in the mask")
+    """),
+    md(r"""
+    Under `progvc_sparse` the cut decode is exact. Under `var` frame 0 is still right (its blocks read
+    only coarser scales of frame 0), but block (t=1, s=0) attends to the finest scales of frame 0, which
+    the cut removed: the decoder's guess of them is not what the encoder saw, its logits and integer
+    CDFs differ, and the arithmetic decoder goes off the rails (notebook 10). What the viewer gets:
+    """),
+    code("""
+    from progvc_lab.viz import plot_sampler_comparison
+
+    meant, got = unsafe.decoded_frames(codec, runs["var"], video.shape[-2:])
+    safe_meant, safe_got = unsafe.decoded_frames(codec, runs["progvc_sparse"], video.shape[-2:])
+    for t in range(clip.shape[0]):
+        print(f"frame {t}: var, meant {psnr(meant[t:t + 1], clip[t:t + 1]):5.2f} dB, decoded "
+              f"{psnr(got[t:t + 1], clip[t:t + 1]):5.2f} dB | progvc_sparse decoded {psnr(safe_got[t:t + 1], clip[t:t + 1]):5.2f} dB")
+    plot_sampler_comparison({"var: what the encoder sent": meant[2], "var: what the cut decoder got": got[2],
+                             "progvc_sparse: decoded": safe_got[2]}, original=clip[2])
+    """),
+    md(r"""
+    ## Warm-up exercise: the safety test
+
+    `allowed[q, key]` is True when block q may read block key; blocks are numbered frame-major,
+    id = t·K + s. Return True iff no allowed key sits at a finer scale than its query.
+    """),
+    code("""
+    from progvc_lab.course import check_is_truncation_safe, show_answer, show_solution
+
+    # EXERCISE (warm-up): one bool for the whole mask.
+    def is_truncation_safe(allowed_BB, num_scales):
+        # your code here (3 lines: the scale of every block, the offending pairs, any)
+        raise NotImplementedError
+
+    check_is_truncation_safe(is_truncation_safe)
+    """, exercise=True),
+    stuck("is_truncation_safe"),
+    md(r"""
+    ### Explore: the mask explorer marks the edges that break a cut
+
+    Red cells are allowed pairs whose key is at a finer scale than the query; the summary counts them.
+    Flip between `var`, `infinitystar` and `progvc_sparse` (and, after the next exercise, your own mask).
+    """),
+    code("""
+    from progvc_lab.viz import mask_explorer, plot_mask
+
+    plot_mask("var", 3, 3)
+    """),
+    md(r"""
+    ## Core exercise: design a safe mask with temporal context
+
+    Write `my_mask(num_frames, num_scales, window)`: a bool (T·K, T·K) mask that is truncation safe,
+    decodable scale-major (no block reads a later frame), lets every block see itself, and gives every
+    block of frames t ≥ 1 some earlier frame to read. `progvc_sparse` is one answer; make another (for
+    example: also the next *coarser* scale of the previous frames). The check says which rule a block
+    breaks.
+    """),
+    code("""
+    import torch
+
+    from progvc_lab.course import check_safe_mask_design
+
+    # EXERCISE (core): your own truncation-safe mask.
+    def my_mask(num_frames, num_scales, window=1):
+        # your code here: t and s of every block (t = id // K, s = id % K), then the rule as a bool matrix
+        raise NotImplementedError
+
+    check_safe_mask_design(my_mask)
+    """, exercise=True),
+    stuck("safe_mask_design"),
+    code("""
+    from progvc_lab.course import check_safe_mask_design, solutions
+    from progvc_lab.stages import masks
+
+    design_ok = bool(check_safe_mask_design(my_mask))
+    mine = my_mask if design_ok else solutions.safe_mask_design   # the notebook goes on with a working mask
+    masks.register_mask("my_mask")(mine)             # now every part of the package knows it by name
+    print("using", "your mask" if design_ok else "the reference design (yours is not done yet)")
+    plot_mask("my_mask", 3, 3)
+    """),
+    code("""
+    mask_explorer()
+    """),
+    md(r"""
+    ## Stretch: train it briefly and code with it
+
+    `course.training.train_context_model` is a plain PyTorch loop (the objective of `progvc-lab train
+    stage2`): a small context model (width 64, 2 layers) trained from scratch for a few dozen steps
+    on frames 8–29 of Foreman, validated on frames 0–5, once with `progvc_sparse` and once with your
+    mask. Same data, same steps, same seed; the loss is in bits per token.
+    """),
+    code("""
+    from progvc_lab.course.training import train_context_model
+
+    long_video, _ = sample_video(frames=30)
+    STEPS = 40
+    trained, logs = {}, {}
+    for name in ("progvc_sparse", "my_mask"):
+        trained[name], logs[name] = train_context_model(codec, [long_video[8:]], mask=name, steps=STEPS,
+                                                        val_videos=[long_video[:6]], log_every=20)
+        last = logs[name][-1]
+        print(f"{name:>14}: train {logs[name][0]['train_bits']:.2f} -> {last['train_bits']:.2f} bits/token, "
+              f"validation {last['val_bits']:.2f} ({last['seconds']:.0f} s)")
+    """),
+    md("A trained model with a safe mask is a codec: encode the 8 test frames, cut after k = 3, decode."),
+    code("""
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+
+    for name, cm in trained.items():
+        c = Codec(codec.tokenizer, codec.quantizer, cm, gop=8)
+        data = c.encode(video, fps)
+        cut = bitstream.truncate(data, 3)
+        print(f"{name:>14}: {len(data)} bytes, cut after 3 scales {len(cut)} bytes, decodes to "
+              f"{psnr(c.decode(cut), video):.2f} dB (the shipped model: {len(session.data)} bytes)")
+    """),
+    md(r"""
+    **Questions** (write your answer first):
+    1. Why does the `var` decode go wrong from frame 1 on, and never in frame 0? (`show_answer("q11_why_var_breaks")`)
+    2. What context does safety forbid, and what does that cost? (`show_answer("q11_what_safe_costs")`)
+
+    **Takeaways.**
+    - Truncation safety is a property of the mask alone: no key finer than its query. Break it and the
+      cut stream decodes garbage, silently, from the first block that read what was cut.
+    - A safe mask can still use temporal context: the same (or a coarser) scale of earlier frames.
+    - Forty steps on a CPU say little about which safe mask is *better*; they show the mechanics:
+      any safe mask registered by name trains, codes, truncates and decodes with the same code.
     """),
 ]
 

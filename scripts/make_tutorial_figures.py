@@ -234,6 +234,37 @@ def main(argv=None) -> int:
     plt.close(fig)
     save(fig, "10_desync.png")
 
+    # 11 unsafe masks: a frame-major VAR stream cut after k = 3, and a safe design trained briefly
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import solutions, unsafe
+    from progvc_lab.course.training import train_context_model
+    from progvc_lab.stages import masks as M
+
+    clip = video[:4]
+    runs = {m: unsafe.frame_major_cut(codec, clip, mask=m, k=3) for m in ("progvc_sparse", "var", "infinitystar")}
+    meant, got = unsafe.decoded_frames(codec, runs["var"], video.shape[-2:])
+    numbers["unsafe"] = {m: {"agree_T": r["agree_T"].tolist(), "first_wrong": r["first_wrong"],
+                             "violations": len(r["violations"])} for m, r in runs.items()}
+    numbers["unsafe"]["var_psnr_meant"] = [psnr(meant[i:i + 1], clip[i:i + 1]) for i in range(len(clip))]
+    numbers["unsafe"]["var_psnr_decoded"] = [psnr(got[i:i + 1], clip[i:i + 1]) for i in range(len(clip))]
+    save(F.plot_sampler_comparison({"var: what the encoder sent": meant[2], "var: what the cut decoder got": got[2]},
+                                   original=clip[2]), "11_var_cut.png")
+    save(F.plot_mask("var", 3, 3), "11_mask_var_violations.png")
+    M.register_mask("safe_design")(solutions.safe_mask_design)
+    save(F.plot_mask("safe_design", 3, 3), "11_mask_safe_design.png")
+    long_video, _ = sample_video(frames=30)
+    numbers["safe_design_training"] = {}
+    for name in ("progvc_sparse", "safe_design"):
+        cm, log = train_context_model(codec, [long_video[8:]], mask=name, steps=40, val_videos=[long_video[:6]],
+                                      log_every=20)
+        c = Codec(codec.tokenizer, codec.quantizer, cm, gop=8)
+        data = c.encode(video, fps)
+        numbers["safe_design_training"][name] = {
+            "steps": 40, "train_bits_first": log[0]["train_bits"], "train_bits_last": log[-1]["train_bits"],
+            "val_bits": log[-1]["val_bits"], "bytes": len(data), "bytes_cut3": len(bitstream.truncate(data, 3)),
+            "psnr_cut3": psnr(c.decode(bitstream.truncate(data, 3)), video)}
+    numbers["safe_design_training"]["shipped_bytes"] = len(S.data)
+
     (OUT / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     print(f"wrote {(OUT / 'numbers.json').relative_to(ROOT)}")
     sys.path.insert(0, str(ROOT / "scripts"))

@@ -500,3 +500,105 @@ def test_written_questions_have_answers(capsys):
         assert len(capsys.readouterr().out) > 100
     with pytest.raises(KeyError, match="no written question"):
         course.show_answer("nope")
+
+
+# ---- 11 unsafe masks -----------------------------------------------------------------------------------------
+def test_is_truncation_safe_mistakes(capsys):
+    def s_of(B, K):
+        return torch.arange(B) % K
+
+    def transposed(m, K):              # flags reading a COARSER scale instead
+        s = s_of(m.shape[0], K)
+        return not bool((m & (s[None, :] < s[:, None])).any())
+
+    def same_frame_only(m, K):         # forgets the previous frames
+        s, t = s_of(m.shape[0], K), torch.arange(m.shape[0]) // K
+        return not bool((m & (s[None, :] > s[:, None]) & (t[None, :] == t[:, None])).any())
+
+    def strict(m, K):                  # counts reading the same scale as unsafe
+        s = s_of(m.shape[0], K)
+        return not bool((m & (s[None, :] >= s[:, None])).any())
+
+    def scale_major_ids(m, K):         # numbers blocks s * T + t
+        T = m.shape[0] // K
+        s = torch.arange(m.shape[0]) // T
+        return not bool((m & (s[None, :] > s[:, None])).any())
+
+    def as_tensor(m, K):
+        s = s_of(m.shape[0], K)
+        return m & (s[None, :] > s[:, None])
+
+    _fails_with(course.check_is_truncation_safe, transposed, "COARSER scale is fine", capsys)
+    _fails_with(course.check_is_truncation_safe, same_frame_only, "in another frame", capsys)
+    _fails_with(course.check_is_truncation_safe, strict, "SAME or a COARSER", capsys)
+    _fails_with(course.check_is_truncation_safe, scale_major_ids, "frame-major", capsys)
+    _fails_with(course.check_is_truncation_safe, as_tensor, "ONE bool", capsys)
+
+
+def test_safe_mask_design_mistakes(capsys):
+    _fails_with(course.check_safe_mask_design, lambda T, K, W: build_mask("var", T, K, W), "not truncation safe", capsys)
+    _fails_with(course.check_safe_mask_design, lambda T, K, W: build_mask("infinitystar", T, K, W), "not truncation safe",
+                capsys)
+    intra = lambda T, K, W: solutions.safe_mask_design(T, K, W) & (
+        torch.arange(T * K)[:, None] // K == torch.arange(T * K)[None, :] // K)
+    _fails_with(course.check_safe_mask_design, intra, "temporal context", capsys)
+    no_diag = lambda T, K, W: solutions.safe_mask_design(T, K, W) & ~torch.eye(T * K, dtype=torch.bool)
+    _fails_with(course.check_safe_mask_design, no_diag, "itself", capsys)
+
+    def future(T, K, W):
+        m = solutions.safe_mask_design(T, K, W).clone()
+        if T > 1:
+            m[0, K] = True            # frame 0 reads frame 1 (same scale 0: safe, but not decodable)
+        return m
+
+    _fails_with(course.check_safe_mask_design, future, "LATER frame", capsys)
+    _fails_with(course.check_safe_mask_design, lambda T, K, W: solutions.safe_mask_design(T, K, W).int(), "bool", capsys)
+    # progvc_sparse itself is a valid design too
+    assert course.check_safe_mask_design(lambda T, K, W: build_mask("progvc_sparse", T, K, W))
+
+
+def test_solution_agrees_with_the_package_on_random_masks():
+    from progvc_lab.stages.masks import is_truncation_safe
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        K = int(torch.randint(1, 5, (1,), generator=gen))
+        m = torch.rand(3 * K, 3 * K, generator=gen) < 0.2
+        assert solutions.is_truncation_safe(m, K) == is_truncation_safe(m, K)
+
+
+def test_var_frame_major_cut_diverges_and_progvc_sparse_does_not():
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import unsafe
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=3)
+    video = torch.rand(3, 3, 48, 64)
+    safe = unsafe.frame_major_cut(codec, video, "progvc_sparse", k=2)
+    assert safe["first_wrong"] is None and bool((safe["agree_T"] == 1).all()) and not safe["violations"]
+    var = unsafe.frame_major_cut(codec, video, "var", k=2)
+    assert var["violations"] and var["first_wrong"] is not None and var["first_wrong"][0] >= 1
+    assert float(var["agree_T"][0]) == 1.0                       # frame 0 reads only its own coarser scales
+    assert ((1, 0), (0, 2)) in var["violations"]
+
+
+def test_a_course_trained_context_model_makes_a_working_codec():
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.training import train_context_model
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=3)
+    video = torch.rand(4, 3, 32, 48)
+    seen = []
+    cm, log = train_context_model(codec, [video], steps=6, width=16, depth=1, heads=2, log_every=3,
+                                  val_videos=[video[:3]], on_log=seen.append)
+    assert [e["step"] for e in log] == [3, 6] and seen == log
+    assert log[-1]["train_bits"] < 5.0 + 1e-9 + math.log2(32) and len(log[-1]["val_bits_per_scale"]) == 6
+    codec2 = Codec(codec.tokenizer, codec.quantizer, cm, gop=3)
+    data = codec2.encode(video[:3])
+    assert codec2.decode(bitstream.truncate(data, 2)).shape == (3, 3, 32, 48)

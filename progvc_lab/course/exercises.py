@@ -620,6 +620,112 @@ def check_decode_symbol(fn) -> CheckResult:
     return _run("decode_symbol", fn, body)
 
 
+# ---- 11 unsafe masks ------------------------------------------------------------------------------------------
+def _mask_cases():
+    """(allowed_BB, K, safe?) for the truncation-safety check: the shipped masks, hand-made edge cases
+    (a key one scale finer in the previous frame only; a mask without its diagonal) and random ones."""
+    from ..stages.masks import MASKS
+
+    cases = []
+    for name in ("var", "infinitystar", "progvc_sparse"):
+        for T, K, W in [(1, 3, 1), (3, 3, 1), (4, 2, 2), (2, 6, 1)]:
+            m = MASKS[name](T, K, W)
+            cases.append((m, K, is_truncation_safe(m, K)))
+    T, K = 3, 3
+    prev_finer = build_mask("progvc_sparse", T, K, 1).clone()
+    prev_finer[1 * K + 0, 0 * K + 1] = True           # (t=1, s=0) reads (t=0, s=1): unsafe, across frames
+    same_frame_finer = build_mask("progvc_sparse", T, K, 1).clone()
+    same_frame_finer[2 * K + 1, 2 * K + 2] = True     # (t=2, s=1) reads (t=2, s=2)
+    prev_coarser = build_mask("progvc_sparse", T, K, 1).clone()
+    prev_coarser[1 * K + 2, 0 * K + 0] = True         # reads a COARSER scale of frame t-1: still safe
+    no_diag = build_mask("progvc_sparse", T, K, 1) & ~torch.eye(T * K, dtype=torch.bool)
+    cases += [(prev_finer, K, False), (same_frame_finer, K, False), (prev_coarser, K, True), (no_diag, K, True),
+              (torch.zeros(T * K, T * K, dtype=torch.bool), K, True)]
+    gen = torch.Generator().manual_seed(12)
+    for T, K in [(2, 4), (3, 2), (4, 3)]:
+        for density in (0.05, 0.3):
+            m = torch.rand(T * K, T * K, generator=gen) < density
+            cases.append((m, K, is_truncation_safe(m, K)))
+    return cases
+
+
+def check_is_truncation_safe(fn) -> CheckResult:
+    """``is_truncation_safe(allowed_BB, num_scales)`` -> bool: no allowed key at a finer scale than its query."""
+    def body(fn):
+        for allowed, K, want in _mask_cases():
+            got = fn(allowed.clone(), K)
+            if isinstance(got, torch.Tensor):
+                if got.numel() != 1:
+                    raise Wrong(f"return ONE bool for the whole mask, got a tensor of shape {tuple(got.shape)} "
+                                "(.any() over the offending pairs, then bool(...))")
+                got = bool(got)
+            if not isinstance(got, (bool, np.bool_)):
+                raise Wrong(f"return a bool, got {type(got).__name__}")
+            if bool(got) == want:
+                continue
+            B = allowed.shape[0]
+            T = B // K
+            t_B = torch.arange(T).repeat_interleave(K)
+            s_B = torch.arange(K).repeat(T)
+            what = f"(a {T}-frame, {K}-scale mask)"
+            if want:
+                raise Wrong(f"this mask is safe but you said unsafe {what}: reading the SAME or a COARSER "
+                                "scale is fine (a cut after k keeps every scale <= the query's); only a key at a "
+                                "FINER scale (s_key > s_query) breaks truncation")
+            bad = allowed & (s_B[None, :] > s_B[:, None])
+            q, k = [int(v) for v in torch.nonzero(bad)[0]]
+            cross = " in another frame" if t_B[q] != t_B[k] else ""
+            raise Wrong(f"block (t={q // K}, s={q % K}) reads block (t={k // K}, s={k % K}), a finer scale"
+                        f"{cross}: a stream cut after scale {q % K + 1} would not have it {what}; blocks are "
+                        "frame-major, id = t * K + s")
+    return _run("is_truncation_safe", fn, body)
+
+
+def check_safe_mask_design(fn) -> CheckResult:
+    """``my_mask(num_frames, num_scales, window)`` -> a mask the codec can use, with temporal context."""
+    from ..stages.masks import decode_order
+
+    def body(fn):
+        for T, K, W in [(1, 3, 1), (3, 3, 1), (4, 6, 1), (5, 4, 2), (8, 6, 1)]:
+            got = _tensor(fn(T, K, W), "the mask")
+            _shape(got, (T * K, T * K), f"the mask for T={T}, K={K} (one row and column per block)")
+            if got.dtype != torch.bool:
+                raise Wrong(f"the mask should be a bool tensor, got {got.dtype}")
+            bad = [e for e in _violations(got, K)]
+            if bad:
+                (tq, sq), (tk, sk) = bad[0]
+                raise Wrong(f"not truncation safe (T={T}, K={K}): block (t={tq}, s={sq}) reads (t={tk}, s={sk}), a "
+                            f"finer scale ({len(bad)} such edges)")
+            try:
+                decode_order(got, K)
+            except ValueError:
+                q, k = next((q, k) for q, k in torch.nonzero(got).tolist() if k // K > q // K)
+                raise Wrong(f"block (t={q // K}, s={q % K}) reads block (t={k // K}, s={k % K}) of a LATER frame: "
+                            "the decoder has not decoded it yet") from None
+            if not bool(got.diagonal().all()):
+                b = int((~got.diagonal()).nonzero()[0])
+                raise Wrong(f"block (t={b // K}, s={b % K}) does not attend to itself: the tokens of a block are "
+                            "predicted from its own positions too (the diagonal must be True)")
+            if T > 1:
+                t_B = torch.arange(T).repeat_interleave(K)
+                earlier = got & (t_B[None, :] < t_B[:, None])
+                lonely = [b for b in range(K, T * K) if not bool(earlier[b].any())]
+                if len(lonely) == (T - 1) * K:
+                    raise Wrong("no block reads an earlier frame: that is intra coding, the temporal context "
+                                "(the point of a video model) is missing")
+                if lonely and T >= 2:
+                    b = lonely[0]
+                    raise Wrong(f"block (t={b // K}, s={b % K}) reads no earlier frame; give every block of "
+                                "frames t >= 1 some temporal context")
+    return _run("safe_mask_design", fn, body)
+
+
+def _violations(allowed, K):
+    from .unsafe import violating_edges
+
+    return violating_edges(allowed, K)
+
+
 CHECKS = {
     "pad_to_stride": check_pad_to_stride, "area_down_by": check_area_down_by, "nearest_code": check_nearest_code,
     "progvc_sparse_mask": check_progvc_sparse_mask, "logits_to_cdf": check_logits_to_cdf,
@@ -627,4 +733,5 @@ CHECKS = {
     "mean_psnr": check_mean_psnr, "rate_saving_at_quality": check_rate_saving_at_quality,
     "copy_mixture": check_copy_mixture, "rdo_choice": check_rdo_choice,
     "interval_update": check_interval_update, "decode_symbol": check_decode_symbol,
+    "is_truncation_safe": check_is_truncation_safe, "safe_mask_design": check_safe_mask_design,
 }

@@ -161,13 +161,50 @@ def decode_symbol(value: int, low: int, high: int, cdf_row: list[int], total: in
     return v
 
 
+# ---- 11 unsafe masks ------------------------------------------------------------------------------------------
+def is_truncation_safe(allowed_BB: torch.Tensor, num_scales: int) -> bool:
+    """No allowed key at a finer scale than its query (blocks frame-major, id = t * K + s).
+    (``masks.is_truncation_safe``)"""
+    B = allowed_BB.shape[0]
+    s_B = torch.arange(B) % num_scales                        # the scale of every block
+    reads_finer = allowed_BB & (s_B[None, :] > s_B[:, None])  # [query, key]: key finer than query
+    return not bool(reads_finer.any())
+
+
+def safe_mask_design(num_frames: int, num_scales: int, window: int = 1) -> torch.Tensor:
+    """One safe design with temporal context: the own frame at coarser-or-equal scales, and in the
+    ``window`` previous frames the same scale AND the next coarser one (more context than progvc_sparse,
+    still truncation safe and decodable scale-major)."""
+    B = num_frames * num_scales
+    t_B = torch.arange(B) // num_scales
+    s_B = torch.arange(B) % num_scales
+    tq, sq, tk, sk = t_B[:, None], s_B[:, None], t_B[None, :], s_B[None, :]
+    own_frame = (tk == tq) & (sk <= sq)
+    recent = (tk < tq) & (tk >= tq - window) & (sk <= sq) & (sk >= sq - 1)
+    return own_frame | recent
+
+
 ALL = ["pad_to_stride", "area_down_by", "nearest_code", "progvc_sparse_mask", "logits_to_cdf", "bpp_ladder",
        "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality",
-       "copy_mixture", "rdo_choice", "interval_update", "decode_symbol"]
+       "copy_mixture", "rdo_choice", "interval_update", "decode_symbol",
+       "is_truncation_safe", "safe_mask_design"]
 
 
 # ---- written questions: model answers (``show_answer("name")``) ------------------------------------------------------
 ANSWERS = {
+    "q11_why_var_breaks": """
+Under VAR's block-causal mask, frame-major, block (t, 0) attends to every block of frame t-1, including
+its finest scales. A stream cut after k scales does not carry those, so the decoder has to guess them;
+its block (t, 0) then sees other keys than the encoder's did, computes other logits and other integer
+CDFs, and the arithmetic decoder desynchronises (notebook 10). Frame 0 decodes right (it reads only its
+own coarser scales); from frame 1 on the tokens are garbage. The cut point of a VAR stream would have
+to be fixed at encode time.""",
+    "q11_what_safe_costs": """
+Safety forbids exactly one kind of context: a finer scale of an earlier frame. That is the most
+informative context for the fine scales (frame t-1's detail predicts frame t's detail), which is why
+ProGVC feeds frame t-1's same-scale tokens in as an input and lets a block attend to the same scale of
+recent frames. What is lost is the coarse blocks peeking at the previous frame's detail; they are cheap
+anyway. The price is small in bits and buys a stream that can be cut anywhere.""",
     "q10_same_bytes": """
 Our coder and torchac write the same bytes because they are the same algorithm with the same integer
 arithmetic: a 32-bit interval narrowed by floor(span * cdf / 2^16), the same renormalisation (E1/E2 and

@@ -37,7 +37,7 @@ from matplotlib.patches import Patch
 
 from ..codec import deterministic
 from ..stages.entropy import symbol_bits
-from ..stages.masks import attention_cost, build_mask, is_truncation_safe
+from ..stages.masks import attention_cost, block_index, build_mask, is_truncation_safe
 from ..stages.quantizer import scale_schedule
 
 # Attention cost needs token counts per scale; without them the masks are compared on the scale
@@ -187,15 +187,19 @@ def mask_summary(name: str, num_frames: int, num_scales: int, window: int = 1,
     allowed_BB = build_mask(name, num_frames, num_scales, window)
     cost = attention_cost(allowed_BB, scale_lengths)
     var_cost = attention_cost(build_mask("var", num_frames, num_scales), scale_lengths)
+    _, s_B = block_index(num_frames, num_scales)
+    violations = int((allowed_BB & (s_B[None, :] > s_B[:, None])).sum())
     return {"allowed": allowed_BB, "cost": cost, "var_cost": var_cost, "ratio_to_var": cost / var_cost,
-            "truncation_safe": is_truncation_safe(allowed_BB, num_scales), "scale_lengths": list(scale_lengths)}
+            "truncation_safe": is_truncation_safe(allowed_BB, num_scales), "violations": violations,
+            "scale_lengths": list(scale_lengths)}
 
 
 def plot_mask(name: str, num_frames: int, num_scales: int, window: int = 1,
               scale_lengths: Sequence[int] | None = None) -> Figure:
     """The boolean block mask ``allowed[query, key]`` (frame-major blocks) as an image.
 
-    Thin lines separate blocks, thick lines frames. The title gives the attention cost (query-key
+    Thin lines separate blocks, thick lines frames; allowed pairs whose key is at a FINER scale than the
+    query (the edges that make a mask unsafe to cut) are red. The title gives the attention cost (query-key
     token pairs for ``scale_lengths[s]`` tokens per scale; default: a QCIF frame at stride 8) and
     whether a finished stream may be cut after any scale.
     """
@@ -206,6 +210,14 @@ def plot_mask(name: str, num_frames: int, num_scales: int, window: int = 1,
     fig, axes = _new_figure(1, width=side, height=side)
     ax = axes[0][0]
     ax.imshow(allowed, cmap="Blues", vmin=0, vmax=1.25, interpolation="nearest")
+    s_B = np.arange(B) % num_scales
+    violating = allowed & (s_B[None, :] > s_B[:, None])      # a key finer than its query: breaks a cut
+    if violating.any():
+        overlay = np.zeros((B, B, 4))
+        overlay[violating] = (0.84, 0.15, 0.16, 1.0)          # tab:red
+        ax.imshow(overlay, interpolation="nearest")
+        ax.legend(handles=[Patch(color="tab:red", label=f"reads a finer scale ({int(violating.sum())})")],
+                  fontsize=7, loc="upper right")
     edges = np.arange(1, B) - 0.5
     frame_edge = np.arange(1, B) % num_scales == 0
     for sel, color, lw in ((~frame_edge, "0.75", 0.4), (frame_edge, "black", 1.6)):  # blocks, frames

@@ -305,8 +305,10 @@ def mask_explorer(latent_hw: tuple[int, int] = figures.DEFAULT_LATENT_HW) -> Exp
         views["summary"].value = (
             f"attention cost <span class='pgvc-cost'>{info['cost']:,}</span> query-key pairs "
             f"(<span class='pgvc-cost-ratio'>{100 * info['ratio_to_var']:.1f}%</span> of var's "
-            f"{info['var_cost']:,}) &middot; truncation safe: <span class='pgvc-safe'>{safe}</span>"
-            f"<br><small>tokens per scale {lengths} (latent {latent_hw[0]}x{latent_hw[1]})</small>")
+            f"{info['var_cost']:,}) &middot; truncation safe: <span class='pgvc-safe'>{safe}</span> "
+            f"&middot; <span class='pgvc-violations'>{info['violations']}</span> block pairs read a finer scale"
+            + (" (red in the picture: a stream cut below them loses what they read)" if info["violations"] else "")
+            + f"<br><small>tokens per scale {lengths} (latent {latent_hw[0]}x{latent_hw[1]})</small>")
 
     intro = widgets.HTML("<b>Attention masks</b>: which blocks (frame t, scale s) a block may read.")
     return Explorer("masks", controls, views,
