@@ -123,6 +123,7 @@ NB["00_quick_start"] = [
     | 09 | temporal copy and RD-optimised tokens: the encoder's low-rate tools |
     | 10 | arithmetic coding from scratch: the coder, its bound, and how one count breaks it |
     | 11 | unsafe masks shown (a cut VAR stream diverges) and a safe mask designed and trained |
+    | 12 | build a stage: the quantizer's loops and the expected-code fill, inside the codec |
 
     The same steps on the command line: `progvc-lab encode`, `progvc-lab truncate`, `progvc-lab decode`.
     '''),
@@ -1659,6 +1660,145 @@ NB["11_unsafe_masks"] = [
     - A safe mask can still use temporal context: the same (or a coarser) scale of earlier frames.
     - Forty steps on a CPU say little about which safe mask is *better*; they show the mechanics:
       any safe mask registered by name trains, codes, truncates and decodes with the same code.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["12_build_a_stage"] = [
+    md(r"""
+    # 12 · Build a stage: the quantizer's loops and a detail sampler of your own, inside the codec
+
+    So far you wrote helpers and the package ran every stage. Here you write the two loops of the
+    multi-scale residual quantizer (notebook 02) and the `mean` detail sampler's fill (notebook 06), plug
+    them into a `Codec` through the stage interface, and the check is strict: **the same tokens and the
+    same bytes** as the package, and the package's stream decodes with your stage.
+
+    `progvc_lab.course.build_stage.StudentQuantizer(codec.quantizer, tokenize=..., tokens_to_latent=...,
+    expected_code=...)` is the shipped quantizer (same codebook, same phi convolutions, same
+    fingerprint) with your functions in place of its own. Each gets the quantizer `q` as first argument,
+    so you can use its pieces: `q.schedule(latent_hw)`, `q.nearest_code(r)`,
+    `q.scale_contribution(idx, s, latent_hw)` (= φ_s(up(codebook[idx]))), and
+    `progvc_lab.stages.quantizer.area_down(x, size)`.
+    """),
+    SETUP,
+    md(r"""
+    ## Warm-up exercise: the expected code
+
+    The `mean` fill replaces each unsent token by the code vector it is expected to be,
+    $E[e] = \sum_v p(v)\, e_v$, per position. Given the probabilities (L, V) of a block (positions
+    row-major) and the codebook (V, C), return the expected codes as a map (C, h_s, w_s).
+    """),
+    code("""
+    from progvc_lab.course import check_expected_code, show_answer, show_solution
+
+    # EXERCISE (warm-up): (L, V) probabilities, (V, C) codebook, size (h_s, w_s) -> (C, h_s, w_s).
+    def expected_code(probs_LV, codebook_VC, size):
+        # your code here (2 lines)
+        raise NotImplementedError
+
+    check_expected_code(expected_code)
+    """, exercise=True),
+    stuck("expected_code"),
+    md(r"""
+    ## Core exercise 1: the encoder's residual loop
+
+    $$
+    f_\text{rest} = f;\quad \text{for } s = 0..K-1:\quad
+    \text{idx}_s = \text{nearest\_code}\big(\text{area\_down}(f_\text{rest}, h_s\times w_s)\big),\quad
+    f_\text{rest} \leftarrow f_\text{rest} - \varphi_s(\text{up}(e_{\text{idx}_s}))
+    $$
+
+    Return the list of K token maps (N, h_s, w_s), coarse to fine.
+    """),
+    code("""
+    from progvc_lab.course import check_residual_tokenize
+    from progvc_lab.stages.quantizer import area_down
+
+    # EXERCISE (core): latent f (N, C, h, w) -> [tokens of scale 0, ..., scale K-1].
+    def residual_tokenize(q, f_NChw):
+        # your code here (about 7 lines)
+        raise NotImplementedError
+
+    check_residual_tokenize(residual_tokenize)
+    """, exercise=True),
+    stuck("residual_tokenize"),
+    md(r"""
+    ## Core exercise 2: the decoder's reconstruction
+
+    $\hat f_k = \sum_{s<k} \varphi_s(\text{up}(e_{\text{idx}_s}))$, starting from zeros, scales in order.
+    The check wants it **bit-identical** (`torch.equal`), not merely close: encoder and decoder both build
+    every context-model input from it, so a last-bit difference is a different integer CDF sooner or
+    later (notebooks 04 and 10).
+    """),
+    code("""
+    import torch
+
+    from progvc_lab.course import check_residual_tokens_to_latent
+
+    # EXERCISE (core): tokens per scale, latent size (h, w), upto = k -> f_hat (N, C, h, w).
+    def residual_tokens_to_latent(q, tokens, latent_hw, upto):
+        # your code here (4 lines)
+        raise NotImplementedError
+
+    check_residual_tokens_to_latent(residual_tokens_to_latent)
+    """, exercise=True),
+    stuck("residual_tokens_to_latent"),
+    md(r"""
+    ## Plug it in
+
+    A codec whose quantizer runs your two loops, against the package's, on the 8 frames (RDO off,
+    `rdo_lambda=0`, so the encoder sends the nearest codes your `tokenize` computes): tokens, stream
+    bytes, the decode of the package's stream and its frames must all be identical. (Until your
+    exercises pass, this cell checks the reference solutions, so the rest of the notebook runs.)
+    """),
+    code("""
+    from progvc_lab.course import check_stage_in_codec, solutions
+    from progvc_lab.course.exercises import CHECKS
+
+    import io, contextlib
+    with contextlib.redirect_stdout(io.StringIO()):      # quietly: did the exercises pass?
+        solved = bool(CHECKS["residual_tokenize"](residual_tokenize)) and \\
+            bool(CHECKS["residual_tokens_to_latent"](residual_tokens_to_latent))
+    tok_fn = residual_tokenize if solved else solutions.residual_tokenize
+    lat_fn = residual_tokens_to_latent if solved else solutions.residual_tokens_to_latent
+    print("checking", "your functions" if solved else "the reference solutions")
+    check_stage_in_codec(codec, video, fps, tok_fn, lat_fn)
+    """),
+    md(r"""
+    ## Your sampler against zero-fill, measured
+
+    With your `expected_code` plugged in, `decode(..., sampler="mean")` fills the unsent scales with
+    $\varphi_s(\text{up}(E[e]))$ in latent space. Is that better than adding nothing?
+    """),
+    code("""
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.build_stage import StudentQuantizer, fill_quality
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        mine_ok = bool(CHECKS["expected_code"](expected_code))
+    q = StudentQuantizer(codec.quantizer, expected_code=expected_code if mine_ok else solutions.expected_code)
+    student_codec = Codec(codec.tokenizer, q, codec.context_model)
+    rows = fill_quality(student_codec, video, fps, ks=(2, 3, 4))
+    print(f"{'k':>2} {'bytes':>6} {'zero PSNR':>10} {'mean PSNR':>10} {'zero MS-SSIM':>13} {'mean MS-SSIM':>13}")
+    for k in (2, 3, 4):
+        z, m = [next(r for r in rows if r["k"] == k and r["sampler"] == n) for n in ("zero", "mean")]
+        print(f"{k:>2} {z['bytes']:>6} {z['psnr']:>10.2f} {m['psnr']:>10.2f} {z['ms_ssim']:>13.4f} {m['ms_ssim']:>13.4f}")
+    """),
+    md(r"""
+    On the shipped tiny model the expected code does **not** beat zero-fill (chapter 06 found the same on
+    more clips): a measured negative result, and the question below asks why.
+
+    **Stretch: questions** (write your answer first):
+    1. Why must `tokens_to_latent` be bit-identical and not just close? (`show_answer("q12_bit_identical")`)
+    2. The expected code is the minimum-MSE guess *in latent space*; why can it lose to zero in pixels?
+       (`show_answer("q12_mean_vs_zero")`)
+
+    **Takeaways.**
+    - A stage is a small interface (`tokenize`, `tokens_to_latent`, `expected_code`, ...); replace one and
+      the codec, the bitstream and the samplers keep working, if the replacement is exact.
+    - "Exact" means bit-identical wherever the entropy coder depends on it: the order of a sum matters.
+    - The encoder's own token choice (`Codec._TokenChooser`, with RDO) runs the same residual loop; your
+      `tokenize` is what it sends with `rdo_lambda = 0`.
     """),
 ]
 

@@ -265,6 +265,23 @@ def main(argv=None) -> int:
             "psnr_cut3": psnr(c.decode(bitstream.truncate(data, 3)), video)}
     numbers["safe_design_training"]["shipped_bytes"] = len(S.data)
 
+    # 12 build a stage: the reference loops inside a codec, and the expected-code fill against zero
+    import contextlib
+    import io
+
+    from progvc_lab.course import check_stage_in_codec
+    from progvc_lab.course.build_stage import StudentQuantizer, fill_quality
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        same = bool(check_stage_in_codec(codec, video, fps, solutions.residual_tokenize,
+                                         solutions.residual_tokens_to_latent))
+    student = Codec(codec.tokenizer, StudentQuantizer(codec.quantizer, expected_code=solutions.expected_code),
+                    codec.context_model)
+    rows12 = fill_quality(student, video, fps, ks=(2, 3, 4))
+    numbers["build_stage"] = {"identical_tokens_bytes_frames": same,
+                              "fill": {f"k{r['k']}_{r['sampler']}": {"psnr": r["psnr"], "ms_ssim": r["ms_ssim"],
+                                                                      "bytes": r["bytes"]} for r in rows12}}
+
     (OUT / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     print(f"wrote {(OUT / 'numbers.json').relative_to(ROOT)}")
     sys.path.insert(0, str(ROOT / "scripts"))

@@ -602,3 +602,98 @@ def test_a_course_trained_context_model_makes_a_working_codec():
     codec2 = Codec(codec.tokenizer, codec.quantizer, cm, gop=3)
     data = codec2.encode(video[:3])
     assert codec2.decode(bitstream.truncate(data, 2)).shape == (3, 3, 32, 48)
+
+
+# ---- 12 build a stage ------------------------------------------------------------------------------------------
+def test_expected_code_mistakes(capsys):
+    no_transpose = lambda p, book, size: (p.to(book.dtype) @ book).reshape(book.shape[1], *size)
+    argmax = lambda p, book, size: book[p.argmax(1)].T.reshape(book.shape[1], *size)
+    codebook_mean = lambda p, book, size: book.mean(0)[:, None, None].expand(book.shape[1], *size).clone()
+    channels_last = lambda p, book, size: (p.to(book.dtype) @ book).reshape(*size, book.shape[1])
+    _fails_with(course.check_expected_code, no_transpose, "positions and channels", capsys)
+    _fails_with(course.check_expected_code, argmax, "argmax", capsys)
+    _fails_with(course.check_expected_code, codebook_mean, "plain mean", capsys)
+    _fails_with(course.check_expected_code, channels_last, "wrong shape", capsys)
+
+
+def test_residual_tokenize_mistakes(capsys):
+    from progvc_lab.stages.quantizer import area_down, upsample
+
+    def no_subtraction(q, f):
+        return [q.nearest_code(area_down(f, size)) for size in q.schedule(tuple(f.shape[-2:]))]
+
+    def without_phi(q, f):
+        hw, rest, out = tuple(f.shape[-2:]), f, []
+        for s, size in enumerate(q.schedule(hw)):
+            idx = q.nearest_code(area_down(rest, size))
+            rest = rest - upsample(q.codebook(idx).permute(0, 3, 1, 2), hw)
+            out.append(idx)
+        return out
+
+    def full_size(q, f):
+        return [q.nearest_code(f) for _ in range(q.num_scales)]
+
+    _fails_with(course.check_residual_tokenize, no_subtraction, "subtract what each scale adds", capsys)
+    _fails_with(course.check_residual_tokenize, without_phi, "phi_s", capsys)
+    _fails_with(course.check_residual_tokenize, full_size, "area-down", capsys)
+    _fails_with(course.check_residual_tokenize, lambda q, f: solutions.residual_tokenize(q, f)[:-1], "list of", capsys)
+
+
+def test_residual_tokens_to_latent_mistakes(capsys):
+    f = solutions.residual_tokens_to_latent
+    all_scales = lambda q, tok, hw, upto: f(q, tok, hw, len(tok))
+    one_more = lambda q, tok, hw, upto: f(q, tok, hw, min(upto + 1, len(tok)))
+
+    def reversed_order(q, tok, hw, upto):       # the same sum, fine to coarse: not bit-identical
+        out = torch.zeros(tok[0].shape[0], q.latent_dim, *hw)
+        for s in reversed(range(upto)):
+            out = out + q.scale_contribution(tok[s], s, hw)
+        return out
+
+    def in_float64(q, tok, hw, upto):
+        out = torch.zeros(tok[0].shape[0], q.latent_dim, *hw, dtype=torch.float64)
+        for s in range(upto):
+            out = out + q.scale_contribution(tok[s], s, hw).double()
+        return out.float()
+
+    _fails_with(course.check_residual_tokens_to_latent, all_scales, "ALL scales", capsys)
+    _fails_with(course.check_residual_tokens_to_latent, one_more, "off by one", capsys)
+    _fails_with(course.check_residual_tokens_to_latent, reversed_order, "bit-identical", capsys)
+    _fails_with(course.check_residual_tokens_to_latent, in_float64, "bit-identical", capsys)
+
+
+def test_the_built_stage_codes_like_the_package(capsys):
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.build_stage import StudentQuantizer, fill_quality
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
+    video = torch.rand(2, 3, 32, 48)
+    assert course.check_stage_in_codec(codec, video, 25, solutions.residual_tokenize,
+                                       solutions.residual_tokens_to_latent)
+
+    def sloppy(q, tok, hw, upto):
+        out = torch.zeros(tok[0].shape[0], q.latent_dim, *hw)
+        for s in reversed(range(upto)):
+            out = out + q.scale_contribution(tok[s], s, hw)
+        return out
+
+    capsys.readouterr()
+    result = course.check_stage_in_codec(codec, video, 25, solutions.residual_tokenize, sloppy)
+    out = capsys.readouterr().out
+    assert not result and ("bit-identical" in out or "decodes" in out or "differ" in out), out
+
+    def forgot(q, f):
+        solutions.residual_tokenize(q, f)
+
+    _fails_with(lambda fn: course.check_stage_in_codec(codec, video, 25, fn, solutions.residual_tokens_to_latent),
+                forgot, "forget the `return`", capsys)
+    # the student's expected code, plugged in, is the package's mean fill
+    q = StudentQuantizer(codec.quantizer, expected_code=solutions.expected_code)
+    mine = Codec(codec.tokenizer, q, codec.context_model, gop=2)
+    rows_mine = fill_quality(mine, video, 25, ks=(2,))
+    rows_ref = fill_quality(codec, video, 25, ks=(2,))
+    assert [r["sampler"] for r in rows_mine] == ["zero", "mean"]
+    assert all(math.isclose(a["psnr"], b["psnr"], rel_tol=1e-6) for a, b in zip(rows_mine, rows_ref))

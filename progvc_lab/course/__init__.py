@@ -27,6 +27,8 @@ from .exercises import (check_area_down_by, check_bpp_ladder, check_copy_mixture
                         check_rate_saving_at_quality, check_rdo_choice, check_top_k_filter, check_unigram_bits)
 from .exercises import check_decode_symbol, check_interval_update  # noqa: F401
 from .exercises import check_is_truncation_safe, check_safe_mask_design  # noqa: F401
+from .exercises import (check_expected_code, check_residual_tokenize, check_residual_tokens_to_latent,  # noqa: F401
+                        check_stage_in_codec)
 
 __all__ = ["sample_video", "show_solution", "show_answer", "block_bytes", "coder_call_overhead", "coding_vs_training_logits",
            "read_metrics",

@@ -726,6 +726,158 @@ def _violations(allowed, K):
     return violating_edges(allowed, K)
 
 
+# ---- 12 build a stage -------------------------------------------------------------------------------------------
+def _demo_quantizers():
+    """A random small quantizer and, when available, the shipped tiny one (the codec's real weights)."""
+    from ..stages.quantizer import MultiScaleResidualQuantizer
+
+    torch.manual_seed(13)
+    small = MultiScaleResidualQuantizer(codebook_size=32, latent_dim=4, num_scales=4)
+    with torch.no_grad():
+        small.codebook.weight.normal_()
+    out = [small.eval()]
+    try:
+        from ..viz import load_demo_codec
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append(load_demo_codec().quantizer.eval())
+    except Exception:  # noqa: BLE001 - no shipped weights: the random one still checks the logic
+        pass
+    return out
+
+
+def check_expected_code(fn) -> CheckResult:
+    """``expected_code(probs_LV, codebook_VC, size)`` -> (C, h_s, w_s): sum_v p(v) e_v per position."""
+    @torch.no_grad()
+    def body(fn):
+        gen = torch.Generator().manual_seed(14)
+        for (h, w), V, C in [((1, 1), 8, 4), ((2, 3), 32, 16), ((6, 6), 512, 16), ((3, 5), 16, 2)]:
+            logits = torch.randn(h * w, V, generator=gen) * 2
+            probs = torch.softmax(logits.double(), -1)
+            book = torch.randn(V, C, generator=gen)
+            got = _tensor(fn(probs.clone(), book.clone(), (h, w)), "the expected codes")
+            want = solutions.expected_code(probs, book, (h, w))
+            if got.numel() == C * h * w and tuple(got.shape) != (C, h, w):
+                raise Wrong(f"wrong shape: (C, h_s, w_s) = {(C, h, w)}, got {tuple(got.shape)} (channels first)")
+            _shape(got, (C, h, w), "the expected codes")
+            if torch.allclose(got.double(), want.double(), atol=1e-5):
+                continue
+            z = probs.float() @ book
+            if h * w > 1 and C > 1 and torch.allclose(got, z.reshape(C, h, w), atol=1e-5):
+                raise Wrong("positions and channels mixed up: (L, C) -> transpose to (C, L) before the reshape "
+                            "to (C, h_s, w_s)")
+            if torch.allclose(got, book[probs.argmax(1)].T.reshape(C, h, w), atol=1e-5):
+                raise Wrong("that is the most likely code (argmax); the EXPECTED code weighs every code by its "
+                            "probability: probs @ codebook")
+            if torch.allclose(got, (logits @ book).T.reshape(C, h, w), atol=1e-4):
+                raise Wrong("you weighted the codes by the logits; use the probabilities you were given")
+            if torch.allclose(got, (torch.ones_like(probs) / V).float().matmul(book).T.reshape(C, h, w), atol=1e-5):
+                raise Wrong("that is the plain mean of the codebook; weigh each code by p(v)")
+            raise Wrong(f"values differ from sum_v p(v) e_v (max error {float((got.double() - want.double()).abs().max()):.3g})")
+    return _run("expected_code", fn, body)
+
+
+def check_residual_tokenize(fn) -> CheckResult:
+    """``residual_tokenize(q, f_NChw)`` -> [tokens (N, h_s, w_s)], identical to the package's loop."""
+    from ..stages.quantizer import area_down
+
+    @torch.no_grad()
+    def body(fn):
+        gen = torch.Generator().manual_seed(15)
+        for q in _demo_quantizers():
+            for N, hw in [(1, (3, 4)), (2, (18, 22))]:
+                f = torch.randn(N, q.latent_dim, *hw, generator=gen)
+                got = fn(q, f.clone())
+                want = q.tokenize(f)
+                if not isinstance(got, (list, tuple)) or len(got) != len(want):
+                    raise Wrong(f"return a list of {len(want)} token maps, one per scale (coarse to fine), got "
+                                f"{type(got).__name__}" + (f" of {len(got)}" if isinstance(got, (list, tuple)) else ""))
+                for s, (a, b) in enumerate(zip(got, want)):
+                    _tensor(a, f"scale {s}'s tokens")
+                    if tuple(a.shape) != tuple(b.shape):
+                        raise Wrong(f"scale {s}: tokens should be {tuple(b.shape)} (N, h_s, w_s), got {tuple(a.shape)}; "
+                                    "area-down the residual to the scale's size before the nearest code")
+                    if a.dtype != torch.int64:
+                        raise Wrong(f"scale {s}: token ids should be int64, got {a.dtype}")
+                    if torch.equal(a, b):
+                        continue
+                    if s > 0 and torch.equal(a, q.nearest_code(area_down(f, q.schedule(hw)[s]))):
+                        raise Wrong(f"scale {s} codes the latent f itself: subtract what each scale adds "
+                                    "(f_rest = f_rest - scale_contribution(idx, s, latent_hw)) before the next")
+                    no_phi = f.clone()
+                    for j in range(s):
+                        z = q.codebook(got[j]).permute(0, 3, 1, 2)
+                        no_phi = no_phi - torch.nn.functional.interpolate(z, size=hw, mode="bilinear",
+                                                                         align_corners=False)
+                    if torch.equal(a, q.nearest_code(area_down(no_phi, q.schedule(hw)[s]))):
+                        raise Wrong(f"scale {s}: subtract scale_contribution (phi_s of the up-sampled codes), not "
+                                    "the raw up-sampled codes: the decoder adds phi_s(up(e))")
+                    raise Wrong(f"scale {s} differs from the package in {int((a != b).sum())} of {a.numel()} tokens "
+                                f"(N={N}, latent {hw[0]}x{hw[1]})")
+    return _run("residual_tokenize", fn, body)
+
+
+def check_residual_tokens_to_latent(fn) -> CheckResult:
+    """``residual_tokens_to_latent(q, tokens, latent_hw, upto)`` -> f_hat, bit-identical to the package's."""
+    @torch.no_grad()
+    def body(fn):
+        gen = torch.Generator().manual_seed(16)
+        for q in _demo_quantizers():
+            hw = (18, 22)
+            tokens = q.tokenize(torch.randn(2, q.latent_dim, *hw, generator=gen))
+            for upto in [1, 2, q.num_scales - 1, q.num_scales]:
+                got = _tensor(fn(q, [t.clone() for t in tokens], hw, upto), "f_hat")
+                want = q.tokens_to_latent(tokens, hw, upto=upto)
+                _shape(got, want.shape, f"f_hat from {upto} scales")
+                if torch.equal(got, want):
+                    continue
+                if upto < q.num_scales and torch.allclose(got, q.tokens_to_latent(tokens, hw), atol=1e-5):
+                    raise Wrong(f"upto={upto}: you summed ALL scales; use only the first `upto` (a cut stream has no more)")
+                if upto < q.num_scales and torch.allclose(got, q.tokens_to_latent(tokens, hw, upto=upto + 1), atol=1e-5):
+                    raise Wrong(f"upto={upto}: off by one, scales 0..upto-1 make f_hat_upto")
+                if torch.allclose(got, want, atol=1e-5):
+                    raise Wrong(f"upto={upto}: close ({float((got - want).abs().max()):.1e}) but not bit-identical. The "
+                                "decoder builds every context input with this function: start from zeros and add "
+                                "the scales in order 0, 1, ..., in float32, exactly like the package")
+                raise Wrong(f"upto={upto}: f_hat differs (max error {float((got - want).abs().max()):.3g}); each scale "
+                            "adds scale_contribution(tokens[s], s, latent_hw)")
+    return _run("residual_tokens_to_latent", fn, body)
+
+
+def check_stage_in_codec(codec, video, fps, tokenize_fn, tokens_to_latent_fn) -> CheckResult:
+    """The student's quantizer loops inside a Codec: the encoder's tokens (lambda = 0), the bytes and
+    the decoded frames are identical to the package's."""
+    from .build_stage import StudentQuantizer
+    from ..codec import Codec
+
+    @torch.no_grad()
+    def body(_):
+        q = StudentQuantizer(codec.quantizer, tokenize=_no_none("residual_tokenize", tokenize_fn),
+                             tokens_to_latent=_no_none("residual_tokens_to_latent", tokens_to_latent_fn))
+        mine = Codec(codec.tokenizer, q, codec.context_model, gop=codec.config.gop, copy_gate=codec.config.copy_gate,
+                     rdo_lambda=0.0)
+        ref = Codec(codec.tokenizer, codec.quantizer, codec.context_model, gop=codec.config.gop,
+                    copy_gate=codec.config.copy_gate, rdo_lambda=0.0)
+        if mine.fingerprint() != ref.fingerprint():
+            raise Wrong("the student quantizer does not carry the package's weights")
+        tok_mine, _ = mine.tokenize(video)
+        tok_ref, _ = ref.tokenize(video)
+        if not all(torch.equal(a, b) for a, b in zip(tok_mine, tok_ref)):
+            raise Wrong("your tokenize gives other tokens than the encoder sends on this video")
+        data_mine, data_ref = mine.encode(video, fps), ref.encode(video, fps)
+        if data_mine != data_ref:
+            raise Wrong(f"the streams differ ({len(data_mine)} vs {len(data_ref)} bytes): the context inputs built "
+                        "by your tokens_to_latent are not bit-identical to the package's")
+        decoded, _ = mine.decode_tokens(data_ref)
+        if not all(torch.equal(a, b) for a, b in zip(decoded, tok_ref)):
+            raise Wrong("your quantizer decodes the package's stream to other tokens")
+        if not torch.equal(mine.decode(data_ref), ref.decode(data_ref)):
+            raise Wrong("the decoded frames differ from the package's")
+    return _run("stage_in_codec", tokenize_fn if callable(tokens_to_latent_fn) else tokens_to_latent_fn, body)
+
+
 CHECKS = {
     "pad_to_stride": check_pad_to_stride, "area_down_by": check_area_down_by, "nearest_code": check_nearest_code,
     "progvc_sparse_mask": check_progvc_sparse_mask, "logits_to_cdf": check_logits_to_cdf,
@@ -734,4 +886,6 @@ CHECKS = {
     "copy_mixture": check_copy_mixture, "rdo_choice": check_rdo_choice,
     "interval_update": check_interval_update, "decode_symbol": check_decode_symbol,
     "is_truncation_safe": check_is_truncation_safe, "safe_mask_design": check_safe_mask_design,
+    "expected_code": check_expected_code, "residual_tokenize": check_residual_tokenize,
+    "residual_tokens_to_latent": check_residual_tokens_to_latent,
 }

@@ -184,14 +184,60 @@ def safe_mask_design(num_frames: int, num_scales: int, window: int = 1) -> torch
     return own_frame | recent
 
 
+# ---- 12 build a stage -------------------------------------------------------------------------------------------
+def expected_code(probs_LV: torch.Tensor, codebook_VC: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The expected code vector per position, sum_v p(v) e_v: (L, V) probabilities (positions row-major)
+    -> (C, h_s, w_s). (``MultiScaleResidualQuantizer.expected_code``, the ``mean`` fill)"""
+    z_LC = probs_LV.to(codebook_VC.dtype) @ codebook_VC
+    return z_LC.T.reshape(codebook_VC.shape[1], *size)
+
+
+def residual_tokenize(q, f_NChw: torch.Tensor) -> list[torch.Tensor]:
+    """VAR's residual loop: per scale, area-down what is still missing, take the nearest codes, subtract
+    what they add back at full size. (``MultiScaleResidualQuantizer._residual_loop``)"""
+    from ..stages.quantizer import area_down
+
+    latent_hw = tuple(f_NChw.shape[-2:])
+    f_rest = f_NChw
+    tokens = []
+    for s, size in enumerate(q.schedule(latent_hw)):
+        idx = q.nearest_code(area_down(f_rest, size))           # (N, h_s, w_s)
+        f_rest = f_rest - q.scale_contribution(idx, s, latent_hw)
+        tokens.append(idx)
+    return tokens
+
+
+def residual_tokens_to_latent(q, tokens: list[torch.Tensor], latent_hw: tuple[int, int], upto: int) -> torch.Tensor:
+    """f_hat from the first ``upto`` scales: the sum of their contributions, coarse to fine, starting
+    from zeros (the order matters for bit-identical floats). (``MultiScaleResidualQuantizer.tokens_to_latent``)"""
+    f_hat = torch.zeros(tokens[0].shape[0], q.latent_dim, *latent_hw)
+    for s in range(upto):
+        f_hat = f_hat + q.scale_contribution(tokens[s], s, latent_hw)
+    return f_hat
+
+
 ALL = ["pad_to_stride", "area_down_by", "nearest_code", "progvc_sparse_mask", "logits_to_cdf", "bpp_ladder",
        "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality",
        "copy_mixture", "rdo_choice", "interval_update", "decode_symbol",
-       "is_truncation_safe", "safe_mask_design"]
+       "is_truncation_safe", "safe_mask_design", "expected_code", "residual_tokenize",
+       "residual_tokens_to_latent"]
 
 
 # ---- written questions: model answers (``show_answer("name")``) ------------------------------------------------------
 ANSWERS = {
+    "q12_bit_identical": """
+Your tokens_to_latent runs on both sides: the encoder builds the context-model input of every block
+from it, and so does the decoder. If your sum differs from the package's in the last bit (another order
+of additions, float64 in one place), the two sides still agree with each other as long as BOTH run your
+code, but a stream made by the package would no longer decode with your quantizer, and vice versa:
+the logits differ a little, now and then an integer count differs, and the arithmetic decoder
+desynchronises. allclose is not enough for anything the entropy coder depends on.""",
+    "q12_mean_vs_zero": """
+The expected code is the model's minimum-MSE guess of each missing residual in latent space, so it beats
+zero where the model knows something (its probabilities are peaked, e.g. on static areas). Where the
+model is unsure the expected code is a blur of many codes, close to zero, and where it is miscalibrated
+the guess can be worse than zero: the squared error in latent space is not the error in pixels after
+the tokenizer's nonlinear decoder, and phi_s is applied to a mean, not to a code it was trained on.""",
     "q11_why_var_breaks": """
 Under VAR's block-causal mask, frame-major, block (t, 0) attends to every block of frame t-1, including
 its finest scales. A stream cut after k scales does not carry those, so the decoder has to guess them;
