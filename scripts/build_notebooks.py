@@ -6,7 +6,7 @@
 The notebooks are generated so that their source is reviewable as Python and regenerable; edit the
 cells HERE, not in Jupyter (or copy your Jupyter edits back here). Every notebook: one idea, prose and
 equations in markdown, code that only calls the package (``progvc_lab``), the first 8 frames of the
-shipped Foreman QCIF clip (09: Akiyo), and (01..09) at least one exercise checked by ``progvc_lab.course``.
+shipped Foreman QCIF clip (09: Akiyo), and (01..15) at least one exercise checked by ``progvc_lab.course``.
 """
 from __future__ import annotations
 
@@ -124,6 +124,9 @@ NB["00_quick_start"] = [
     | 10 | arithmetic coding from scratch: the coder, its bound, and how one count breaks it |
     | 11 | unsafe masks shown (a cut VAR stream diverges) and a safe mask designed and trained |
     | 12 | build a stage: the quantizer's loops and the expected-code fill, inside the codec |
+    | 13 | train a tiny codec from scratch, both stages, with live curves |
+    | 14 | against x264/x265 at the same bytes as each cut, frame by frame; BD-rate by hand |
+    | 15 | capstone: your variant, its RD curve and BD-rate, verified by a checker from your files |
 
     The same steps on the command line: `progvc-lab encode`, `progvc-lab truncate`, `progvc-lab decode`.
     '''),
@@ -1799,6 +1802,329 @@ NB["12_build_a_stage"] = [
     - "Exact" means bit-identical wherever the entropy coder depends on it: the order of a sum matters.
     - The encoder's own token choice (`Codec._TokenChooser`, with RDO) runs the same residual loop; your
       `tokenize` is what it sends with `rdo_lambda = 0`.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["13_train_from_scratch"] = [
+    md(r"""
+    # 13 · Train a tiny codec from scratch, in the notebook
+
+    Every earlier notebook used the shipped tiny model. Here you train one yourself, both stages, in
+    a couple of minutes on a CPU, with the curves drawn while it learns:
+
+    1. **Stage 1**: tokenizer + multi-scale quantizer, trained to reconstruct random 64×64 crops (MSE +
+       the quantizer's commitment loss, scale dropout so that cut pyramids still decode, dead codes
+       restarted). Curve: PSNR, and how many codes are in use (perplexity).
+    2. **Stage 2**: the context model on the frozen stage-1 tokens (cross-entropy). Curve: bits per token,
+       training and validation.
+
+    `progvc_lab.course.training` has both loops in plain PyTorch (the objectives of `progvc-lab train
+    stage1/stage2`, without Lightning). The models are far smaller than the shipped one (V = 64 codes,
+    K = 4 scales, a 2-layer context model) and train on frames 8–29 of Foreman; frames 0–7 are the test.
+    """),
+    code("""
+    import warnings
+
+    import torch
+
+    from progvc_lab.course import sample_video
+    from progvc_lab.course.training import LivePlot, train_context_model, train_stage1
+
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    long_video, fps = sample_video(frames=30)
+    train_frames, test_video = long_video[8:], long_video[:8]
+    print(f"training frames {tuple(train_frames.shape)}, test frames {tuple(test_video.shape)}")
+    """),
+    md(r"""
+    ## Warm-up exercise: how many codes are in use?
+
+    A codebook of V codes can collapse: the encoder keeps choosing a few. The **perplexity** of the
+    usage counts, $\exp(-\sum_v p_v \ln p_v)$, is the number of codes "effectively" in use (1 if one
+    code takes everything, V if all are used equally).
+    """),
+    code("""
+    from progvc_lab.course import check_codebook_perplexity, show_answer, show_solution
+
+    # EXERCISE (warm-up): usage counts (V,) -> perplexity (a float).
+    def codebook_perplexity(counts_V):
+        # your code here (3 lines; skip the codes that were never used)
+        raise NotImplementedError
+
+    check_codebook_perplexity(codebook_perplexity)
+    """, exercise=True),
+    stuck("codebook_perplexity"),
+    md("## Stage 1, live: PSNR of the reconstructions and codes in use"),
+    code("""
+    STEPS_1 = 250
+    plot1 = LivePlot({"stage 1: PSNR-RGB (dB)": ["train_psnr", "test_psnr_all_scales", "test_psnr_k2"],
+                      "codes in use (perplexity of 64)": ["perplexity"]})
+
+    def show1(entry):
+        entry["test_psnr_all_scales"], entry["test_psnr_k2"] = entry["val_psnr"][-1], entry["val_psnr"][1]
+        plot1(entry)
+
+    tokenizer, quantizer, log1 = train_stage1([train_frames], steps=STEPS_1, val_video=test_video[:4],
+                                              log_every=25, on_log=show1)
+    print(f"stage 1: {STEPS_1} steps in {log1[-1]['seconds']:.0f} s; test PSNR with k = 1..4 scales: "
+          f"{[round(p, 1) for p in log1[-1]['val_psnr']]} dB")
+    """),
+    md(r"""
+    ## Core exercise: bits per token
+
+    The context model's loss is the cross-entropy of the true tokens under its logits. In **bits per
+    token** it is directly what the arithmetic coder will spend (notebooks 04 and 10). Logits
+    (B, L, V), targets (B, L) → the mean over all tokens of $-\log_2 \operatorname{softmax}(\ell)_{\text{target}}$.
+    """),
+    code("""
+    from progvc_lab.course import check_bits_per_token
+
+    # EXERCISE (core): mean -log2 p(target) over all tokens.
+    def bits_per_token(logits_BLV, targets_BL):
+        # your code here (3 lines: log_softmax, gather, mean; then nats -> bits)
+        raise NotImplementedError
+
+    check_bits_per_token(bits_per_token)
+    """, exercise=True),
+    stuck("bits_per_token"),
+    md("## Stage 2, live: bits per token of the context model (the tokenizer and quantizer frozen)"),
+    code("""
+    from progvc_lab.codec import Codec
+    from progvc_lab.stages import ContextModel
+
+    stage1_only = Codec(tokenizer, quantizer, ContextModel(codebook_size=quantizer.codebook_size,
+                                                           latent_dim=quantizer.latent_dim,
+                                                           num_scales=quantizer.num_scales))   # to tokenize
+    STEPS_2 = 100
+    plot2 = LivePlot({"stage 2: bits per token": ["train_bits", "val_bits"]})
+    context_model, log2 = train_context_model(stage1_only, [train_frames], steps=STEPS_2, val_videos=[test_video[:3]],
+                                              log_every=25, on_log=plot2)
+    print(f"stage 2: {STEPS_2} steps in {log2[-1]['seconds']:.0f} s; test bits per token per scale: "
+          f"{[round(b, 2) for b in log2[-1]['val_bits_per_scale']]} (uniform: {torch.log2(torch.tensor(64.)):.0f})")
+    """),
+    md("## Your codec: encode the 8 test frames once, cut after every k, decode"),
+    code("""
+    from progvc_lab import bitstream
+    from progvc_lab.metrics import bpp, psnr
+    from progvc_lab.viz import load_demo_codec, plot_rd_curve
+
+    mine = Codec(tokenizer, quantizer, context_model, gop=8)
+    shipped = load_demo_codec()
+    T, H, W = test_video.shape[0], test_video.shape[-2], test_video.shape[-1]
+    curves = {}
+    for name, c in (("trained here", mine), ("shipped tiny", shipped)):
+        data = c.encode(test_video, fps)
+        curves[name] = []
+        for k in range(1, c.quantizer.num_scales + 1):
+            cut = bitstream.truncate(data, k)
+            curves[name].append({"k": k, "bytes": len(cut), "bpp": bpp(len(cut), T, H, W),
+                                 "psnr": psnr(c.decode(cut), test_video)})
+        print(name + ": " + ", ".join(f"k={p['k']} {p['bytes']} B {p['psnr']:.1f} dB" for p in curves[name]))
+    fig = plot_rd_curve(curves["shipped tiny"], title="the codec trained here vs the shipped tiny model")
+    ax = fig.axes[0]
+    ax.plot([p["bpp"] for p in curves["trained here"]], [p["psnr"] for p in curves["trained here"]], "s--",
+            color="tab:green", label="trained here")
+    ax.legend(fontsize=8)
+    fig
+    """),
+    md(r"""
+    **Stretch: questions** (write your answer first):
+    1. Stage 2 never changes the pictures. What does it change, and why can it be trained separately?
+       (`show_answer("q13_two_stages")`)
+    2. Your training loss fell steadily; why is the test curve the one to believe?
+       (`show_answer("q13_train_vs_test")`)
+
+    **Takeaways.**
+    - Stage 1 decides the pictures (PSNR per k); stage 2 decides the bytes (bits per token). A stream is
+      only as good as both.
+    - A few hundred steps on a CPU make a codec that works end to end (encode, cut, decode). Compare the
+      two curves with care: this one was trained on the same scene (frames 8–29 of Foreman) as the test
+      frames, the shipped one on other clips, so any advantage here is in-domain, not a better model.
+      Test on another clip (`sample_video(name="akiyo")`) to see the difference; the shipped model trained
+      for thousands of steps on more data: quality is compute and data, the mechanics are the same.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["14_against_classical_codecs"] = [
+    md(r"""
+    # 14 · Against classical codecs, frame by frame
+
+    Notebook 08 compared RD curves. Here the comparison is at **the same bytes**: for every cut k of one
+    encode, x264 and x265 (`veryslow`, `-tune psnr`, SEI removed: `progvc_lab.baselines`) at the CRF
+    whose file is closest in size (`rdeval.matched_baseline`), every decode scored by the same
+    `rdeval.score`: PSNR-Y, MS-SSIM and ST-LPIPS (shift-tolerant LPIPS, lower is better; chapter 08).
+    Then the frames side by side, and a BD-rate computed with your own function.
+    """),
+    SETUP,
+    code("""
+    from progvc_lab import baselines, perceptual
+    from progvc_lab.course import classical
+
+    have = [b for b in ("x264", "x265") if baselines.available(b)[0]]
+    use_perceptual = perceptual.st_lpips_available()[0]
+    print("baselines:", have or "none (install ffmpeg)", "| ST-LPIPS:", "yes" if use_perceptual else "no")
+    rows, frames = classical.same_bytes_ladder(codec, video, fps, ks=(3, 5, 6), baselines=have,
+                                               perceptual=use_perceptual)
+    print(classical.format_rows(rows))
+    """),
+    md(r"""
+    At k = 3 the baselines cannot get as small as our cut: CRF 51 is their lowest rate, so the row shows
+    what they spend there. Where they can match the bytes, compare the columns. The same frames side by
+    side, at the full stream's bytes:
+    """),
+    code("""
+    K = codec.quantizer.num_scales
+    classical.plot_frames_grid(video, frames[K], picks=(0, 4, 7))
+    """),
+    code("""
+    classical.plot_frames_grid(video, frames[5], picks=(4,))
+    """),
+    md(r"""
+    ## Exercise: Bjøntegaard's BD-rate, yourself
+
+    The average rate difference at equal quality (notebook 08's exercise did it at one PSNR). The classic
+    recipe: for each curve fit $\log R$ as a cubic polynomial in PSNR (`np.polyfit`), integrate both
+    (`np.polyint`) over the PSNR range **both** curves cover, and turn the mean difference into percent,
+    $\big(e^{\overline{\Delta \log R}} - 1\big)\cdot 100$ (negative: the test codec saves rate). The
+    check compares with `metrics.bd_rate(..., piecewise=False)`.
+    """),
+    code("""
+    import numpy as np
+
+    from progvc_lab.course import check_bd_rate_cubic, show_answer, show_solution
+
+    # EXERCISE (core): BD-rate in percent of the test curve against the anchor.
+    def bd_rate_cubic(anchor_rates, anchor_psnr, test_rates, test_psnr):
+        # your code here (about 8 lines)
+        raise NotImplementedError
+
+    check_bd_rate_cubic(bd_rate_cubic)
+    """, exercise=True),
+    stuck("bd_rate_cubic"),
+    md(r"""
+    Yours against the package's on real curves: x264 against x265 over a CRF ladder on these frames
+    (ours and the baselines rarely share a PSNR range at all, which `bd_rate_report` says instead of
+    extrapolating). The package's default integrates a monotone PCHIP interpolant rather than a cubic,
+    so the two differ a little:
+    """),
+    code("""
+    from progvc_lab.course import solutions
+    from progvc_lab.course.exercises import CHECKS
+    from progvc_lab.metrics import bd_rate_report, psnr_yuv
+
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        mine_fn = bd_rate_cubic if CHECKS["bd_rate_cubic"](bd_rate_cubic) else solutions.bd_rate_cubic
+    if len(have) == 2:
+        curves = {}
+        for b in have:
+            pts = [baselines.encode_decode(video, b, crf) for crf in (45, 40, 35, 30)]
+            curves[b] = ([p.bpp for p in pts], [psnr_yuv(video, p.decoded)["y"] for p in pts])
+        yours = mine_fn(*curves["x264"], *curves["x265"])
+        report = bd_rate_report(*curves["x264"], *curves["x265"])
+        print(f"x265 vs x264, PSNR-Y: your cubic BD-rate {yours:+.2f}%, the package's PCHIP {report['bd_rate']:+.2f}% "
+              f"({report['note'] or 'full overlap'})")
+        ours = [r for r in rows if r["codec"] == "ours"]
+        vs = bd_rate_report(*curves["x265"], [r["bpp"] for r in ours], [r["psnr-y"] for r in ours])
+        print(f"ours vs x265: {vs['bd_rate']} ({vs['note']})")
+    """),
+    md(r"""
+    **Stretch: question.** What do the baselines do better at the same bytes, and what can they not do
+    at all? (`show_answer("q14_same_bytes")`)
+
+    **Takeaways.**
+    - At equal bytes, frame by frame, x264 and x265 are far ahead of the tiny model on every metric
+      where they can match the bytes; below CRF 51's size they cannot match them.
+    - BD-rate is only defined where the curves share a quality range; the package says "no overlap"
+      rather than extrapolate, and uses PCHIP (monotone) instead of a cubic that can wiggle.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["15_capstone"] = [
+    md(r"""
+    # 15 · Capstone: your variant, its RD curve, its BD-rate, checked from your files
+
+    Add a variant (a mask, a window, a wider or narrower context model, a quantizer of your own from
+    notebook 12, ...), train it, and hand in a **submission folder** that anyone can check:
+
+    ```
+    submission.json   {"name", "clip", "frames", "variant", "rd": [{"k", "bytes", "psnr"}], "bd_rate_vs_shipped"}
+    model.pt          your codec (Codec.save)
+    stream.pgvc       your encode of the clip (default encoder options)
+    variant.py        optional: code that registers what model.pt needs (e.g. your mask)
+    ```
+
+    `progvc_lab.course.capstone.check_submission(folder)` (or `python -m progvc_lab.course.capstone
+    DIR`) re-encodes the clip with your model and demands exactly your stream, verifies the round trip,
+    recomputes every RD point from the truncated stream and the BD-rate against the shipped tiny model
+    (`metrics.bd_rate_report`). Numbers that your files do not reproduce fail. Below, a complete run with
+    a mask variant; replace it with yours.
+    """),
+    SETUP,
+    md("## Exercise: your variant (here: a mask; the check is notebook 11's)"),
+    code("""
+    from progvc_lab.course import check_safe_mask_design, show_solution, solutions
+
+    # EXERCISE (core): the mask of your variant (truncation safe, decodable, with temporal context).
+    def capstone_mask(num_frames, num_scales, window=1):
+        # your code here
+        raise NotImplementedError
+
+    check_safe_mask_design(capstone_mask)
+    """, exercise=True),
+    stuck("safe_mask_design"),
+    md("## Train it (briefly), write the submission, check it"),
+    code("""
+    import contextlib, io, tempfile
+    from pathlib import Path
+
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import capstone
+    from progvc_lab.course.exercises import CHECKS
+    from progvc_lab.course.training import train_context_model
+    from progvc_lab.stages import masks
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        mine = bool(CHECKS["safe_mask_design"](capstone_mask))
+    # a submission ships the code its model needs; until your mask passes, the reference design stands in
+    VARIANT = ("from progvc_lab.stages import masks\\n"
+               "from progvc_lab.course import solutions\\n"
+               "masks.register_mask('capstone_mask')(solutions.safe_mask_design)\\n")
+    if mine:
+        masks.register_mask("capstone_mask")(capstone_mask)   # then put your function's source in variant.py
+    else:
+        exec(VARIANT)
+    long_video, _ = sample_video(frames=30)
+    cm, log = train_context_model(codec, [long_video[8:]], mask="capstone_mask", steps=30)
+    variant_codec = Codec(codec.tokenizer, codec.quantizer, cm)
+    folder = Path(tempfile.mkdtemp(prefix="capstone_")) / "submission"
+    capstone.make_submission(variant_codec, folder, name="my first variant",
+                             variant="safe mask: own frame coarser-or-equal + same and next-coarser scale of t-1",
+                             variant_code=VARIANT)
+    print((folder / "submission.json").read_text())
+    """),
+    code("""
+    report = capstone.check_submission(folder)
+    print("PASSED" if report else "FAILED")
+    """),
+    md("A number the files do not reproduce is caught:"),
+    code("""
+    import json
+
+    doc = json.loads((folder / "submission.json").read_text())
+    doc["rd"][-1]["psnr"] += 1.0                    # "improve" the result by hand
+    (folder / "submission.json").write_text(json.dumps(doc))
+    print("PASSED" if capstone.check_submission(folder) else "FAILED")
+    """),
+    md(r"""
+    **What to hand in.** Your folder, and a paragraph: what you changed, what you expected, the RD
+    curve against the shipped model (`plot_rd_curve`) and the BD-rate, and whether 30 (or 300) steps are
+    enough to tell. Ideas: a window W = 2, InfinityStar-style sparse attention made safe, a bitwise (BSQ)
+    quantizer written as a stage (notebook 12's interface), a context model of another width, a learned
+    copy gate. The checker does not judge the idea; it makes sure the numbers are real.
     """),
 ]
 

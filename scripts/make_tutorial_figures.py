@@ -282,6 +282,40 @@ def main(argv=None) -> int:
                               "fill": {f"k{r['k']}_{r['sampler']}": {"psnr": r["psnr"], "ms_ssim": r["ms_ssim"],
                                                                       "bytes": r["bytes"]} for r in rows12}}
 
+    # 13 train from scratch: the notebook's two loops with its settings, and the codec they make
+    from progvc_lab.course.training import LivePlot, train_stage1
+    from progvc_lab.stages import ContextModel
+
+    train_frames, test_video = long_video[8:], long_video[:8]
+    plot = LivePlot({"stage 1: test PSNR-RGB (dB), all scales": ["val_full"], "stage 2: bits per token": ["train_bits", "val_bits"]})
+    tok13, q13, log1 = train_stage1([train_frames], steps=250, val_video=test_video[:4], log_every=25,
+                                    on_log=lambda e: plot({**e, "val_full": e["val_psnr"][-1]}))
+    stage1_only = Codec(tok13, q13, ContextModel(codebook_size=q13.codebook_size, latent_dim=q13.latent_dim,
+                                                 num_scales=q13.num_scales))
+    cm13, log2 = train_context_model(stage1_only, [train_frames], steps=100, val_videos=[test_video[:3]],
+                                     log_every=25, on_log=lambda e: plot({**e, "step": 250 + e["step"]}))
+    save(plot.figure, "13_training_curves.png")
+    mine = Codec(tok13, q13, cm13, gop=8)
+    data13 = mine.encode(test_video, fps)
+    rd13 = []
+    for k_ in range(1, q13.num_scales + 1):
+        cut = bitstream.truncate(data13, k_)
+        rd13.append({"k": k_, "bytes": len(cut), "psnr": psnr(mine.decode(cut), test_video)})
+    numbers["from_scratch"] = {"stage1_steps": 250, "stage1_seconds": log1[-1]["seconds"],
+                               "stage1_val_psnr": log1[-1]["val_psnr"], "stage1_perplexity": log1[-1]["perplexity"],
+                               "stage2_steps": 100, "stage2_seconds": log2[-1]["seconds"],
+                               "stage2_bits_first": log2[0]["train_bits"], "stage2_val_bits": log2[-1]["val_bits"],
+                               "stage2_val_bits_per_scale": log2[-1]["val_bits_per_scale"], "rd": rd13,
+                               "codebook_size": q13.codebook_size}
+
+    # 14 against classical codecs at the bytes of each cut, frame by frame
+    from progvc_lab.course import classical
+
+    rows14, frames14 = classical.same_bytes_ladder(codec, video, fps, ks=(3, 5, 6))
+    numbers["same_bytes"] = {f"k{r['k']}_{r['codec']}": {k2: r[k2] for k2 in ("bytes", "crf", "matched", "psnr-y",
+                                                                             "ms-ssim-rgb", "st-lpips")} for r in rows14}
+    save(classical.plot_frames_grid(video, frames14[K], picks=(0, 7)), "14_same_bytes_frames.png")
+
     (OUT / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     print(f"wrote {(OUT / 'numbers.json').relative_to(ROOT)}")
     sys.path.insert(0, str(ROOT / "scripts"))

@@ -697,3 +697,109 @@ def test_the_built_stage_codes_like_the_package(capsys):
     rows_ref = fill_quality(codec, video, 25, ks=(2,))
     assert [r["sampler"] for r in rows_mine] == ["zero", "mean"]
     assert all(math.isclose(a["psnr"], b["psnr"], rel_tol=1e-6) for a, b in zip(rows_mine, rows_ref))
+
+
+# ---- 13 train from scratch ------------------------------------------------------------------------------------
+def test_codebook_perplexity_mistakes(capsys):
+    def entropy(c):
+        p = c.double() / c.sum()
+        p = p[p > 0]
+        return float(-(p * p.log()).sum())
+
+    def with_zeros(c):
+        p = c.double() / c.sum()
+        return float(torch.exp(-(p * p.log()).sum()))
+
+    _fails_with(course.check_codebook_perplexity, entropy, "that is the entropy", capsys)
+    _fails_with(course.check_codebook_perplexity, with_zeros, "NaN", capsys)
+    _fails_with(course.check_codebook_perplexity, lambda c: float((c > 0).sum()), "used at all", capsys)
+    _fails_with(course.check_codebook_perplexity, lambda c: math.exp(entropy(c) / math.log(2)), "mixes bases", capsys)
+
+
+def test_bits_per_token_mistakes(capsys):
+    f = solutions.bits_per_token
+    nats = lambda lg, t: float(F.cross_entropy(lg.transpose(1, 2), t))
+    total = lambda lg, t: f(lg, t) * t.numel()
+    wrong_axis = lambda lg, t: float(-torch.log_softmax(lg, 1).gather(-1, t.unsqueeze(-1)).mean() / math.log(2))
+    _fails_with(course.check_bits_per_token, nats, "nats", capsys)
+    _fails_with(course.check_bits_per_token, total, "total", capsys)
+    _fails_with(course.check_bits_per_token, lambda lg, t: -f(lg, t), "sign", capsys)
+    _fails_with(course.check_bits_per_token, wrong_axis, "LAST axis", capsys)
+    _fails_with(course.check_bits_per_token, lambda lg, t: torch.tensor([f(lg, t)] * 2), "one number", capsys)
+
+
+def test_stage1_loop_trains_and_makes_a_codec():
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.training import LivePlot, train_context_model, train_stage1
+
+    torch.manual_seed(0)
+    video = torch.rand(4, 3, 48, 64)
+    plot = LivePlot({"psnr": ["train_psnr"]})
+    tok, q, log = train_stage1([video], steps=4, crop=32, batch_size=2, width=8, max_width=16, codebook_size=16,
+                               num_scales=3, log_every=2, val_video=video[:2], on_log=plot)
+    assert [e["step"] for e in log] == [2, 4] and len(log[-1]["val_psnr"]) == 3 and plot.figure is not None
+    codec = Codec(tok, q, train_context_model(Codec(tok, q, __import__("progvc_lab").stages.ContextModel(
+        codebook_size=16, latent_dim=q.latent_dim, num_scales=3, width=16, depth=1, heads=2)), [video], steps=2,
+        width=16, depth=1, heads=2)[0], gop=2)
+    assert codec.decode(codec.encode(video[:2])).shape == (2, 3, 48, 64)
+
+
+# ---- 14 against classical codecs ---------------------------------------------------------------------------------
+def test_bd_rate_cubic_mistakes(capsys):
+    import numpy as np
+
+    f = solutions.bd_rate_cubic
+    _fails_with(course.check_bd_rate_cubic, lambda *a: f(*a) / 100, "fraction", capsys)
+    _fails_with(course.check_bd_rate_cubic, lambda ar, aq, tr, tq: f(tr, tq, ar, aq), "swapped", capsys)
+    _fails_with(course.check_bd_rate_cubic, exercises._bd_linear_rate, "log(rate)", capsys)
+    _fails_with(course.check_bd_rate_cubic, exercises._bd_full_range, "BOTH curves", capsys)
+    _fails_with(course.check_bd_rate_cubic, lambda *a: np.array([f(*a)] * 2), "one number", capsys)
+
+
+def test_bd_rate_cubic_is_close_to_the_packages_pchip_report():
+    from progvc_lab.metrics import bd_rate_report
+
+    ar, aq = [0.1, 0.2, 0.4, 0.8], [30.0, 33.0, 35.5, 37.5]
+    tr, tq = [0.08, 0.16, 0.32, 0.64], [30.2, 33.1, 35.6, 37.7]
+    report = bd_rate_report(ar, aq, tr, tq)
+    assert abs(solutions.bd_rate_cubic(ar, aq, tr, tq) - report["bd_rate"]) < 1.5
+
+
+def test_format_rows_marks_unmatched_baselines():
+    from progvc_lab.course import classical
+
+    rows = [{"k": 3, "codec": "ours", "bytes": 115, "crf": None, "matched": True, "psnr-y": 16.2,
+             "ms-ssim-rgb": 0.3, "st-lpips": None},
+            {"k": 3, "codec": "x264", "bytes": 454, "crf": 51, "matched": False, "psnr-y": 22.0,
+             "ms-ssim-rgb": None, "st-lpips": 0.46}]
+    text = classical.format_rows(rows)
+    assert "cannot get this small" in text and "n/a" in text and text.count("\n") == 2
+
+
+# ---- capstone checker ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_capstone_checker_reproduces_a_submission_and_catches_a_wrong_number(tmp_path, capsys):
+    import json
+
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import capstone
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+    from progvc_lab.stages import masks
+
+    masks.register_mask("capstone_test_mask")(solutions.safe_mask_design)
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2, mask="capstone_test_mask"))
+    code = ("from progvc_lab.stages import masks\nfrom progvc_lab.course import solutions\n"
+            "masks.register_mask('capstone_test_mask')(solutions.safe_mask_design)\n")
+    folder = capstone.make_submission(codec, tmp_path / "sub", "test", "a safe mask", frames=2, variant_code=code)
+    report = capstone.check_submission(folder)
+    assert report, "\n".join(report.lines)
+    doc = json.loads((folder / "submission.json").read_text())
+    doc["rd"][2]["psnr"] += 0.5                      # a number that the files do not reproduce
+    (folder / "submission.json").write_text(json.dumps(doc))
+    report = capstone.check_submission(folder, quiet=True)
+    assert not report and any(line.startswith("FAIL  k=3") for line in report.lines)
+    (folder / "stream.pgvc").write_bytes(b"PGVC")    # a stream the model did not make
+    assert not capstone.check_submission(folder, quiet=True)
+    assert capstone.main([]) == 2

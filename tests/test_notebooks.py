@@ -1,4 +1,4 @@
-"""The notebooks: committed without outputs, each 01..12 with a checked exercise (fast), and every one
+"""The notebooks: committed without outputs, each 01..15 with a checked exercise (fast), and every one
 executing top to bottom without an error (slow; run in a temporary copy, never writing into the repo)."""
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 COURSE = ["00_quick_start", "01_video_and_tokenizer", "02_multiscale_quantizer", "03_context_model_and_masks",
           "04_entropy_coding", "05_progressive_truncation", "06_detail_sampler", "07_swapping_a_stage",
           "08_evaluation", "09_temporal_copy_and_rdo", "10_arithmetic_coding",
-          "11_unsafe_masks", "12_build_a_stage"]
+          "11_unsafe_masks", "12_build_a_stage",
+          "13_train_from_scratch", "14_against_classical_codecs",
+          "15_capstone"]
 ALL_NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TIMEOUT_S = 300
 

@@ -29,6 +29,8 @@ from .exercises import check_decode_symbol, check_interval_update  # noqa: F401
 from .exercises import check_is_truncation_safe, check_safe_mask_design  # noqa: F401
 from .exercises import (check_expected_code, check_residual_tokenize, check_residual_tokens_to_latent,  # noqa: F401
                         check_stage_in_codec)
+from .exercises import check_bits_per_token, check_codebook_perplexity  # noqa: F401
+from .exercises import check_bd_rate_cubic  # noqa: F401
 
 __all__ = ["sample_video", "show_solution", "show_answer", "block_bytes", "coder_call_overhead", "coding_vs_training_logits",
            "read_metrics",

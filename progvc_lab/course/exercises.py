@@ -878,6 +878,114 @@ def check_stage_in_codec(codec, video, fps, tokenize_fn, tokens_to_latent_fn) ->
     return _run("stage_in_codec", tokenize_fn if callable(tokens_to_latent_fn) else tokens_to_latent_fn, body)
 
 
+# ---- 13 train from scratch -------------------------------------------------------------------------------------
+def _number(got, what: str) -> float:
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            raise Wrong(f"return one number ({what}), got a tensor of shape {tuple(got.shape)}")
+        got = got.item()
+    if not isinstance(got, (int, float, np.floating, np.integer)) or isinstance(got, bool):
+        raise Wrong(f"return one number ({what}), got {type(got).__name__}")
+    return float(got)
+
+
+def check_codebook_perplexity(fn) -> CheckResult:
+    """``codebook_perplexity(counts_V)`` -> exp(entropy) of the usage distribution."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(17)
+        cases = [torch.tensor([5.0, 5.0, 5.0, 5.0]), torch.tensor([10.0, 0.0, 0.0, 0.0]),
+                 torch.tensor([3.0, 1.0, 0.0, 0.0, 4.0]), torch.rand(512, generator=gen) * (torch.rand(512, generator=gen) > 0.7)]
+        for counts in cases:
+            got = _number(fn(counts.clone()), "the perplexity")
+            want = solutions.codebook_perplexity(counts)
+            if math.isnan(got):
+                raise Wrong("got NaN: skip codes that were never used (0 log 0 counts as 0)")
+            if math.isclose(got, want, rel_tol=1e-6):
+                continue
+            p = counts.double() / counts.sum()
+            p = p[p > 0]
+            H = float(-(p * p.log()).sum())
+            if math.isclose(got, H, rel_tol=1e-6, abs_tol=1e-9) or math.isclose(got, H / math.log(2), rel_tol=1e-6, abs_tol=1e-9):
+                raise Wrong("that is the entropy; the perplexity is exp(entropy in nats) = 2^(entropy in bits)")
+            if math.isclose(got, math.exp(H / math.log(2)), rel_tol=1e-6):
+                raise Wrong("exp of the entropy in BITS mixes bases: use exp(nats) or 2 ** bits")
+            if math.isclose(got, float((counts > 0).sum()), rel_tol=1e-9):
+                raise Wrong("that counts the codes used at all; the perplexity weighs them by how often")
+            raise Wrong(f"counts {counts.tolist()[:6]}...: expected {want:.4g}, got {got:.4g}")
+    return _run("codebook_perplexity", fn, body)
+
+
+def check_bits_per_token(fn) -> CheckResult:
+    """``bits_per_token(logits_BLV, targets_BL)`` -> mean cross-entropy in bits."""
+    def body(fn):
+        gen = torch.Generator().manual_seed(18)
+        for B, L, V, scale in [(1, 1, 2, 0.0), (2, 5, 8, 1.0), (3, 40, 512, 3.0), (2, 7, 16, 10.0)]:
+            logits = torch.randn(B, L, V, generator=gen) * scale
+            targets = torch.randint(V, (B, L), generator=gen)
+            got = _number(fn(logits.clone(), targets.clone()), "bits per token")
+            want = solutions.bits_per_token(logits, targets)
+            if math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-7):
+                continue
+            if math.isclose(got, want * math.log(2), rel_tol=1e-5):
+                raise Wrong("that is in nats (what F.cross_entropy returns): divide by ln 2 for bits")
+            if math.isclose(got, want * B * L, rel_tol=1e-5):
+                raise Wrong(f"that is the total over all {B * L} tokens; return the mean per token")
+            if math.isclose(got, want * math.log(2) / math.log(10), rel_tol=1e-5):
+                raise Wrong("log10 gives digits, not bits: use log2 (or nats / ln 2)")
+            if math.isclose(got, -want, rel_tol=1e-5):
+                raise Wrong("the sign: bits are -log2 p(target), positive")
+            raise Wrong(f"B={B}, L={L}, V={V}: expected {want:.5g} bits per token, got {got:.5g} "
+                        "(log_softmax over the LAST axis, the target's entry, minus, mean, / ln 2)")
+    return _run("bits_per_token", fn, body)
+
+
+# ---- 14 against classical codecs -----------------------------------------------------------------------------------
+def check_bd_rate_cubic(fn) -> CheckResult:
+    """``bd_rate_cubic(anchor_rates, anchor_psnr, test_rates, test_psnr)`` -> percent, as metrics.bd_rate(piecewise=False)."""
+    from ..metrics import bd_rate
+
+    def body(fn):
+        cases = [([0.1, 0.2, 0.4, 0.8], [30.0, 33.0, 35.5, 37.5], [0.08, 0.16, 0.32, 0.64], [30.2, 33.1, 35.6, 37.7]),
+                 ([0.02, 0.05, 0.1, 0.2], [25.0, 28.0, 31.0, 33.0], [0.05, 0.1, 0.3, 0.6], [26.0, 29.5, 31.5, 34.0]),
+                 ([1000, 2000, 4000], [20.0, 23.0, 25.0], [900, 1500, 3000, 6000], [19.0, 21.0, 24.0, 26.0]),
+                 ([0.1, 0.2, 0.3, 0.5, 0.9], [30.0, 32.0, 33.0, 34.5, 36.0], [0.12, 0.25, 0.5, 1.0], [31.0, 33.0, 35.0, 37.0])]
+        for ar, aq, tr, tq in cases:
+            got = _number(fn(list(ar), list(aq), list(tr), list(tq)), "the BD-rate in percent")
+            want = bd_rate(ar, aq, tr, tq, piecewise=False)
+            if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6):
+                continue
+            what = f"(anchor {len(ar)} points, test {len(tr)})"
+            if math.isclose(got, want / 100, rel_tol=1e-6, abs_tol=1e-9):
+                raise Wrong(f"that is a fraction; return percent (x 100) {what}")
+            if math.isclose(got, -want, rel_tol=1e-3) or math.isclose(got, bd_rate(tr, tq, ar, aq, piecewise=False), rel_tol=1e-6):
+                raise Wrong(f"anchor and test swapped: the result is the TEST codec's rate change against the anchor {what}")
+            if math.isclose(got, _bd_linear_rate(ar, aq, tr, tq), rel_tol=1e-6):
+                raise Wrong(f"fit log(rate), not the rate itself: BD-rate averages the log-rate difference {what}")
+            if math.isclose(got, _bd_full_range(ar, aq, tr, tq), rel_tol=1e-6):
+                raise Wrong(f"integrate only over the PSNR range BOTH curves cover (max of the minima to min of "
+                            f"the maxima), never extrapolate {what}")
+            raise Wrong(f"expected {want:.4f}%, got {got:.4f}% {what}: np.polyfit(psnr, np.log(rate), 3), "
+                        "np.polyint, the integral over the overlap divided by its width, exp(...) - 1, x 100")
+    return _run("bd_rate_cubic", fn, body)
+
+
+def _bd_linear_rate(ar, aq, tr, tq):
+    """A wrong answer: the cubic fit on the rates themselves (no log), as 'percent'."""
+    fa = np.polyint(np.polyfit(aq, ar, min(3, len(aq) - 1)))
+    ft = np.polyint(np.polyfit(tq, tr, min(3, len(tq) - 1)))
+    lo, hi = max(min(aq), min(tq)), min(max(aq), max(tq))
+    return float(((np.polyval(ft, hi) - np.polyval(ft, lo)) / (np.polyval(fa, hi) - np.polyval(fa, lo)) - 1) * 100)
+
+
+def _bd_full_range(ar, aq, tr, tq):
+    """A wrong answer: each curve integrated over the union of the ranges (extrapolating)."""
+    fa = np.polyint(np.polyfit(aq, np.log(ar), min(3, len(aq) - 1)))
+    ft = np.polyint(np.polyfit(tq, np.log(tr), min(3, len(tq) - 1)))
+    lo, hi = min(min(aq), min(tq)), max(max(aq), max(tq))
+    d = ((np.polyval(ft, hi) - np.polyval(ft, lo)) - (np.polyval(fa, hi) - np.polyval(fa, lo))) / (hi - lo)
+    return float((np.exp(d) - 1) * 100)
+
+
 CHECKS = {
     "pad_to_stride": check_pad_to_stride, "area_down_by": check_area_down_by, "nearest_code": check_nearest_code,
     "progvc_sparse_mask": check_progvc_sparse_mask, "logits_to_cdf": check_logits_to_cdf,
@@ -888,4 +996,6 @@ CHECKS = {
     "is_truncation_safe": check_is_truncation_safe, "safe_mask_design": check_safe_mask_design,
     "expected_code": check_expected_code, "residual_tokenize": check_residual_tokenize,
     "residual_tokens_to_latent": check_residual_tokens_to_latent,
+    "codebook_perplexity": check_codebook_perplexity, "bits_per_token": check_bits_per_token,
+    "bd_rate_cubic": check_bd_rate_cubic,
 }

@@ -216,15 +216,66 @@ def residual_tokens_to_latent(q, tokens: list[torch.Tensor], latent_hw: tuple[in
     return f_hat
 
 
+# ---- 13 train from scratch -------------------------------------------------------------------------------------
+def codebook_perplexity(counts_V: torch.Tensor) -> float:
+    """exp(entropy) of the code-usage distribution: how many codes are effectively in use (1 = one code,
+    V = all equally). Unused codes contribute 0 (0 log 0 = 0). (``train/codebook_perplexity``)"""
+    p = counts_V.double() / counts_V.double().sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def bits_per_token(logits_BLV: torch.Tensor, targets_BL: torch.Tensor) -> float:
+    """Mean cross-entropy of the targets under softmax(logits) in BITS per token: the number the context
+    model is trained to lower (``train/bits_per_token``)."""
+    logp = torch.log_softmax(logits_BLV.double(), dim=-1)
+    nll = -logp.gather(-1, targets_BL.unsqueeze(-1)).squeeze(-1)
+    return float(nll.mean() / math.log(2))
+
+
+# ---- 14 against classical codecs -----------------------------------------------------------------------------------
+def bd_rate_cubic(anchor_rates, anchor_psnr, test_rates, test_psnr) -> float:
+    """Bjøntegaard's BD-rate in percent: fit log(rate) as a cubic in PSNR for each curve, integrate both
+    over the PSNR range they share, exp(mean difference) - 1. (``metrics.bd_rate(..., piecewise=False)``;
+    the package's default, ``bd_rate_report``, integrates a PCHIP interpolant instead)"""
+    fits = []
+    for r, q in ((anchor_rates, anchor_psnr), (test_rates, test_psnr)):
+        q = np.asarray(q, float)
+        fits.append((q, np.polyint(np.polyfit(q, np.log(np.asarray(r, float)), min(3, len(q) - 1)))))
+    lo = max(q.min() for q, _ in fits)
+    hi = min(q.max() for q, _ in fits)
+    (_, pa), (_, pt) = fits
+    mean_diff = ((np.polyval(pt, hi) - np.polyval(pt, lo)) - (np.polyval(pa, hi) - np.polyval(pa, lo))) / (hi - lo)
+    return float((np.exp(mean_diff) - 1) * 100)
+
+
 ALL = ["pad_to_stride", "area_down_by", "nearest_code", "progvc_sparse_mask", "logits_to_cdf", "bpp_ladder",
        "top_k_filter", "unigram_bits", "mean_psnr", "rate_saving_at_quality",
        "copy_mixture", "rdo_choice", "interval_update", "decode_symbol",
        "is_truncation_safe", "safe_mask_design", "expected_code", "residual_tokenize",
-       "residual_tokens_to_latent"]
+       "residual_tokens_to_latent", "codebook_perplexity", "bits_per_token",
+       "bd_rate_cubic"]
 
 
 # ---- written questions: model answers (``show_answer("name")``) ------------------------------------------------------
 ANSWERS = {
+    "q14_same_bytes": """
+At the same bytes x264 and x265 give a far higher PSNR, MS-SSIM and a lower ST-LPIPS than the tiny model
+at every k where they can match the bytes at all: decades of engineering (motion compensation, transforms
+tuned to the signal, rate control) against a model trained for minutes on a CPU. What they cannot do is
+one encode cut to any size: each of their points is a separate encode, and below CRF 51's size they
+stop, while the truncated stream keeps decoding (to layouts rather than video).""",
+    "q13_two_stages": """
+Stage 2 changes how many bits the same tokens cost, never which tokens there are: the tokenizer and the
+quantizer (stage 1) fix the token pyramid and hence every decoded picture; the context model only puts
+probabilities on those tokens for the arithmetic coder. So stage 1 can be trained first for picture
+quality and frozen, and stage 2 trained afterwards on its tokens by cross-entropy, which is exactly the
+code length. (The shipped model is trained this way: configs/tiny_stage1.yaml, then tiny_stage2.yaml.)""",
+    "q13_train_vs_test": """
+The training curve is measured on the frames the model is fitted to: a small model can memorise their
+tokens (bits per token fall towards zero) without predicting new frames any better. The test frames
+(frames 0-7, never seen in training) measure what a stream of new video will cost; when the training
+loss keeps falling and the test loss stalls or rises, the model is overfitting.""",
     "q12_bit_identical": """
 Your tokens_to_latent runs on both sides: the encoder builds the context-model input of every block
 from it, and so does the decoder. If your sum differs from the package's in the last bit (another order

@@ -111,3 +111,109 @@ def train_context_model(codec, videos: Sequence[torch.Tensor], mask: str = "prog
     for tokens in tokens_per_clip:          # the static baseline the model should beat, as stage 2 counts it
         cm.count_unigram(tokens)
     return cm, log
+
+
+def train_stage1(videos: Sequence[torch.Tensor], steps: int = 200, crop: int = 64, batch_size: int = 8,
+                 width: int = 16, max_width: int = 32, groups: int = 4, codebook_size: int = 64, num_scales: int = 4,
+                 lr: float = 2e-3, quant_weight: float = 1.0, scale_dropout: float = 0.25, restart_every: int = 25,
+                 seed: int = 0, log_every: int = 20, val_video: torch.Tensor | None = None,
+                 on_log: Callable[[dict], None] | None = None):
+    """A fresh tokenizer + quantizer trained from scratch (stage 1) on random ``crop`` x ``crop`` patches of
+    ``videos``: MSE reconstruction + the quantizer's loss, scale dropout (so cut pyramids still decode),
+    dead codes restarted every ``restart_every`` steps: the objective of ``progvc-lab train stage1``,
+    written out. Returns (tokenizer, quantizer, log); log entries: step, seconds, train_psnr (full
+    pyramid), perplexity (how many codes are in use), and with ``val_video`` val_psnr per k."""
+    from ..metrics import psnr
+    from ..stages.quantizer import MultiScaleResidualQuantizer
+    from ..stages.tokenizer import ConvTokenizer
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    tok = ConvTokenizer(width=width, max_width=max_width, groups=groups)
+    q = MultiScaleResidualQuantizer(codebook_size=codebook_size, latent_dim=tok.latent_dim, num_scales=num_scales)
+    opt = torch.optim.Adam(list(tok.parameters()) + list(q.parameters()), lr=lr)
+    frames = torch.cat([v for v in videos])
+    H, W = frames.shape[-2:]
+    log, psnrs, t0 = [], [], time.perf_counter()
+    tok.train()
+    q.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(frames), (batch_size,), generator=gen)
+        ys = torch.randint(H - crop + 1, (batch_size,), generator=gen)
+        xs = torch.randint(W - crop + 1, (batch_size,), generator=gen)
+        x = torch.stack([frames[i, :, y:y + crop, x0:x0 + crop] for i, y, x0 in zip(idx.tolist(), ys.tolist(), xs.tolist())])
+        f = tok.encode(x)
+        k = q.num_scales
+        if torch.rand((), generator=gen) < scale_dropout:
+            k = int(torch.randint(1, q.num_scales, (1,), generator=gen))
+        f_hat, _, q_loss = q(f, upto=k)
+        x_hat = tok.decode(f_hat, x.shape[-2:])
+        loss = F.mse_loss(x_hat, x) + quant_weight * q_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if restart_every and step % restart_every == 0:
+            q.restart_dead_codes(f.detach())
+        if k == q.num_scales:
+            psnrs.append(psnr(x_hat.detach().clamp(0, 1), x))
+        if step % log_every == 0 or step == steps:
+            usage = q.code_usage / q.code_usage.sum().clamp_min(1e-12)
+            entry = {"step": step, "seconds": time.perf_counter() - t0,
+                     "train_psnr": sum(psnrs) / max(len(psnrs), 1),
+                     "perplexity": float(torch.exp(-(usage * usage.clamp_min(1e-12).log()).sum()))}
+            psnrs = []
+            if val_video is not None:
+                tok.eval()
+                q.eval()
+                with torch.no_grad():
+                    fv = tok.encode(val_video)
+                    tokens = q.tokenize(fv)
+                    entry["val_psnr"] = [psnr(tok.decode(q.tokens_to_latent(tokens, fv.shape[-2:], upto=kk),
+                                                         val_video.shape[-2:]).clamp(0, 1), val_video)
+                                         for kk in range(1, q.num_scales + 1)]
+                tok.train()
+                q.train()
+            log.append(entry)
+            if on_log is not None:
+                on_log(entry)
+    tok.eval()
+    q.eval()
+    return tok, q, log
+
+
+class LivePlot:
+    """Curves that redraw in place while a loop runs (a notebook cell's output; a no-op outside IPython).
+
+    ``plot = LivePlot({"stage 1: PSNR (dB)": ["train_psnr"], ...})``; ``plot(entry)`` adds a log entry
+    and redraws; ``plot.figure`` is the last figure."""
+
+    def __init__(self, panels: dict[str, Sequence[str]], x: str = "step"):
+        self.panels, self.x, self.rows, self.figure = panels, x, [], None
+
+    def __call__(self, entry: dict):
+        import matplotlib.pyplot as plt
+
+        self.rows.append(entry)
+        fig, axes = plt.subplots(1, len(self.panels), figsize=(4.2 * len(self.panels), 2.8), squeeze=False)
+        for ax, (title, keys) in zip(axes[0], self.panels.items()):
+            for key in keys:
+                pts = [(r[self.x], r[key]) for r in self.rows if key in r and r[key] is not None]
+                if pts:
+                    ax.plot(*zip(*pts), "-o", ms=3, label=key)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel(self.x)
+            ax.grid(alpha=0.3)
+            if ax.get_lines():
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        plt.close(fig)
+        self.figure = fig
+        try:
+            from IPython import get_ipython
+            from IPython.display import clear_output, display
+
+            if get_ipython() is not None:
+                clear_output(wait=True)
+                display(fig)
+        except ImportError:
+            pass
