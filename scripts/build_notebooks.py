@@ -1392,16 +1392,13 @@ NB["10_arithmetic_coding"] = [
     code("""
     from progvc_lab import bitstream
 
-    ours = A.register()                             # Codec(..., coder="course_ac") now works in this kernel
-    data_torchac = session.data
-    codec.config.coder = "course_ac"
-    try:
-        data_ours = codec.encode(video, fps)
-    finally:
-        codec.config.coder = "torchac"
+    ours = A.register()                             # coder="course_ac" now works in this kernel
+    data_torchac = codec.encode(video, fps, coder="torchac")     # one torchac string per block
+    data_ours = codec.encode(video, fps, coder="course_ac")      # one string of OUR coder per block
     same = bitstream.read_stream(data_ours).chunks == bitstream.read_stream(data_torchac).chunks
     print(f"torchac stream {len(data_torchac)} bytes, ours {len(data_ours)} bytes "
           f"(the header spells out the coder's name); every chunk identical: {same}")
+    print("and the package's decoder decodes ours:", torch.equal(codec.decode(data_ours), codec.decode(data_torchac)))
     tokens_ours = A.decode_tokens(codec, data_torchac, ours)
     tokens_ref, _ = codec.decode_tokens(data_torchac)
     print("torchac's stream decoded by our coder gives the package's tokens:",
@@ -1440,6 +1437,8 @@ NB["10_arithmetic_coding"] = [
     coarse = sum(cost["per_block"][:3]) - sum(cost["per_chunk"][:3])
     print(f"saved {saved} bytes of {len(data_torchac)} ({100 * saved / len(data_torchac):.1f}% of the file); on "
           f"scales 0-2 {coarse} of their {sum(cost['per_block'][:3])} bytes")
+    print(f"the package's default coder (constriction, one range coder per chunk, no length fields): "
+          f"{len(session.data)} bytes for the same frames")
     """),
     md(r"""
     ## Break it: one count changed at the decoder

@@ -478,8 +478,15 @@ def test_one_moved_count_desynchronises_and_the_crc_catches_it():
     torch.manual_seed(0)
     codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
                   ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
-    stream = codec.encode(torch.rand(2, 3, 48, 64))
+    video = torch.rand(2, 3, 48, 64)
+    stream = codec.encode(video, coder="torchac")      # one string per block
     tokens, _ = codec.decode_tokens(stream)
+    A.register()
+    ours_stream = codec.encode(video, coder="course_ac")  # the codec codes with our coder, and decodes it
+    assert bitstream.read_stream(ours_stream).chunks == bitstream.read_stream(stream).chunks
+    assert torch.equal(codec.decode(ours_stream), codec.decode(stream))
+    with pytest.raises(ValueError, match="one string per block"):
+        A.decode_tokens(codec, codec.encode(video), coder)
     mine = A.decode_tokens(codec, stream, coder)
     assert all(torch.equal(a, b) for a, b in zip(mine, tokens))
     blocks = 2 * len(tokens)

@@ -82,9 +82,19 @@ class ArithmeticCoder:
     exercises plug in the student's versions)."""
 
     name = NAME
+    per_block_strings = True   # a chunk holds one string per block, as with torchac
 
     def __init__(self, update: Callable = interval_update, find: Callable = decode_symbol):
         self.update, self.find = update, find
+
+    # ---- the codec's chunk interface: one string per block, packed as torchac's are ------------------
+    def chunk_encoder(self):
+        return _BlockStrings(self)
+
+    def chunk_decoder(self, chunk: bytes, num_blocks: int, where: str = "chunk"):
+        from .. import bitstream
+
+        return _BlockReader(self, bitstream.unpack_chunk(chunk, num_blocks, where))
 
     # ---- encoder --------------------------------------------------------------------------------------
     def encode(self, cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> bytes:
@@ -177,6 +187,29 @@ class ArithmeticCoder:
             self.decode = original
 
 
+class _BlockStrings:
+    def __init__(self, coder):
+        self.coder, self.strings = coder, []
+
+    def add(self, cdf_LV1, symbols_L):
+        self.strings.append(self.coder.encode(cdf_LV1, symbols_L))
+
+    def finish(self) -> bytes:
+        from .. import bitstream
+
+        return bitstream.pack_chunk(self.strings)
+
+
+class _BlockReader:
+    def __init__(self, coder, strings):
+        self.coder, self.strings, self.t = coder, strings, 0
+
+    def next(self, cdf_LV1):
+        sym = self.coder.decode(cdf_LV1, self.strings[self.t])
+        self.t += 1
+        return sym
+
+
 def move_one_count(cdf_LV1: torch.Tensor, row: int = 0, symbol: int | None = None) -> torch.Tensor:
     """A copy of the CDFs with ONE count moved in ``row``, so that ``symbol``'s share changes (default:
     the row's most likely symbol): one count from it to its neighbour, or, if it has a single count,
@@ -256,6 +289,9 @@ def decode_tokens(codec, data: bytes, coder=None) -> list[torch.Tensor]:
     coder = coder or ArithmeticCoder()
     stream = bitstream.read_stream(data)
     h = stream.header
+    if h.coder not in ("torchac", NAME):
+        raise ValueError(f"decode_tokens reads one string per block; this stream's coder {h.coder!r} writes one "
+                         "per chunk: encode with coder='torchac' (or 'course_ac')")
     k = h.scales_sent
     out = [[] for _ in range(k)]
     with deterministic(codec.config.coding_threads):
