@@ -1,12 +1,12 @@
-"""Write notebooks/00_quick_start.ipynb ... 09_temporal_copy_and_rdo.ipynb from the cells below (no outputs).
+"""Write notebooks/00_quick_start.ipynb ... 10_arithmetic_coding.ipynb from the cells below (no outputs).
 
-    .venv/bin/python scripts/build_notebooks.py            # (re)write all ten
+    .venv/bin/python scripts/build_notebooks.py            # (re)write all of them
     .venv/bin/python scripts/build_notebooks.py --check    # exit 1 if a committed notebook differs
 
 The notebooks are generated so that their source is reviewable as Python and regenerable; edit the
 cells HERE, not in Jupyter (or copy your Jupyter edits back here). Every notebook: one idea, prose and
 equations in markdown, code that only calls the package (``progvc_lab``), the first 8 frames of the
-shipped Foreman QCIF clip (09: Akiyo), and (01..09) at least one exercise checked by ``progvc_lab.course``.
+shipped Foreman QCIF clip (09: Akiyo), and (01..15) at least one exercise checked by ``progvc_lab.course``.
 """
 from __future__ import annotations
 
@@ -120,6 +120,13 @@ NB["00_quick_start"] = [
     | 06 | the detail sampler: filling the scales a cut removed |
     | 07 | swapping a stage and retraining it through the same CLI |
     | 08 | evaluation: RD curves, metrics, CompressAI JSON, baselines |
+    | 09 | temporal copy and RD-optimised tokens: the encoder's low-rate tools |
+    | 10 | arithmetic coding from scratch: the coder, its bound, and how one count breaks it |
+    | 11 | unsafe masks shown (a cut VAR stream diverges) and a safe mask designed and trained |
+    | 12 | build a stage: the quantizer's loops and the expected-code fill, inside the codec |
+    | 13 | train a tiny codec from scratch, both stages, with live curves |
+    | 14 | against x264/x265 at the same bytes as each cut, frame by frame; BD-rate by hand |
+    | 15 | capstone: your variant, its RD curve and BD-rate, verified by a checker from your files |
 
     The same steps on the command line: `progvc-lab encode`, `progvc-lab truncate`, `progvc-lab decode`.
     '''),
@@ -323,11 +330,16 @@ NB["02_multiscale_quantizer"] = [
             f_hat = codec.quantizer.tokens_to_latent(tokens, latent_hw, upto=k)
             print(f"{k:>2} {float(((f - f_hat) ** 2).sum() / (f ** 2).sum()):>52.4f}")
     '''),
-    md("The token maps of one frame (colour = token id), and the frame decoded from the first k scales:"),
+    md(r'''
+    The token maps of one frame, and the frame decoded from the first k scales. A token id is only a
+    label (id 7 is not "between" 6 and 8), so the maps are coloured by what the id *stands for*: its code
+    vector, projected on the codebook's first three principal components (red, green, blue). Similar
+    colours = similar codes; the coarse scales show the frame's layout, the fine ones its edges.
+    '''),
     code('''
     from progvc_lab.viz import plot_partial_reconstructions, plot_token_pyramid
 
-    plot_token_pyramid(tokens, t=0, codebook_size=V)
+    plot_token_pyramid(tokens, t=0, codebook=codec.quantizer.codebook.weight)
     '''),
     code('''
     plot_partial_reconstructions(codec, tokens, latent_hw, video.shape[-2:], t=0, original=video[0])
@@ -570,6 +582,12 @@ NB["04_entropy_coding"] = [
         print(f"{row['symbols']:>5} symbols per call: model {row['model_bits']:8.1f} bits, "
               f"torchac {row['bits']:8.1f} bits, overhead {row['overhead_bits']:5.1f} bits")
     '''),
+    md("On this stream's own 1×1 blocks (one token each, and the context model predicts it well):"),
+    code('''
+    model0, actual0 = model_bits_TK[:, 0].mean(), actual_bits_TK[:, 0].mean()
+    print(f"1x1 block: {model0:.2f} model bits, {actual0:.1f} bits written: the overhead is "
+          f"{(actual0 - model0) / model0:.1f}x the token's own bits")
+    '''),
     md(r'''
     ## Why coding never uses the training pass
 
@@ -599,10 +617,14 @@ NB["04_entropy_coding"] = [
     '''),
     md(r'''
     **Takeaways and plug point.**
-    - The CDF conversion is deterministic integer arithmetic on float64 probabilities; floats are only
-      trusted up to the softmax, and only because both sides compute them with the same code path.
-    - torchac codes one block per call, all CDFs of the block known up front, ~4.5 bits of termination per
-      call plus the chunk's length fields.
+    - The CDF conversion is deterministic integer arithmetic on float64 probabilities. Floor (rather than
+      round) is only the convention both sides share; no rounding rule can make two machines agree whose
+      floats differ in the last bit (a probability next to a count boundary tips either way). What makes
+      the decoder agree is *bit-identical floats*: the same code path, shapes, order and threads on both
+      sides, and the CRC of every chunk catches what slips through.
+    - torchac codes one block per call, all CDFs of the block known up front, a few bits of termination
+      per call (measured above) plus the chunk's length fields; for a 1×1 block that termination is
+      several times the token's own bits.
     - **Plug point: a streaming coder.** `progvc_lab/stages/entropy.py` has a registry `CODERS` and
       `get_coder(name)`; the stream header stores the coder's name. A constriction range coder
       (`constriction.stream.queue.RangeEncoder`) would code a whole scale of a GOP as one chunk and decode
@@ -665,12 +687,14 @@ NB["05_progressive_truncation"] = [
     md(r'''
     Your ladder is a few bytes *below* the real file sizes above: every kept chunk also has an entry in
     the chunk table (its length as a varint and a 2-byte CRC of its tokens). The plot shows what each scale
-    costs and what a cut after k = 3 saves:
+    costs and what a cut after k = 3 saves. The title counts the whole *file* (header and chunk table
+    included), the same bytes as the table above; the chunks alone shrink by a larger share, because the
+    header is paid at every k:
     '''),
     code('''
     from progvc_lab.viz import plot_bits_per_scale
 
-    plot_bits_per_scale(info["bytes_per_scale"], k=3)
+    plot_bits_per_scale(info["bytes_per_scale"], k=3, file_bytes=(len(bitstream.truncate(data, 3)), len(data)))
     '''),
     md("### Explore: cut the stream after k scales and decode what is left"),
     code('''
@@ -696,6 +720,7 @@ NB["05_progressive_truncation"] = [
         warnings.simplefilter("always")
         cut = codec.decode(data[:boundary])
     print(f"raw cut at byte {boundary}: decoded {tuple(cut.shape)}; warnings: {[str(w.message) for w in caught]}")
+    print("(the warning counts kept scales from 1: 'after scale 3' is our k = 3, scales 0..2 kept)")
     try:
         codec.decode(data[:boundary - 5])
     except BitstreamError as e:
@@ -1023,6 +1048,22 @@ NB["08_evaluation"] = [
     fig = rdeval.plot_rd(doc, metric_keys=("psnr-y", "ms-ssim-rgb", "st-lpips") if use_perceptual else ("psnr-y", "ms-ssim-rgb"))
     fig
     '''),
+    md("Where x264 and x265 stop (CRF 51, their lowest rate) and where our ladder stands:"),
+    code('''
+    import numpy as np
+
+    ours = res["codecs"][0]["results"]
+    for entry in res["codecs"][1:]:
+        r = entry["results"]
+        i = int(np.argmin(r["bpp"]))
+        above = [j for j, b in enumerate(ours["bpp"]) if b >= r["bpp"][i]]
+        line = (f"{entry['name']} CRF {r['crf'][i]}: {r['bpp'][i]:.4f} bpp at {r['psnr-y'][i]:.2f} dB PSNR-Y")
+        if above:
+            j = above[0]
+            line += (f"; our first level at or above that rate, k = {ours['k'][j]}: {ours['bpp'][j]:.4f} bpp, "
+                     f"{ours['psnr-y'][j]:.2f} dB ({ours['psnr-y'][j] - r['psnr-y'][i]:+.2f} dB)")
+        print(line)
+    '''),
     md(r'''
     **Reading the summary.** *BD-rate* is the average rate difference at equal quality, computed
     only over the quality range both curves share (it says "no overlap" rather than extrapolate);
@@ -1042,8 +1083,10 @@ NB["08_evaluation"] = [
     **Takeaways and honest limits.**
     - One encode gives K points; every point is a real file (header and chunk table included) decoded by
       the real decoder. That is what the numbers above are.
-    - The shipped tiny model reaches rates x264/x265 cannot (k = 1..4 lie far below what CRF 51 gives:
-      their intra frame alone costs more), but where both have points x265 is far ahead: on the
+    - Our lowest levels lie below the lowest rate of x264/x265 at CRF 51, but that is no rate "they cannot
+      reach": at CRF 51 x264 already gives a higher PSNR than our next level up, with fewer bits (the cell
+      above), and a classical codec goes lower still by coding fewer pixels or frames. Where both have
+      points x265 is far ahead: on the
       committed 30-frame evaluation, 3 dB PSNR-Y on Akiyo and 7-8 dB on Foreman and Big Buck Bunny
       at equal rate, and a BD-rate of about +300..400% where the curves meet at all. The tiny model's
       lowest-rate points are layouts rather than watchable video: it is a teaching model trained for
@@ -1253,6 +1296,835 @@ NB["09_temporal_copy_and_rdo"] = [
     - Quality is still the tiny model's: RDO and the gate move bytes, they cannot add detail the tokenizer
       never learned.
     '''),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["10_arithmetic_coding"] = [
+    md(r"""
+    # 10 · Arithmetic coding from scratch: the coder, its bound, and how one count breaks it
+
+    Notebook 04 turned probabilities into integer CDFs and handed them to torchac, a black box. Here you
+    write the two steps inside it, run the result on the codec's real CDFs, and find that it writes
+    **the same bytes** as torchac. Then you break it on purpose.
+
+    The coder keeps an interval of 32-bit integers $[\text{low}, \text{high}]$ (both ends included),
+    first the whole $[0, 2^{32})$. Coding symbol $v$, whose counts are $[\text{cdf}_v, \text{cdf}_{v+1})$
+    of $T = 2^{16}$, keeps $v$'s share:
+
+    $$
+    \text{span} = \text{high} - \text{low} + 1,\qquad
+    \text{high} \leftarrow \text{low} + \lfloor \text{span}\cdot\text{cdf}_{v+1} / T\rfloor - 1,\qquad
+    \text{low} \leftarrow \text{low} + \lfloor \text{span}\cdot\text{cdf}_{v} / T\rfloor .
+    $$
+
+    **Renormalisation.** When the interval lies in the lower (upper) half of $[0, 2^{32})$, every number
+    in it starts with bit 0 (1): write that bit and double the interval. When it straddles the middle but
+    sits inside the middle half, double it around the middle and remember one **pending** bit: it will be
+    the opposite of the next bit written (Witten, Neal & Cleary, 1987). So the interval stays wider than
+    $2^{30}$ and a symbol with one count out of $2^{16}$ still gets a share of at least $2^{14}$.
+    **Termination**: two more bits (and the pending ones) name a number inside the final interval.
+
+    **The decoder** keeps the same interval and reads 32 bits of the string as a number `value`; the
+    symbol is the one whose share holds `value`. Then it updates the interval exactly like the encoder,
+    so it must see exactly the encoder's counts.
+
+    The package's version: `progvc_lab/course/arithmetic.py` (about 80 lines of plain Python).
+    """),
+    SETUP,
+    md(r"""
+    ## Warm-up exercise: narrow the interval
+
+    Write the update above: integers only (`//`), both ends inclusive. The check runs single steps and
+    then whole blocks through the coder with your function, comparing the bytes.
+    """),
+    code("""
+    from progvc_lab.course import check_interval_update, show_answer, show_solution
+
+    # EXERCISE (warm-up): return (new_low, new_high) for counts [cdf_lo, cdf_hi) of `total`.
+    def interval_update(low, high, cdf_lo, cdf_hi, total):
+        # your code here (3 lines)
+        raise NotImplementedError
+
+    check_interval_update(interval_update)
+    """, exercise=True),
+    stuck("interval_update"),
+    md("Three symbols by hand, with four symbols of counts 8, 4, 2, 2 (of 16): watch the interval shrink and the bits fall out"),
+    code("""
+    from progvc_lab.course import arithmetic as A
+
+    cdf_row = [0, 8, 12, 14, 16]
+    low, high = 0, A.FULL - 1
+    for v in [0, 2, 1]:
+        low, high = A.interval_update(low, high, cdf_row[v], cdf_row[v + 1], 16)
+        print(f"symbol {v} (p = {(cdf_row[v + 1] - cdf_row[v]) / 16:.3f}): low {low:032b}\\n"
+              f"{'':22}high {high:032b}  share {(high - low + 1) / A.FULL:.5f}")
+    print("the leading bits low and high share are already decided: the encoder writes them and doubles the interval")
+    """),
+    md(r"""
+    ## Core exercise: find the symbol
+
+    Given `value` in $[\text{low}, \text{high}]$, return the symbol whose share holds it. The share of
+    $v$ starts at $\text{low} + \lfloor \text{span}\cdot\text{cdf}_v/T\rfloor$, so compute the largest
+    count $c$ with $\text{low} + \lfloor \text{span}\cdot c/T\rfloor \le \text{value}$,
+    $$c = \left\lfloor \frac{(\text{value} - \text{low} + 1)\,T - 1}{\text{span}} \right\rfloor,$$
+    then the largest $v$ with $\text{cdf}_v \le c$ (symbols with no counts are never the answer). The
+    check decodes torchac's bytes with your function.
+    """),
+    code("""
+    from progvc_lab.course import check_decode_symbol
+
+    # EXERCISE (core): the symbol v with cdf_row[v] <= target < cdf_row[v + 1].
+    def decode_symbol(value, low, high, cdf_row, total):
+        # your code here (about 5 lines)
+        raise NotImplementedError
+
+    check_decode_symbol(decode_symbol)
+    """, exercise=True),
+    stuck("decode_symbol"),
+    md(r"""
+    ## Our coder on the codec's real stream
+
+    The encoder can use any coder registered in `stages.entropy.CODERS` (the header stores its name).
+    Encode the 8 frames with ours and compare every chunk with the torchac stream; then decode the
+    torchac stream with ours, through the decoder loop written out in `arithmetic.decode_tokens`
+    (`new_gop`, `walk_blocks`, `block_cdf`, the chunk CRCs, as `Codec.decode` does).
+    """),
+    code("""
+    from progvc_lab import bitstream
+
+    ours = A.register()                             # coder="course_ac" now works in this kernel
+    data_torchac = codec.encode(video, fps, coder="torchac")     # one torchac string per block
+    data_ours = codec.encode(video, fps, coder="course_ac")      # one string of OUR coder per block
+    same = bitstream.read_stream(data_ours).chunks == bitstream.read_stream(data_torchac).chunks
+    print(f"torchac stream {len(data_torchac)} bytes, ours {len(data_ours)} bytes "
+          f"(the header spells out the coder's name); every chunk identical: {same}")
+    print("and the package's decoder decodes ours:", torch.equal(codec.decode(data_ours), codec.decode(data_torchac)))
+    tokens_ours = A.decode_tokens(codec, data_torchac, ours)
+    tokens_ref, _ = codec.decode_tokens(data_torchac)
+    print("torchac's stream decoded by our coder gives the package's tokens:",
+          all(torch.equal(a, b) for a, b in zip(tokens_ours, tokens_ref)))
+    """),
+    md(r"""
+    ## The bound, measured
+
+    For $L$ symbols with model bits $B = \sum_i -\log_2(\text{freq}_i / T)$ the coder writes at most
+    $B + 2 + L\cdot 2^{-13}$ bits, then pads to whole bytes (+2: the termination; $L\cdot 2^{-13}$: each
+    integer division loses at most a factor $1 - 2^{-14}$ of a span larger than $2^{30}$). On random
+    peaked distributions at V = 512, the bits beyond the model bits per call:
+    """),
+    code("""
+    from progvc_lab.stages.entropy import get_coder
+
+    rows = A.coder_overhead({"ours": ours, "torchac": get_coder("torchac")}, vocab=codec.quantizer.codebook_size)
+    print(f"{'symbols':>7} {'model bits':>10} {'ours':>6} {'torchac':>8} {'bound':>6}   (overhead bits per call)")
+    for r in rows:
+        print(f"{r['symbols']:>7} {r['model_bits']:>10.1f} {r['ours']:>6.2f} {r['torchac']:>8.2f} {r['bound']:>6.2f}")
+    """),
+    md(r"""
+    The overhead is paid **per call**, and the codec makes one call per block. A streaming coder keeps
+    one interval open over all blocks of a chunk (one scale of a GOP) and terminates once: possible
+    because the decoder computes each block's CDFs before it needs the next block's bits. The stream's
+    own blocks, re-coded both ways (strings only):
+    """),
+    code("""
+    import numpy as np
+
+    cost = A.streaming_bytes_per_scale(codec, data_torchac)
+    print(f"{'scale':>5} {'one string per block':>21} {'one per chunk':>14}")
+    for s, (b, c) in enumerate(zip(cost["per_block"], cost["per_chunk"])):
+        print(f"{s:>5} {b:>21} {c:>14}")
+    saved = sum(cost["per_block"]) - sum(cost["per_chunk"])
+    coarse = sum(cost["per_block"][:3]) - sum(cost["per_chunk"][:3])
+    print(f"saved {saved} bytes of {len(data_torchac)} ({100 * saved / len(data_torchac):.1f}% of the file); on "
+          f"scales 0-2 {coarse} of their {sum(cost['per_block'][:3])} bytes")
+    print(f"the package's default coder (constriction, one range coder per chunk, no length fields): "
+          f"{len(session.data)} bytes for the same frames")
+    """),
+    md(r"""
+    ## Break it: one count changed at the decoder
+
+    Code 200 symbols, then decode them with CDFs in which **one count** of row 50 moved to a
+    neighbouring symbol (the CDF is still perfectly valid). Up to row 50 the decoder agrees; after it, the
+    intervals part ways and the symbols are garbage, without any error:
+    """),
+    code("""
+    from progvc_lab.stages.entropy import logits_to_cdf
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, codec.quantizer.codebook_size, generator=gen) * 3
+    cdf = logits_to_cdf(logits)
+    symbols = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+    string = ours.encode(cdf, symbols)
+    decoded = ours.decode(A.move_one_count(cdf, 50, symbol=int(symbols[50])), string)
+    wrong = (decoded != symbols).numpy()
+    print(f"{len(string)} bytes; first wrong symbol at position {int(np.argmax(wrong))}; {int(wrong.sum())} of "
+          f"{len(wrong)} wrong; the decoder raised nothing")
+
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 1.2))
+    ax.imshow(wrong[None], aspect="auto", cmap="Reds", interpolation="nearest")
+    ax.set_yticks([]); ax.set_xlabel("symbol position (red: decoded wrong)"); ax.axvline(50, color="k", lw=0.8)
+    plt.close(fig)
+    fig
+    """),
+    md(r"""
+    In the codec the same mistake would come from a decoder whose floats differ in one place (notebook 04).
+    The tokens it decodes become the context of every later block, so the damage spreads, and the only
+    thing that notices is the CRC of each chunk's tokens, written by the encoder. Tamper with one block
+    of the decoder at a time:
+    """),
+    code("""
+    K, n = codec.quantizer.num_scales, min(codec.config.gop, video.shape[0])
+    for t, s in [(1, 1), (0, 3), (0, K - 1), (5, K - 1)]:
+        call = s * n + t                                 # the walk is scale-major: all frames of scale 0 first
+        with ours.tampered(call=call, row=0):
+            try:
+                A.decode_tokens(codec, data_torchac, ours)
+                print(f"block (t={t}, s={s}): one count moved, decoded correctly anyway")
+            except bitstream.BitstreamError as e:
+                print(f"block (t={t}, s={s}): BitstreamError: {e}")
+    """),
+    md(r"""
+    ## Stretch: questions to answer in your own words
+
+    Write your answer in a markdown cell, then compare with the model answer:
+
+    1. Why does a coder you wrote from the formula above write *exactly* torchac's bytes? (`show_answer("q10_same_bytes")`)
+    2. Some blocks decoded correctly despite the changed count. Why, and why is that no comfort? (`show_answer("q10_no_error")`)
+    3. When is one termination per chunk possible, and what would it save here? (`show_answer("q10_streaming")`)
+    """),
+    code("""
+    # show_answer("q10_same_bytes")
+    """),
+    md(r"""
+    **Takeaways.**
+    - Arithmetic coding is integer bookkeeping on an interval: equal counts in, equal bytes out. Our
+      80 lines and torchac agree to the byte.
+    - Its cost above the model bits is at most about 2 bits plus byte padding *per call*: negligible for a
+      396-token block, several times the bits of a 1×1 block. One string per chunk removes most of it.
+    - A decoder that is off by one count produces garbage silently. Determinism (the same floats on both
+      sides) prevents it; the per-chunk CRC detects it.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["11_unsafe_masks"] = [
+    md(r"""
+    # 11 · Unsafe masks, shown and designed
+
+    Notebook 03 stated the rule: a stream cut after k scales decodes only if **no block at a scale
+    s < k attends to a block at a scale ≥ k** ("truncation safe"). Here you watch what happens when the
+    rule is broken, write the test yourself, design a safe mask of your own and train a context model
+    with it.
+
+    The codec refuses unsafe masks (`Codec(...)` raises), so the experiment codes with the context
+    model directly (`progvc_lab.course.unsafe`): one GOP in **frame-major** order (frame 0 scales
+    0..K−1, then frame 1, ...), the order VAR's block-causal mask was made for. The encoder sees
+    every block and sends the scales < k. The decoder of the cut stream decodes those; for a block it
+    was not sent it runs the model and takes the most likely token, so that later blocks have something
+    to attend to.
+    """),
+    SETUP,
+    code("""
+    from progvc_lab.course import unsafe
+    from progvc_lab.metrics import psnr
+
+    clip = video[:4]                                   # 4 frames: one GOP, frame-major
+    k = 3
+    runs = {m: unsafe.frame_major_cut(codec, clip, mask=m, k=k) for m in ("progvc_sparse", "var", "infinitystar")}
+    print(f"cut after k = {k} scales; share of the sent tokens decoded right, per frame:")
+    for m, r in runs.items():
+        first = "none" if r["first_wrong"] is None else f"(t={r['first_wrong'][0]}, s={r['first_wrong'][1]})"
+        print(f"{m:>14}: {[f'{a:.0%}' for a in r['agree_T'].tolist()]}  first wrong block {first}; "
+              f"{len(r['violations'])} unsafe block pairs in the mask")
+    """),
+    md(r"""
+    Under `progvc_sparse` the cut decode is exact. Under `var` frame 0 is still right (its blocks read
+    only coarser scales of frame 0), but block (t=1, s=0) attends to the finest scales of frame 0, which
+    the cut removed: the decoder's guess of them is not what the encoder saw, its logits and integer
+    CDFs differ, and the arithmetic decoder goes off the rails (notebook 10). What the viewer gets:
+    """),
+    code("""
+    from progvc_lab.viz import plot_sampler_comparison
+
+    meant, got = unsafe.decoded_frames(codec, runs["var"], video.shape[-2:])
+    safe_meant, safe_got = unsafe.decoded_frames(codec, runs["progvc_sparse"], video.shape[-2:])
+    for t in range(clip.shape[0]):
+        print(f"frame {t}: var, meant {psnr(meant[t:t + 1], clip[t:t + 1]):5.2f} dB, decoded "
+              f"{psnr(got[t:t + 1], clip[t:t + 1]):5.2f} dB | progvc_sparse decoded {psnr(safe_got[t:t + 1], clip[t:t + 1]):5.2f} dB")
+    plot_sampler_comparison({"var: what the encoder sent": meant[2], "var: what the cut decoder got": got[2],
+                             "progvc_sparse: decoded": safe_got[2]}, original=clip[2])
+    """),
+    md(r"""
+    ## Warm-up exercise: the safety test
+
+    `allowed[q, key]` is True when block q may read block key; blocks are numbered frame-major,
+    id = t·K + s. Return True iff no allowed key sits at a finer scale than its query.
+    """),
+    code("""
+    from progvc_lab.course import check_is_truncation_safe, show_answer, show_solution
+
+    # EXERCISE (warm-up): one bool for the whole mask.
+    def is_truncation_safe(allowed_BB, num_scales):
+        # your code here (3 lines: the scale of every block, the offending pairs, any)
+        raise NotImplementedError
+
+    check_is_truncation_safe(is_truncation_safe)
+    """, exercise=True),
+    stuck("is_truncation_safe"),
+    md(r"""
+    ### Explore: the mask explorer marks the edges that break a cut
+
+    Red cells are allowed pairs whose key is at a finer scale than the query; the summary counts them.
+    Flip between `var`, `infinitystar` and `progvc_sparse` (and, after the next exercise, your own mask).
+    """),
+    code("""
+    from progvc_lab.viz import mask_explorer, plot_mask
+
+    plot_mask("var", 3, 3)
+    """),
+    md(r"""
+    ## Core exercise: design a safe mask with temporal context
+
+    Write `my_mask(num_frames, num_scales, window)`: a bool (T·K, T·K) mask that is truncation safe,
+    decodable scale-major (no block reads a later frame), lets every block see itself, and gives every
+    block of frames t ≥ 1 some earlier frame to read. `progvc_sparse` is one answer; make another (for
+    example: also the next *coarser* scale of the previous frames). The check says which rule a block
+    breaks.
+    """),
+    code("""
+    import torch
+
+    from progvc_lab.course import check_safe_mask_design
+
+    # EXERCISE (core): your own truncation-safe mask.
+    def my_mask(num_frames, num_scales, window=1):
+        # your code here: t and s of every block (t = id // K, s = id % K), then the rule as a bool matrix
+        raise NotImplementedError
+
+    check_safe_mask_design(my_mask)
+    """, exercise=True),
+    stuck("safe_mask_design"),
+    code("""
+    from progvc_lab.course import check_safe_mask_design, solutions
+    from progvc_lab.stages import masks
+
+    design_ok = bool(check_safe_mask_design(my_mask))
+    mine = my_mask if design_ok else solutions.safe_mask_design   # the notebook goes on with a working mask
+    masks.register_mask("my_mask")(mine)             # now every part of the package knows it by name
+    print("using", "your mask" if design_ok else "the reference design (yours is not done yet)")
+    plot_mask("my_mask", 3, 3)
+    """),
+    code("""
+    mask_explorer()
+    """),
+    md(r"""
+    ## Stretch: train it briefly and code with it
+
+    `course.training.train_context_model` is a plain PyTorch loop (the objective of `progvc-lab train
+    stage2`): a small context model (width 64, 2 layers) trained from scratch for a few dozen steps
+    on frames 8–29 of Foreman, validated on frames 0–5, once with `progvc_sparse` and once with your
+    mask. Same data, same steps, same seed; the loss is in bits per token.
+    """),
+    code("""
+    from progvc_lab.course.training import train_context_model
+
+    long_video, _ = sample_video(frames=30)
+    STEPS = 40
+    trained, logs = {}, {}
+    for name in ("progvc_sparse", "my_mask"):
+        trained[name], logs[name] = train_context_model(codec, [long_video[8:]], mask=name, steps=STEPS,
+                                                        val_videos=[long_video[:6]], log_every=20)
+        last = logs[name][-1]
+        print(f"{name:>14}: train {logs[name][0]['train_bits']:.2f} -> {last['train_bits']:.2f} bits/token, "
+              f"validation {last['val_bits']:.2f} ({last['seconds']:.0f} s)")
+    """),
+    md("A trained model with a safe mask is a codec: encode the 8 test frames, cut after k = 3, decode."),
+    code("""
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+
+    for name, cm in trained.items():
+        c = Codec(codec.tokenizer, codec.quantizer, cm, gop=8)
+        data = c.encode(video, fps)
+        cut = bitstream.truncate(data, 3)
+        print(f"{name:>14}: {len(data)} bytes, cut after 3 scales {len(cut)} bytes, decodes to "
+              f"{psnr(c.decode(cut), video):.2f} dB (the shipped model: {len(session.data)} bytes)")
+    """),
+    md(r"""
+    **Questions** (write your answer first):
+    1. Why does the `var` decode go wrong from frame 1 on, and never in frame 0? (`show_answer("q11_why_var_breaks")`)
+    2. What context does safety forbid, and what does that cost? (`show_answer("q11_what_safe_costs")`)
+
+    **Takeaways.**
+    - Truncation safety is a property of the mask alone: no key finer than its query. Break it and the
+      cut stream decodes garbage, silently, from the first block that read what was cut.
+    - A safe mask can still use temporal context: the same (or a coarser) scale of earlier frames.
+    - Forty steps on a CPU say little about which safe mask is *better*; they show the mechanics:
+      any safe mask registered by name trains, codes, truncates and decodes with the same code.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["12_build_a_stage"] = [
+    md(r"""
+    # 12 · Build a stage: the quantizer's loops and a detail sampler of your own, inside the codec
+
+    So far you wrote helpers and the package ran every stage. Here you write the two loops of the
+    multi-scale residual quantizer (notebook 02) and the `mean` detail sampler's fill (notebook 06), plug
+    them into a `Codec` through the stage interface, and the check is strict: **the same tokens and the
+    same bytes** as the package, and the package's stream decodes with your stage.
+
+    `progvc_lab.course.build_stage.StudentQuantizer(codec.quantizer, tokenize=..., tokens_to_latent=...,
+    expected_code=...)` is the shipped quantizer (same codebook, same phi convolutions, same
+    fingerprint) with your functions in place of its own. Each gets the quantizer `q` as first argument,
+    so you can use its pieces: `q.schedule(latent_hw)`, `q.nearest_code(r)`,
+    `q.scale_contribution(idx, s, latent_hw)` (= φ_s(up(codebook[idx]))), and
+    `progvc_lab.stages.quantizer.area_down(x, size)`.
+    """),
+    SETUP,
+    md(r"""
+    ## Warm-up exercise: the expected code
+
+    The `mean` fill replaces each unsent token by the code vector it is expected to be,
+    $E[e] = \sum_v p(v)\, e_v$, per position. Given the probabilities (L, V) of a block (positions
+    row-major) and the codebook (V, C), return the expected codes as a map (C, h_s, w_s).
+    """),
+    code("""
+    from progvc_lab.course import check_expected_code, show_answer, show_solution
+
+    # EXERCISE (warm-up): (L, V) probabilities, (V, C) codebook, size (h_s, w_s) -> (C, h_s, w_s).
+    def expected_code(probs_LV, codebook_VC, size):
+        # your code here (2 lines)
+        raise NotImplementedError
+
+    check_expected_code(expected_code)
+    """, exercise=True),
+    stuck("expected_code"),
+    md(r"""
+    ## Core exercise 1: the encoder's residual loop
+
+    $$
+    f_\text{rest} = f;\quad \text{for } s = 0..K-1:\quad
+    \text{idx}_s = \text{nearest\_code}\big(\text{area\_down}(f_\text{rest}, h_s\times w_s)\big),\quad
+    f_\text{rest} \leftarrow f_\text{rest} - \varphi_s(\text{up}(e_{\text{idx}_s}))
+    $$
+
+    Return the list of K token maps (N, h_s, w_s), coarse to fine.
+    """),
+    code("""
+    from progvc_lab.course import check_residual_tokenize
+    from progvc_lab.stages.quantizer import area_down
+
+    # EXERCISE (core): latent f (N, C, h, w) -> [tokens of scale 0, ..., scale K-1].
+    def residual_tokenize(q, f_NChw):
+        # your code here (about 7 lines)
+        raise NotImplementedError
+
+    check_residual_tokenize(residual_tokenize)
+    """, exercise=True),
+    stuck("residual_tokenize"),
+    md(r"""
+    ## Core exercise 2: the decoder's reconstruction
+
+    $\hat f_k = \sum_{s<k} \varphi_s(\text{up}(e_{\text{idx}_s}))$, starting from zeros, scales in order.
+    The check wants it **bit-identical** (`torch.equal`), not merely close: encoder and decoder both build
+    every context-model input from it, so a last-bit difference is a different integer CDF sooner or
+    later (notebooks 04 and 10).
+    """),
+    code("""
+    import torch
+
+    from progvc_lab.course import check_residual_tokens_to_latent
+
+    # EXERCISE (core): tokens per scale, latent size (h, w), upto = k -> f_hat (N, C, h, w).
+    def residual_tokens_to_latent(q, tokens, latent_hw, upto):
+        # your code here (4 lines)
+        raise NotImplementedError
+
+    check_residual_tokens_to_latent(residual_tokens_to_latent)
+    """, exercise=True),
+    stuck("residual_tokens_to_latent"),
+    md(r"""
+    ## Plug it in
+
+    A codec whose quantizer runs your two loops, against the package's, on the 8 frames (RDO off,
+    `rdo_lambda=0`, so the encoder sends the nearest codes your `tokenize` computes): tokens, stream
+    bytes, the decode of the package's stream and its frames must all be identical. (Until your
+    exercises pass, this cell checks the reference solutions, so the rest of the notebook runs.)
+    """),
+    code("""
+    from progvc_lab.course import check_stage_in_codec, solutions
+    from progvc_lab.course.exercises import CHECKS
+
+    import io, contextlib
+    with contextlib.redirect_stdout(io.StringIO()):      # quietly: did the exercises pass?
+        solved = bool(CHECKS["residual_tokenize"](residual_tokenize)) and \\
+            bool(CHECKS["residual_tokens_to_latent"](residual_tokens_to_latent))
+    tok_fn = residual_tokenize if solved else solutions.residual_tokenize
+    lat_fn = residual_tokens_to_latent if solved else solutions.residual_tokens_to_latent
+    print("checking", "your functions" if solved else "the reference solutions")
+    check_stage_in_codec(codec, video, fps, tok_fn, lat_fn)
+    """),
+    md(r"""
+    ## Your sampler against zero-fill, measured
+
+    With your `expected_code` plugged in, `decode(..., sampler="mean")` fills the unsent scales with
+    $\varphi_s(\text{up}(E[e]))$ in latent space. Is that better than adding nothing?
+    """),
+    code("""
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.build_stage import StudentQuantizer, fill_quality
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        mine_ok = bool(CHECKS["expected_code"](expected_code))
+    q = StudentQuantizer(codec.quantizer, expected_code=expected_code if mine_ok else solutions.expected_code)
+    student_codec = Codec(codec.tokenizer, q, codec.context_model)
+    rows = fill_quality(student_codec, video, fps, ks=(2, 3, 4))
+    print(f"{'k':>2} {'bytes':>6} {'zero PSNR':>10} {'mean PSNR':>10} {'zero MS-SSIM':>13} {'mean MS-SSIM':>13}")
+    for k in (2, 3, 4):
+        z, m = [next(r for r in rows if r["k"] == k and r["sampler"] == n) for n in ("zero", "mean")]
+        print(f"{k:>2} {z['bytes']:>6} {z['psnr']:>10.2f} {m['psnr']:>10.2f} {z['ms_ssim']:>13.4f} {m['ms_ssim']:>13.4f}")
+    """),
+    md(r"""
+    On the shipped tiny model the expected code does **not** beat zero-fill (chapter 06 found the same on
+    more clips): a measured negative result, and the question below asks why.
+
+    **Stretch: questions** (write your answer first):
+    1. Why must `tokens_to_latent` be bit-identical and not just close? (`show_answer("q12_bit_identical")`)
+    2. The expected code is the minimum-MSE guess *in latent space*; why can it lose to zero in pixels?
+       (`show_answer("q12_mean_vs_zero")`)
+
+    **Takeaways.**
+    - A stage is a small interface (`tokenize`, `tokens_to_latent`, `expected_code`, ...); replace one and
+      the codec, the bitstream and the samplers keep working, if the replacement is exact.
+    - "Exact" means bit-identical wherever the entropy coder depends on it: the order of a sum matters.
+    - The encoder's own token choice (`Codec._TokenChooser`, with RDO) runs the same residual loop; your
+      `tokenize` is what it sends with `rdo_lambda = 0`.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["13_train_from_scratch"] = [
+    md(r"""
+    # 13 · Train a tiny codec from scratch, in the notebook
+
+    Every earlier notebook used the shipped tiny model. Here you train one yourself, both stages, in
+    a couple of minutes on a CPU, with the curves drawn while it learns:
+
+    1. **Stage 1**: tokenizer + multi-scale quantizer, trained to reconstruct random 64×64 crops (MSE +
+       the quantizer's commitment loss, scale dropout so that cut pyramids still decode, dead codes
+       restarted). Curve: PSNR, and how many codes are in use (perplexity).
+    2. **Stage 2**: the context model on the frozen stage-1 tokens (cross-entropy). Curve: bits per token,
+       training and validation.
+
+    `progvc_lab.course.training` has both loops in plain PyTorch (the objectives of `progvc-lab train
+    stage1/stage2`, without Lightning). The models are far smaller than the shipped one (V = 64 codes,
+    K = 4 scales, a 2-layer context model) and train on frames 8–29 of Foreman; frames 0–7 are the test.
+    """),
+    code("""
+    import warnings
+
+    import torch
+
+    from progvc_lab.course import sample_video
+    from progvc_lab.course.training import LivePlot, train_context_model, train_stage1
+
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    long_video, fps = sample_video(frames=30)
+    train_frames, test_video = long_video[8:], long_video[:8]
+    print(f"training frames {tuple(train_frames.shape)}, test frames {tuple(test_video.shape)}")
+    """),
+    md(r"""
+    ## Warm-up exercise: how many codes are in use?
+
+    A codebook of V codes can collapse: the encoder keeps choosing a few. The **perplexity** of the
+    usage counts, $\exp(-\sum_v p_v \ln p_v)$, is the number of codes "effectively" in use (1 if one
+    code takes everything, V if all are used equally).
+    """),
+    code("""
+    from progvc_lab.course import check_codebook_perplexity, show_answer, show_solution
+
+    # EXERCISE (warm-up): usage counts (V,) -> perplexity (a float).
+    def codebook_perplexity(counts_V):
+        # your code here (3 lines; skip the codes that were never used)
+        raise NotImplementedError
+
+    check_codebook_perplexity(codebook_perplexity)
+    """, exercise=True),
+    stuck("codebook_perplexity"),
+    md("## Stage 1, live: PSNR of the reconstructions and codes in use"),
+    code("""
+    STEPS_1 = 250
+    plot1 = LivePlot({"stage 1: PSNR-RGB (dB)": ["train_psnr", "test_psnr_all_scales", "test_psnr_k2"],
+                      "codes in use (perplexity of 64)": ["perplexity"]})
+
+    def show1(entry):
+        entry["test_psnr_all_scales"], entry["test_psnr_k2"] = entry["val_psnr"][-1], entry["val_psnr"][1]
+        plot1(entry)
+
+    tokenizer, quantizer, log1 = train_stage1([train_frames], steps=STEPS_1, val_video=test_video[:4],
+                                              log_every=25, on_log=show1)
+    print(f"stage 1: {STEPS_1} steps in {log1[-1]['seconds']:.0f} s; test PSNR with k = 1..4 scales: "
+          f"{[round(p, 1) for p in log1[-1]['val_psnr']]} dB")
+    """),
+    md(r"""
+    ## Core exercise: bits per token
+
+    The context model's loss is the cross-entropy of the true tokens under its logits. In **bits per
+    token** it is directly what the arithmetic coder will spend (notebooks 04 and 10). Logits
+    (B, L, V), targets (B, L) → the mean over all tokens of $-\log_2 \operatorname{softmax}(\ell)_{\text{target}}$.
+    """),
+    code("""
+    from progvc_lab.course import check_bits_per_token
+
+    # EXERCISE (core): mean -log2 p(target) over all tokens.
+    def bits_per_token(logits_BLV, targets_BL):
+        # your code here (3 lines: log_softmax, gather, mean; then nats -> bits)
+        raise NotImplementedError
+
+    check_bits_per_token(bits_per_token)
+    """, exercise=True),
+    stuck("bits_per_token"),
+    md("## Stage 2, live: bits per token of the context model (the tokenizer and quantizer frozen)"),
+    code("""
+    from progvc_lab.codec import Codec
+    from progvc_lab.stages import ContextModel
+
+    stage1_only = Codec(tokenizer, quantizer, ContextModel(codebook_size=quantizer.codebook_size,
+                                                           latent_dim=quantizer.latent_dim,
+                                                           num_scales=quantizer.num_scales))   # to tokenize
+    STEPS_2 = 100
+    plot2 = LivePlot({"stage 2: bits per token": ["train_bits", "val_bits"]})
+    context_model, log2 = train_context_model(stage1_only, [train_frames], steps=STEPS_2, val_videos=[test_video[:3]],
+                                              log_every=25, on_log=plot2)
+    print(f"stage 2: {STEPS_2} steps in {log2[-1]['seconds']:.0f} s; test bits per token per scale: "
+          f"{[round(b, 2) for b in log2[-1]['val_bits_per_scale']]} (uniform: {torch.log2(torch.tensor(64.)):.0f})")
+    """),
+    md("## Your codec: encode the 8 test frames once, cut after every k, decode"),
+    code("""
+    from progvc_lab import bitstream
+    from progvc_lab.metrics import bpp, psnr
+    from progvc_lab.viz import load_demo_codec, plot_rd_curve
+
+    mine = Codec(tokenizer, quantizer, context_model, gop=8)
+    shipped = load_demo_codec()
+    T, H, W = test_video.shape[0], test_video.shape[-2], test_video.shape[-1]
+    curves = {}
+    for name, c in (("trained here", mine), ("shipped tiny", shipped)):
+        data = c.encode(test_video, fps)
+        curves[name] = []
+        for k in range(1, c.quantizer.num_scales + 1):
+            cut = bitstream.truncate(data, k)
+            curves[name].append({"k": k, "bytes": len(cut), "bpp": bpp(len(cut), T, H, W),
+                                 "psnr": psnr(c.decode(cut), test_video)})
+        print(name + ": " + ", ".join(f"k={p['k']} {p['bytes']} B {p['psnr']:.1f} dB" for p in curves[name]))
+    fig = plot_rd_curve(curves["shipped tiny"], title="the codec trained here vs the shipped tiny model")
+    ax = fig.axes[0]
+    ax.plot([p["bpp"] for p in curves["trained here"]], [p["psnr"] for p in curves["trained here"]], "s--",
+            color="tab:green", label="trained here")
+    ax.legend(fontsize=8)
+    fig
+    """),
+    md(r"""
+    **Stretch: questions** (write your answer first):
+    1. Stage 2 never changes the pictures. What does it change, and why can it be trained separately?
+       (`show_answer("q13_two_stages")`)
+    2. Your training loss fell steadily; why is the test curve the one to believe?
+       (`show_answer("q13_train_vs_test")`)
+
+    **Takeaways.**
+    - Stage 1 decides the pictures (PSNR per k); stage 2 decides the bytes (bits per token). A stream is
+      only as good as both.
+    - A few hundred steps on a CPU make a codec that works end to end (encode, cut, decode). Compare the
+      two curves with care: this one was trained on the same scene (frames 8–29 of Foreman) as the test
+      frames, the shipped one on other clips, so any advantage here is in-domain, not a better model.
+      Test on another clip (`sample_video(name="akiyo")`) to see the difference; the shipped model trained
+      for thousands of steps on more data: quality is compute and data, the mechanics are the same.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["14_against_classical_codecs"] = [
+    md(r"""
+    # 14 · Against classical codecs, frame by frame
+
+    Notebook 08 compared RD curves. Here the comparison is at **the same bytes**: for every cut k of one
+    encode, x264 and x265 (`veryslow`, `-tune psnr`, SEI removed: `progvc_lab.baselines`) at the CRF
+    whose file is closest in size (`rdeval.matched_baseline`), every decode scored by the same
+    `rdeval.score`: PSNR-Y, MS-SSIM and ST-LPIPS (shift-tolerant LPIPS, lower is better; chapter 08).
+    Then the frames side by side, and a BD-rate computed with your own function.
+    """),
+    SETUP,
+    code("""
+    from progvc_lab import baselines, perceptual
+    from progvc_lab.course import classical
+
+    have = [b for b in ("x264", "x265") if baselines.available(b)[0]]
+    use_perceptual = perceptual.st_lpips_available()[0]
+    print("baselines:", have or "none (install ffmpeg)", "| ST-LPIPS:", "yes" if use_perceptual else "no")
+    rows, frames = classical.same_bytes_ladder(codec, video, fps, ks=(3, 5, 6), baselines=have,
+                                               perceptual=use_perceptual)
+    print(classical.format_rows(rows))
+    """),
+    md(r"""
+    At k = 3 the baselines cannot get as small as our cut: CRF 51 is their lowest rate, so the row shows
+    what they spend there. Where they can match the bytes, compare the columns. The same frames side by
+    side, at the full stream's bytes:
+    """),
+    code("""
+    K = codec.quantizer.num_scales
+    classical.plot_frames_grid(video, frames[K], picks=(0, 4, 7))
+    """),
+    code("""
+    classical.plot_frames_grid(video, frames[5], picks=(4,))
+    """),
+    md(r"""
+    ## Exercise: Bjøntegaard's BD-rate, yourself
+
+    The average rate difference at equal quality (notebook 08's exercise did it at one PSNR). The classic
+    recipe: for each curve fit $\log R$ as a cubic polynomial in PSNR (`np.polyfit`), integrate both
+    (`np.polyint`) over the PSNR range **both** curves cover, and turn the mean difference into percent,
+    $\big(e^{\overline{\Delta \log R}} - 1\big)\cdot 100$ (negative: the test codec saves rate). The
+    check compares with `metrics.bd_rate(..., piecewise=False)`.
+    """),
+    code("""
+    import numpy as np
+
+    from progvc_lab.course import check_bd_rate_cubic, show_answer, show_solution
+
+    # EXERCISE (core): BD-rate in percent of the test curve against the anchor.
+    def bd_rate_cubic(anchor_rates, anchor_psnr, test_rates, test_psnr):
+        # your code here (about 8 lines)
+        raise NotImplementedError
+
+    check_bd_rate_cubic(bd_rate_cubic)
+    """, exercise=True),
+    stuck("bd_rate_cubic"),
+    md(r"""
+    Yours against the package's on real curves: x264 against x265 over a CRF ladder on these frames
+    (ours and the baselines rarely share a PSNR range at all, which `bd_rate_report` says instead of
+    extrapolating). The package's default integrates a monotone PCHIP interpolant rather than a cubic,
+    so the two differ a little:
+    """),
+    code("""
+    from progvc_lab.course import solutions
+    from progvc_lab.course.exercises import CHECKS
+    from progvc_lab.metrics import bd_rate_report, psnr_yuv
+
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        mine_fn = bd_rate_cubic if CHECKS["bd_rate_cubic"](bd_rate_cubic) else solutions.bd_rate_cubic
+    if len(have) == 2:
+        curves = {}
+        for b in have:
+            pts = [baselines.encode_decode(video, b, crf) for crf in (45, 40, 35, 30)]
+            curves[b] = ([p.bpp for p in pts], [psnr_yuv(video, p.decoded)["y"] for p in pts])
+        yours = mine_fn(*curves["x264"], *curves["x265"])
+        report = bd_rate_report(*curves["x264"], *curves["x265"])
+        print(f"x265 vs x264, PSNR-Y: your cubic BD-rate {yours:+.2f}%, the package's PCHIP {report['bd_rate']:+.2f}% "
+              f"({report['note'] or 'full overlap'})")
+        ours = [r for r in rows if r["codec"] == "ours"]
+        vs = bd_rate_report(*curves["x265"], [r["bpp"] for r in ours], [r["psnr-y"] for r in ours])
+        print(f"ours vs x265: {vs['bd_rate']} ({vs['note']})")
+    """),
+    md(r"""
+    **Stretch: question.** What do the baselines do better at the same bytes, and what can they not do
+    at all? (`show_answer("q14_same_bytes")`)
+
+    **Takeaways.**
+    - At equal bytes, frame by frame, x264 and x265 are far ahead of the tiny model on every metric
+      where they can match the bytes; below CRF 51's size they cannot match them.
+    - BD-rate is only defined where the curves share a quality range; the package says "no overlap"
+      rather than extrapolate, and uses PCHIP (monotone) instead of a cubic that can wiggle.
+    """),
+]
+
+# -----------------------------------------------------------------------------------------------------
+NB["15_capstone"] = [
+    md(r"""
+    # 15 · Capstone: your variant, its RD curve, its BD-rate, checked from your files
+
+    Add a variant (a mask, a window, a wider or narrower context model, a quantizer of your own from
+    notebook 12, ...), train it, and hand in a **submission folder** that anyone can check:
+
+    ```
+    submission.json   {"name", "clip", "frames", "variant", "rd": [{"k", "bytes", "psnr"}], "bd_rate_vs_shipped"}
+    model.pt          your codec (Codec.save)
+    stream.pgvc       your encode of the clip (default encoder options)
+    variant.py        optional: code that registers what model.pt needs (e.g. your mask)
+    ```
+
+    `progvc_lab.course.capstone.check_submission(folder)` (or `python -m progvc_lab.course.capstone
+    DIR`) re-encodes the clip with your model and demands exactly your stream, verifies the round trip,
+    recomputes every RD point from the truncated stream and the BD-rate against the shipped tiny model
+    (`metrics.bd_rate_report`). Numbers that your files do not reproduce fail. Below, a complete run with
+    a mask variant; replace it with yours.
+    """),
+    SETUP,
+    md("## Exercise: your variant (here: a mask; the check is notebook 11's)"),
+    code("""
+    from progvc_lab.course import check_safe_mask_design, show_solution, solutions
+
+    # EXERCISE (core): the mask of your variant (truncation safe, decodable, with temporal context).
+    def capstone_mask(num_frames, num_scales, window=1):
+        # your code here
+        raise NotImplementedError
+
+    check_safe_mask_design(capstone_mask)
+    """, exercise=True),
+    stuck("safe_mask_design"),
+    md("## Train it (briefly), write the submission, check it"),
+    code("""
+    import contextlib, io, tempfile
+    from pathlib import Path
+
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import capstone
+    from progvc_lab.course.exercises import CHECKS
+    from progvc_lab.course.training import train_context_model
+    from progvc_lab.stages import masks
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        mine = bool(CHECKS["safe_mask_design"](capstone_mask))
+    # a submission ships the code its model needs; until your mask passes, the reference design stands in
+    VARIANT = ("from progvc_lab.stages import masks\\n"
+               "from progvc_lab.course import solutions\\n"
+               "masks.register_mask('capstone_mask')(solutions.safe_mask_design)\\n")
+    if mine:
+        masks.register_mask("capstone_mask")(capstone_mask)   # then put your function's source in variant.py
+    else:
+        exec(VARIANT)
+    long_video, _ = sample_video(frames=30)
+    cm, log = train_context_model(codec, [long_video[8:]], mask="capstone_mask", steps=30)
+    variant_codec = Codec(codec.tokenizer, codec.quantizer, cm)
+    folder = Path(tempfile.mkdtemp(prefix="capstone_")) / "submission"
+    capstone.make_submission(variant_codec, folder, name="my first variant",
+                             variant="safe mask: own frame coarser-or-equal + same and next-coarser scale of t-1",
+                             variant_code=VARIANT)
+    print((folder / "submission.json").read_text())
+    """),
+    code("""
+    report = capstone.check_submission(folder)
+    print("PASSED" if report else "FAILED")
+    """),
+    md("A number the files do not reproduce is caught:"),
+    code("""
+    import json
+
+    doc = json.loads((folder / "submission.json").read_text())
+    doc["rd"][-1]["psnr"] += 1.0                    # "improve" the result by hand
+    (folder / "submission.json").write_text(json.dumps(doc))
+    print("PASSED" if capstone.check_submission(folder) else "FAILED")
+    """),
+    md(r"""
+    **What to hand in.** Your folder, and a paragraph: what you changed, what you expected, the RD
+    curve against the shipped model (`plot_rd_curve`) and the BD-rate, and whether 30 (or 300) steps are
+    enough to tell. Ideas: a window W = 2, InfinityStar-style sparse attention made safe, a bitwise (BSQ)
+    quantizer written as a stage (notebook 12's interface), a context model of another width, a learned
+    copy gate. The checker does not judge the idea; it makes sure the numbers are real.
+    """),
 ]
 
 

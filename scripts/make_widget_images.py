@@ -85,16 +85,18 @@ def main(argv=None) -> int:
           f"{'random (untrained)' if 'demo_warning' in codec.meta else 'tiny'}, K = {K}")
 
     # token pyramid explorer
-    save(figures.plot_token_pyramid(S.tokens, t, codec.quantizer.codebook_size), args.out / "token_pyramid.png")
+    save(figures.plot_token_pyramid(S.tokens, t, codec.quantizer.codebook_size,
+                                       codebook=codec.quantizer.codebook.weight), args.out / "token_pyramid.png")
     save(figures.plot_partial_reconstructions(codec, S.tokens, S.latent_hw, S.size, t, original=video[t]),
          args.out / "partial_reconstructions.png")
     save(figures.plot_scale_step(video[t], S.tokens[k - 1][t], S.recon_frame(k, t), k - 1,
-                                 codec.quantizer.codebook_size), args.out / "scale_step.png")
+                                 codec.quantizer.codebook_size, codebook=codec.quantizer.codebook.weight),
+         args.out / "scale_step.png")
     # mask explorer
     for name in ("var", "infinitystar", "progvc_sparse"):
         save(figures.plot_mask(name, 3, 4, 1), args.out / f"mask_{name}.png")
     # truncation explorer
-    save(figures.plot_bits_per_scale(S.bytes_per_scale, k), args.out / "bits_per_scale.png")
+    save(figures.plot_bits_per_scale(S.bytes_per_scale, k, file_bytes=(len(S.truncated(k)), len(S.data))), args.out / "bits_per_scale.png")
     save(figures.plot_rd_curve(S.rd_points(), highlight=k), args.out / "rd_curve.png")
     # bits heatmap explorer
     save(figures.plot_bits_heatmap(S.bits_maps, t), args.out / "bits_heatmap.png")

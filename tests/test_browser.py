@@ -264,8 +264,15 @@ def test_explorer_app_in_voila(tmp_path):
         safe = page.locator(".pgvc-mask-summary .pgvc-safe").first
         safe.wait_for(state="visible", timeout=STEP_TIMEOUT_MS)
         assert safe.inner_text() == "yes"  # progvc_sparse
+        assert page.locator(".pgvc-mask-summary .pgvc-violations").first.inner_text() == "0"
+        picture_safe = page.locator("img.pgvc-mask-figure").first.get_attribute("src")
         page.locator(".pgvc-masks select").first.select_option("var")
         page.wait_for_function("() => document.querySelector('.pgvc-mask-summary .pgvc-safe')"
                                "?.textContent === 'no'", timeout=STEP_TIMEOUT_MS)
+        # the safety highlighting: var's unsafe edges are counted and drawn (in red) in a new picture
+        violations = int(page.locator(".pgvc-mask-summary .pgvc-violations").first.inner_text())
+        assert violations > 0
+        assert "red in the picture" in page.locator(".pgvc-mask-summary").first.inner_text()
+        assert page.locator("img.pgvc-mask-figure").first.get_attribute("src") != picture_safe
         shoot(page, tmp_path, "voila_masks")
         assert page.get_by_text("import explorer_app").count() == 0, "Voila shows the notebook's code"

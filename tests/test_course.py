@@ -135,6 +135,23 @@ def test_logits_to_cdf_mistakes(capsys):
 
     _fails_with(course.check_logits_to_cdf, last_tie, "FIRST most likely", capsys)
 
+    def float32_softmax(logits):  # the issue's finding: this used to pass
+        L, V = logits.shape
+        p = torch.softmax(logits.float(), -1)
+        freq = torch.floor(p * ((1 << 16) - V)).long() + 1
+        freq[torch.arange(L), p.argmax(-1)] += (1 << 16) - freq.sum(-1)
+        return torch.cat([torch.zeros(L, 1, dtype=torch.long), freq.cumsum(-1)], -1)
+
+    _fails_with(course.check_logits_to_cdf, float32_softmax, "float32", capsys)
+
+
+def test_float32_softmax_really_changes_counts():
+    """The check's float32 case is not vacuous: at V = 512 some rows differ from the codec's CDF."""
+    logits = torch.randn(1024, 512, generator=torch.Generator().manual_seed(44))
+    f32 = exercises._floor_cdf(torch.softmax(logits.float(), -1))
+    assert torch.equal(exercises._floor_cdf(torch.softmax(logits.double(), -1)), package_cdf(logits))
+    assert 0 < int((f32 != package_cdf(logits)).any(1).sum()) < 1024
+
 
 def test_bpp_ladder_mistakes(capsys):
     def no_header(per_scale, header, T, H, W):
@@ -179,6 +196,24 @@ def test_top_k_filter_mistakes(capsys):
         return torch.full_like(logits, float("-inf")) if k == 0 else solutions.top_k_filter(logits, k)
 
     _fails_with(course.check_top_k_filter, zero_means_nothing, "no filter", capsys)
+
+    def exactly_k_indices(logits, k):  # drops logits tied with the k-th: the sampler keeps them
+        if k <= 0 or k >= logits.shape[-1]:
+            return logits.clone()
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(k, -1).indices, True)
+        return logits.masked_fill(~keep, float("-inf"))
+
+    _fails_with(course.check_top_k_filter, exactly_k_indices, "ties", capsys)
+
+
+def test_top_k_solution_matches_the_sampler_on_ties():
+    from progvc_lab.stages.sampler import DetailSampler
+
+    logits = torch.tensor([[2.0, 1.0, 1.0, 0.0, 1.0, -1.0]])
+    kth = logits.topk(2, dim=-1).values[:, -1:]
+    sampler_keeps = ~(logits < kth)          # DetailSampler.choose masks logits < the k-th value
+    assert torch.equal(torch.isfinite(solutions.top_k_filter(logits, 2)), sampler_keeps)
+    assert int(sampler_keeps.sum()) == 4 and DetailSampler is not None
 
 
 def test_unigram_bits_mistakes(capsys):
@@ -316,3 +351,462 @@ def test_coder_call_overhead_is_a_few_bits():
     rows = course.coder_call_overhead(lengths=(1, 64), repeats=5)
     assert [r["symbols"] for r in rows] == [1, 64]
     assert all(0 <= r["overhead_bits"] < 40 for r in rows)
+
+
+# ---- the figures the course fixed: meaningful token colours, file-based savings, log rate axis ---------------
+def test_code_colours_follow_the_code_vectors_not_the_ids():
+    from progvc_lab.viz.figures import code_colours
+
+    gen = torch.Generator().manual_seed(0)
+    book = torch.randn(64, 16, generator=gen)
+    book[1] = book[0] + 1e-3                       # two nearly equal codes
+    rgb = code_colours(book)
+    assert rgb.shape == (64, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    d_same = abs(rgb[0] - rgb[1]).max()
+    d_typical = float(torch.as_tensor(abs(rgb[None] - rgb[:, None])).amax(-1).median())
+    assert d_same < 0.05 * d_typical
+    perm = torch.randperm(64, generator=gen)         # relabelling the ids permutes the colours with them
+    assert abs(code_colours(book[perm]) - rgb[perm.numpy()]).max() < 1e-9
+
+
+def test_bits_per_scale_title_counts_the_file():
+    from progvc_lab.viz.figures import plot_bits_per_scale
+
+    fig = plot_bits_per_scale([10, 20, 300], k=1, file_bytes=(60, 400))
+    assert "85.0% smaller" in fig.axes[0].get_title()
+    assert "of the chunk bits" in plot_bits_per_scale([10, 20, 300], k=1).axes[0].get_title()
+
+
+def test_rd_curve_has_a_log_rate_axis():
+    from progvc_lab.viz.figures import plot_rd_curve
+
+    assert plot_rd_curve([(0.002, 11.0), (0.01, 16.0), (0.1, 21.0)]).axes[0].get_xscale() == "log"
+
+
+# ---- 10 arithmetic coding -------------------------------------------------------------------------------------
+def test_a_forgotten_return_is_named(capsys):
+    def forgot(low, high, lo, hi, total):
+        span = high - low + 1
+        low, high = low + span * lo // total, low + span * hi // total - 1   # ... and no return
+
+    _fails_with(course.check_interval_update, forgot, "forget the `return`", capsys)
+    _fails_with(course.check_top_k_filter, lambda logits, k: None, "forget the `return`", capsys)
+
+
+def test_interval_update_mistakes(capsys):
+    def no_minus_one(low, high, lo, hi, total):
+        span = high - low + 1
+        return low + span * lo // total, low + span * hi // total
+
+    def span_without_plus_one(low, high, lo, hi, total):
+        span = high - low
+        return low + span * lo // total, low + span * hi // total - 1
+
+    def rounding(low, high, lo, hi, total):
+        span = high - low + 1
+        return low + round(span * lo / total), low + round(span * hi / total) - 1
+
+    def swapped(low, high, lo, hi, total):
+        return solutions.interval_update(low, high, lo, hi, total)[::-1]
+
+    _fails_with(course.check_interval_update, no_minus_one, "INCLUSIVE", capsys)
+    _fails_with(course.check_interval_update, span_without_plus_one, "high - low + 1", capsys)
+    _fails_with(course.check_interval_update, rounding, "round()", capsys)
+    _fails_with(course.check_interval_update, swapped, "swapped", capsys)
+    _fails_with(course.check_interval_update, lambda *a: list(solutions.interval_update(*a)), "pair", capsys)
+
+
+def test_decode_symbol_mistakes(capsys):
+    def target_off_by_one(value, low, high, row, total):
+        target = (value - low) * total // (high - low + 1)
+        return max(v for v in range(len(row) - 1) if row[v] <= target)
+
+    def first_above(value, low, high, row, total):   # the symbol AFTER the right one
+        target = ((value - low + 1) * total - 1) // (high - low + 1)
+        return min(v for v in range(len(row)) if row[v] > target)
+
+    def forgets_low(value, low, high, row, total):
+        target = ((value + 1) * total - 1) // (high - low + 1)
+        return max(v for v in range(len(row) - 1) if row[v] <= min(target, total - 1))
+
+    def first_equal_count(value, low, high, row, total):   # ignores empty symbols: picks a 0-count id
+        target = ((value - low + 1) * total - 1) // (high - low + 1)
+        return min(v for v in range(len(row) - 1) if row[v] <= target and row[v + 1] >= target)
+
+    _fails_with(course.check_decode_symbol, target_off_by_one, "LARGEST", capsys)
+    for wrong in (first_above, forgets_low, first_equal_count):
+        _fails_with(course.check_decode_symbol, wrong, "decode_symbol: ", capsys)
+    _fails_with(course.check_decode_symbol, lambda *a: float(solutions.decode_symbol(*a)), "one int", capsys)
+
+
+def test_our_coder_writes_torchacs_bytes_and_keeps_its_bound():
+    from progvc_lab.course import arithmetic as A
+    from progvc_lab.stages.entropy import get_coder, logits_to_cdf, model_bits
+
+    gen = torch.Generator().manual_seed(5)
+    ours, torchac = A.ArithmeticCoder(), get_coder("torchac")
+    for L, V, scale in [(1, 512, 3.0), (3, 4, 0.1), (250, 512, 3.0), (500, 32, 6.0)]:
+        logits = torch.randn(L, V, generator=gen) * scale
+        cdf = logits_to_cdf(logits)
+        sym = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+        data = ours.encode(cdf, sym)
+        assert data == torchac.encode(cdf, sym)
+        assert torch.equal(ours.decode(cdf, data), sym) and torch.equal(torchac.decode(cdf, data), sym)
+        assert 8 * len(data) <= A.bound_bits(model_bits(cdf, sym), L) + 7
+        one = A.StreamingCoder(ours).encode_blocks([(cdf[i:i + 1], sym[i:i + 1]) for i in range(L)])
+        assert one == data          # the blocks of a chunk as one string = one call
+
+
+def test_one_moved_count_desynchronises_and_the_crc_catches_it():
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import arithmetic as A
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+    from progvc_lab.stages.entropy import logits_to_cdf
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, 512, generator=gen) * 3
+    cdf = logits_to_cdf(logits)
+    sym = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(1)
+    coder = A.ArithmeticCoder()
+    data = coder.encode(cdf, sym)
+    bad = coder.decode(A.move_one_count(cdf, 50, int(sym[50])), data) != sym
+    assert not bad[:50].any() and int(bad.sum()) > 20           # right up to the change, garbage after
+    moved = A.move_one_count(cdf, 0)
+    assert int(moved[0, -1]) == 1 << 16 and int((moved[:, 1:] - moved[:, :-1]).min()) >= 1
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
+    video = torch.rand(2, 3, 48, 64)
+    stream = codec.encode(video, coder="torchac")      # one string per block
+    tokens, _ = codec.decode_tokens(stream)
+    A.register()
+    ours_stream = codec.encode(video, coder="course_ac")  # the codec codes with our coder, and decodes it
+    assert bitstream.read_stream(ours_stream).chunks == bitstream.read_stream(stream).chunks
+    assert torch.equal(codec.decode(ours_stream), codec.decode(stream))
+    with pytest.raises(ValueError, match="one string per block"):
+        A.decode_tokens(codec, codec.encode(video), coder)
+    mine = A.decode_tokens(codec, stream, coder)
+    assert all(torch.equal(a, b) for a, b in zip(mine, tokens))
+    blocks = 2 * len(tokens)
+    caught = 0
+    for call in range(blocks - 4, blocks):        # the finest scale's blocks: long enough to desynchronise
+        with coder.tampered(call=call, row=0):
+            try:
+                A.decode_tokens(codec, stream, coder)
+            except bitstream.BitstreamError as e:
+                assert "CRC" in str(e)
+                caught += 1
+    assert caught >= 1
+
+
+def test_written_questions_have_answers(capsys):
+    for name in solutions.ANSWERS:
+        course.show_answer(name)
+        assert len(capsys.readouterr().out) > 100
+    with pytest.raises(KeyError, match="no written question"):
+        course.show_answer("nope")
+
+
+# ---- 11 unsafe masks -----------------------------------------------------------------------------------------
+def test_is_truncation_safe_mistakes(capsys):
+    def s_of(B, K):
+        return torch.arange(B) % K
+
+    def transposed(m, K):              # flags reading a COARSER scale instead
+        s = s_of(m.shape[0], K)
+        return not bool((m & (s[None, :] < s[:, None])).any())
+
+    def same_frame_only(m, K):         # forgets the previous frames
+        s, t = s_of(m.shape[0], K), torch.arange(m.shape[0]) // K
+        return not bool((m & (s[None, :] > s[:, None]) & (t[None, :] == t[:, None])).any())
+
+    def strict(m, K):                  # counts reading the same scale as unsafe
+        s = s_of(m.shape[0], K)
+        return not bool((m & (s[None, :] >= s[:, None])).any())
+
+    def scale_major_ids(m, K):         # numbers blocks s * T + t
+        T = m.shape[0] // K
+        s = torch.arange(m.shape[0]) // T
+        return not bool((m & (s[None, :] > s[:, None])).any())
+
+    def as_tensor(m, K):
+        s = s_of(m.shape[0], K)
+        return m & (s[None, :] > s[:, None])
+
+    _fails_with(course.check_is_truncation_safe, transposed, "COARSER scale is fine", capsys)
+    _fails_with(course.check_is_truncation_safe, same_frame_only, "in another frame", capsys)
+    _fails_with(course.check_is_truncation_safe, strict, "SAME or a COARSER", capsys)
+    _fails_with(course.check_is_truncation_safe, scale_major_ids, "frame-major", capsys)
+    _fails_with(course.check_is_truncation_safe, as_tensor, "ONE bool", capsys)
+
+
+def test_safe_mask_design_mistakes(capsys):
+    _fails_with(course.check_safe_mask_design, lambda T, K, W: build_mask("var", T, K, W), "not truncation safe", capsys)
+    _fails_with(course.check_safe_mask_design, lambda T, K, W: build_mask("infinitystar", T, K, W), "not truncation safe",
+                capsys)
+    intra = lambda T, K, W: solutions.safe_mask_design(T, K, W) & (
+        torch.arange(T * K)[:, None] // K == torch.arange(T * K)[None, :] // K)
+    _fails_with(course.check_safe_mask_design, intra, "temporal context", capsys)
+    no_diag = lambda T, K, W: solutions.safe_mask_design(T, K, W) & ~torch.eye(T * K, dtype=torch.bool)
+    _fails_with(course.check_safe_mask_design, no_diag, "itself", capsys)
+
+    def future(T, K, W):
+        m = solutions.safe_mask_design(T, K, W).clone()
+        if T > 1:
+            m[0, K] = True            # frame 0 reads frame 1 (same scale 0: safe, but not decodable)
+        return m
+
+    _fails_with(course.check_safe_mask_design, future, "LATER frame", capsys)
+    _fails_with(course.check_safe_mask_design, lambda T, K, W: solutions.safe_mask_design(T, K, W).int(), "bool", capsys)
+    # progvc_sparse itself is a valid design too
+    assert course.check_safe_mask_design(lambda T, K, W: build_mask("progvc_sparse", T, K, W))
+
+
+def test_solution_agrees_with_the_package_on_random_masks():
+    from progvc_lab.stages.masks import is_truncation_safe
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        K = int(torch.randint(1, 5, (1,), generator=gen))
+        m = torch.rand(3 * K, 3 * K, generator=gen) < 0.2
+        assert solutions.is_truncation_safe(m, K) == is_truncation_safe(m, K)
+
+
+def test_var_frame_major_cut_diverges_and_progvc_sparse_does_not():
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import unsafe
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=3)
+    video = torch.rand(3, 3, 48, 64)
+    safe = unsafe.frame_major_cut(codec, video, "progvc_sparse", k=2)
+    assert safe["first_wrong"] is None and bool((safe["agree_T"] == 1).all()) and not safe["violations"]
+    var = unsafe.frame_major_cut(codec, video, "var", k=2)
+    assert var["violations"] and var["first_wrong"] is not None and var["first_wrong"][0] >= 1
+    assert float(var["agree_T"][0]) == 1.0                       # frame 0 reads only its own coarser scales
+    assert ((1, 0), (0, 2)) in var["violations"]
+
+
+def test_a_course_trained_context_model_makes_a_working_codec():
+    from progvc_lab import bitstream
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.training import train_context_model
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=3)
+    video = torch.rand(4, 3, 32, 48)
+    seen = []
+    cm, log = train_context_model(codec, [video], steps=6, width=16, depth=1, heads=2, log_every=3,
+                                  val_videos=[video[:3]], on_log=seen.append)
+    assert [e["step"] for e in log] == [3, 6] and seen == log
+    assert log[-1]["train_bits"] < 5.0 + 1e-9 + math.log2(32) and len(log[-1]["val_bits_per_scale"]) == 6
+    codec2 = Codec(codec.tokenizer, codec.quantizer, cm, gop=3)
+    data = codec2.encode(video[:3])
+    assert codec2.decode(bitstream.truncate(data, 2)).shape == (3, 3, 32, 48)
+
+
+# ---- 12 build a stage ------------------------------------------------------------------------------------------
+def test_expected_code_mistakes(capsys):
+    no_transpose = lambda p, book, size: (p.to(book.dtype) @ book).reshape(book.shape[1], *size)
+    argmax = lambda p, book, size: book[p.argmax(1)].T.reshape(book.shape[1], *size)
+    codebook_mean = lambda p, book, size: book.mean(0)[:, None, None].expand(book.shape[1], *size).clone()
+    channels_last = lambda p, book, size: (p.to(book.dtype) @ book).reshape(*size, book.shape[1])
+    _fails_with(course.check_expected_code, no_transpose, "positions and channels", capsys)
+    _fails_with(course.check_expected_code, argmax, "argmax", capsys)
+    _fails_with(course.check_expected_code, codebook_mean, "plain mean", capsys)
+    _fails_with(course.check_expected_code, channels_last, "wrong shape", capsys)
+
+
+def test_residual_tokenize_mistakes(capsys):
+    from progvc_lab.stages.quantizer import area_down, upsample
+
+    def no_subtraction(q, f):
+        return [q.nearest_code(area_down(f, size)) for size in q.schedule(tuple(f.shape[-2:]))]
+
+    def without_phi(q, f):
+        hw, rest, out = tuple(f.shape[-2:]), f, []
+        for s, size in enumerate(q.schedule(hw)):
+            idx = q.nearest_code(area_down(rest, size))
+            rest = rest - upsample(q.codebook(idx).permute(0, 3, 1, 2), hw)
+            out.append(idx)
+        return out
+
+    def full_size(q, f):
+        return [q.nearest_code(f) for _ in range(q.num_scales)]
+
+    _fails_with(course.check_residual_tokenize, no_subtraction, "subtract what each scale adds", capsys)
+    _fails_with(course.check_residual_tokenize, without_phi, "phi_s", capsys)
+    _fails_with(course.check_residual_tokenize, full_size, "area-down", capsys)
+    _fails_with(course.check_residual_tokenize, lambda q, f: solutions.residual_tokenize(q, f)[:-1], "list of", capsys)
+
+
+def test_residual_tokens_to_latent_mistakes(capsys):
+    f = solutions.residual_tokens_to_latent
+    all_scales = lambda q, tok, hw, upto: f(q, tok, hw, len(tok))
+    one_more = lambda q, tok, hw, upto: f(q, tok, hw, min(upto + 1, len(tok)))
+
+    def reversed_order(q, tok, hw, upto):       # the same sum, fine to coarse: not bit-identical
+        out = torch.zeros(tok[0].shape[0], q.latent_dim, *hw)
+        for s in reversed(range(upto)):
+            out = out + q.scale_contribution(tok[s], s, hw)
+        return out
+
+    def in_float64(q, tok, hw, upto):
+        out = torch.zeros(tok[0].shape[0], q.latent_dim, *hw, dtype=torch.float64)
+        for s in range(upto):
+            out = out + q.scale_contribution(tok[s], s, hw).double()
+        return out.float()
+
+    _fails_with(course.check_residual_tokens_to_latent, all_scales, "ALL scales", capsys)
+    _fails_with(course.check_residual_tokens_to_latent, one_more, "off by one", capsys)
+    _fails_with(course.check_residual_tokens_to_latent, reversed_order, "bit-identical", capsys)
+    _fails_with(course.check_residual_tokens_to_latent, in_float64, "bit-identical", capsys)
+
+
+def test_the_built_stage_codes_like_the_package(capsys):
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.build_stage import StudentQuantizer, fill_quality
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2), gop=2)
+    video = torch.rand(2, 3, 32, 48)
+    assert course.check_stage_in_codec(codec, video, 25, solutions.residual_tokenize,
+                                       solutions.residual_tokens_to_latent)
+
+    def sloppy(q, tok, hw, upto):
+        out = torch.zeros(tok[0].shape[0], q.latent_dim, *hw)
+        for s in reversed(range(upto)):
+            out = out + q.scale_contribution(tok[s], s, hw)
+        return out
+
+    capsys.readouterr()
+    result = course.check_stage_in_codec(codec, video, 25, solutions.residual_tokenize, sloppy)
+    out = capsys.readouterr().out
+    assert not result and ("bit-identical" in out or "decodes" in out or "differ" in out), out
+
+    def forgot(q, f):
+        solutions.residual_tokenize(q, f)
+
+    _fails_with(lambda fn: course.check_stage_in_codec(codec, video, 25, fn, solutions.residual_tokens_to_latent),
+                forgot, "forget the `return`", capsys)
+    # the student's expected code, plugged in, is the package's mean fill
+    q = StudentQuantizer(codec.quantizer, expected_code=solutions.expected_code)
+    mine = Codec(codec.tokenizer, q, codec.context_model, gop=2)
+    rows_mine = fill_quality(mine, video, 25, ks=(2,))
+    rows_ref = fill_quality(codec, video, 25, ks=(2,))
+    assert [r["sampler"] for r in rows_mine] == ["zero", "mean"]
+    assert all(math.isclose(a["psnr"], b["psnr"], rel_tol=1e-6) for a, b in zip(rows_mine, rows_ref))
+
+
+# ---- 13 train from scratch ------------------------------------------------------------------------------------
+def test_codebook_perplexity_mistakes(capsys):
+    def entropy(c):
+        p = c.double() / c.sum()
+        p = p[p > 0]
+        return float(-(p * p.log()).sum())
+
+    def with_zeros(c):
+        p = c.double() / c.sum()
+        return float(torch.exp(-(p * p.log()).sum()))
+
+    _fails_with(course.check_codebook_perplexity, entropy, "that is the entropy", capsys)
+    _fails_with(course.check_codebook_perplexity, with_zeros, "NaN", capsys)
+    _fails_with(course.check_codebook_perplexity, lambda c: float((c > 0).sum()), "used at all", capsys)
+    _fails_with(course.check_codebook_perplexity, lambda c: math.exp(entropy(c) / math.log(2)), "mixes bases", capsys)
+
+
+def test_bits_per_token_mistakes(capsys):
+    f = solutions.bits_per_token
+    nats = lambda lg, t: float(F.cross_entropy(lg.transpose(1, 2), t))
+    total = lambda lg, t: f(lg, t) * t.numel()
+    wrong_axis = lambda lg, t: float(-torch.log_softmax(lg, 1).gather(-1, t.unsqueeze(-1)).mean() / math.log(2))
+    _fails_with(course.check_bits_per_token, nats, "nats", capsys)
+    _fails_with(course.check_bits_per_token, total, "total", capsys)
+    _fails_with(course.check_bits_per_token, lambda lg, t: -f(lg, t), "sign", capsys)
+    _fails_with(course.check_bits_per_token, wrong_axis, "LAST axis", capsys)
+    _fails_with(course.check_bits_per_token, lambda lg, t: torch.tensor([f(lg, t)] * 2), "one number", capsys)
+
+
+def test_stage1_loop_trains_and_makes_a_codec():
+    from progvc_lab.codec import Codec
+    from progvc_lab.course.training import LivePlot, train_context_model, train_stage1
+
+    torch.manual_seed(0)
+    video = torch.rand(4, 3, 48, 64)
+    plot = LivePlot({"psnr": ["train_psnr"]})
+    tok, q, log = train_stage1([video], steps=4, crop=32, batch_size=2, width=8, max_width=16, codebook_size=16,
+                               num_scales=3, log_every=2, val_video=video[:2], on_log=plot)
+    assert [e["step"] for e in log] == [2, 4] and len(log[-1]["val_psnr"]) == 3 and plot.figure is not None
+    codec = Codec(tok, q, train_context_model(Codec(tok, q, __import__("progvc_lab").stages.ContextModel(
+        codebook_size=16, latent_dim=q.latent_dim, num_scales=3, width=16, depth=1, heads=2)), [video], steps=2,
+        width=16, depth=1, heads=2)[0], gop=2)
+    assert codec.decode(codec.encode(video[:2])).shape == (2, 3, 48, 64)
+
+
+# ---- 14 against classical codecs ---------------------------------------------------------------------------------
+def test_bd_rate_cubic_mistakes(capsys):
+    import numpy as np
+
+    f = solutions.bd_rate_cubic
+    _fails_with(course.check_bd_rate_cubic, lambda *a: f(*a) / 100, "fraction", capsys)
+    _fails_with(course.check_bd_rate_cubic, lambda ar, aq, tr, tq: f(tr, tq, ar, aq), "swapped", capsys)
+    _fails_with(course.check_bd_rate_cubic, exercises._bd_linear_rate, "log(rate)", capsys)
+    _fails_with(course.check_bd_rate_cubic, exercises._bd_full_range, "BOTH curves", capsys)
+    _fails_with(course.check_bd_rate_cubic, lambda *a: np.array([f(*a)] * 2), "one number", capsys)
+
+
+def test_bd_rate_cubic_is_close_to_the_packages_pchip_report():
+    from progvc_lab.metrics import bd_rate_report
+
+    ar, aq = [0.1, 0.2, 0.4, 0.8], [30.0, 33.0, 35.5, 37.5]
+    tr, tq = [0.08, 0.16, 0.32, 0.64], [30.2, 33.1, 35.6, 37.7]
+    report = bd_rate_report(ar, aq, tr, tq)
+    assert abs(solutions.bd_rate_cubic(ar, aq, tr, tq) - report["bd_rate"]) < 1.5
+
+
+def test_format_rows_marks_unmatched_baselines():
+    from progvc_lab.course import classical
+
+    rows = [{"k": 3, "codec": "ours", "bytes": 115, "crf": None, "matched": True, "psnr-y": 16.2,
+             "ms-ssim-rgb": 0.3, "st-lpips": None},
+            {"k": 3, "codec": "x264", "bytes": 454, "crf": 51, "matched": False, "psnr-y": 22.0,
+             "ms-ssim-rgb": None, "st-lpips": 0.46}]
+    text = classical.format_rows(rows)
+    assert "cannot get this small" in text and "n/a" in text and text.count("\n") == 2
+
+
+# ---- capstone checker ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_capstone_checker_reproduces_a_submission_and_catches_a_wrong_number(tmp_path, capsys):
+    import json
+
+    from progvc_lab.codec import Codec
+    from progvc_lab.course import capstone
+    from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer
+    from progvc_lab.stages import masks
+
+    masks.register_mask("capstone_test_mask")(solutions.safe_mask_design)
+    torch.manual_seed(0)
+    codec = Codec(ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32),
+                  ContextModel(codebook_size=32, width=16, depth=1, heads=2, mask="capstone_test_mask"))
+    code = ("from progvc_lab.stages import masks\nfrom progvc_lab.course import solutions\n"
+            "masks.register_mask('capstone_test_mask')(solutions.safe_mask_design)\n")
+    folder = capstone.make_submission(codec, tmp_path / "sub", "test", "a safe mask", frames=2, variant_code=code)
+    report = capstone.check_submission(folder)
+    assert report, "\n".join(report.lines)
+    doc = json.loads((folder / "submission.json").read_text())
+    doc["rd"][2]["psnr"] += 0.5                      # a number that the files do not reproduce
+    (folder / "submission.json").write_text(json.dumps(doc))
+    report = capstone.check_submission(folder, quiet=True)
+    assert not report and any(line.startswith("FAIL  k=3") for line in report.lines)
+    (folder / "stream.pgvc").write_bytes(b"PGVC")    # a stream the model did not make
+    assert not capstone.check_submission(folder, quiet=True)
+    assert capstone.main([]) == 2

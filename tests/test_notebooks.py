@@ -1,4 +1,4 @@
-"""The notebooks: committed without outputs, each 01..09 with a checked exercise (fast), and every one
+"""The notebooks: committed without outputs, each 01..15 with a checked exercise (fast), and every one
 executing top to bottom without an error (slow; run in a temporary copy, never writing into the repo)."""
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 COURSE = ["00_quick_start", "01_video_and_tokenizer", "02_multiscale_quantizer", "03_context_model_and_masks",
           "04_entropy_coding", "05_progressive_truncation", "06_detail_sampler", "07_swapping_a_stage",
-          "08_evaluation", "09_temporal_copy_and_rdo"]
+          "08_evaluation", "09_temporal_copy_and_rdo", "10_arithmetic_coding",
+          "11_unsafe_masks", "12_build_a_stage",
+          "13_train_from_scratch", "14_against_classical_codecs",
+          "15_capstone"]
 ALL_NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TIMEOUT_S = 300
 
@@ -113,3 +116,29 @@ def test_tutorial_figures_exist_and_are_small():
             assert path.is_file(), f"{chapter.name} shows {ref}, which does not exist (scripts/make_tutorial_figures.py)"
     for png in (TUTORIALS / "figures").glob("*.png"):
         assert png.stat().st_size < 200_000, f"{png.name} is {png.stat().st_size} bytes; keep figures under 200 KB"
+
+
+def test_tutorial_numbers_come_from_numbers_json():
+    """Every number a chapter quotes between <!-- n:KEY --> markers is what numbers.json holds
+    (scripts/tutorial_numbers.py writes them; a typed or stale number fails here)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tutorial_numbers
+
+    if not tutorial_numbers.NUMBERS.is_file():
+        pytest.skip("tutorials/figures/numbers.json not present")
+    stale = tutorial_numbers.stale_chapters()
+    assert not stale, f"chapters with stale numbers: {stale} (run scripts/tutorial_numbers.py)"
+    marked = sum(len(tutorial_numbers.MARKER.findall(p.read_text())) for p in TUTORIALS.glob("*.md"))
+    assert marked >= 30, f"only {marked} generated numbers in the tutorials"
+    assert "at the time of writing" not in "".join(p.read_text() for p in TUTORIALS.glob("*.md"))
+
+
+def test_tutorial_numbers_fill_and_detect_a_stale_value():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tutorial_numbers as tn
+
+    numbers = {"rd": [{"psnr": 17.678}], "m": {"a b": 0.27}}
+    text = "at <!-- n:rd.0.psnr:.1f -->99.0<!-- /n --> dB, <!-- n:m.a b:.0% -->1%<!-- /n -->"
+    assert tn.fill(text, numbers) == "at <!-- n:rd.0.psnr:.1f -->17.7<!-- /n --> dB, <!-- n:m.a b:.0% -->27%<!-- /n -->"
+    with pytest.raises(KeyError, match="no entry 'nope'"):
+        tn.fill("<!-- n:nope -->1<!-- /n -->", numbers, "x.md")

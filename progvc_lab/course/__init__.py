@@ -25,8 +25,14 @@ from .exercises import CHECKS, CheckResult  # noqa: F401
 from .exercises import (check_area_down_by, check_bpp_ladder, check_copy_mixture, check_logits_to_cdf,  # noqa: F401
                         check_mean_psnr, check_nearest_code, check_pad_to_stride, check_progvc_sparse_mask,
                         check_rate_saving_at_quality, check_rdo_choice, check_top_k_filter, check_unigram_bits)
+from .exercises import check_decode_symbol, check_interval_update  # noqa: F401
+from .exercises import check_is_truncation_safe, check_safe_mask_design  # noqa: F401
+from .exercises import (check_expected_code, check_residual_tokenize, check_residual_tokens_to_latent,  # noqa: F401
+                        check_stage_in_codec)
+from .exercises import check_bits_per_token, check_codebook_perplexity  # noqa: F401
+from .exercises import check_bd_rate_cubic  # noqa: F401
 
-__all__ = ["sample_video", "show_solution", "block_bytes", "coder_call_overhead", "coding_vs_training_logits",
+__all__ = ["sample_video", "show_solution", "show_answer", "block_bytes", "coder_call_overhead", "coding_vs_training_logits",
            "read_metrics",
            "ffmpeg_point", "Stopwatch", *[f"check_{n}" for n in CHECKS], "CHECKS", "CheckResult"]
 
@@ -45,6 +51,16 @@ def show_solution(name: str) -> None:
     if name not in solutions.ALL:
         raise KeyError(f"no exercise called {name!r}; exercises: {solutions.ALL}")
     print(inspect.getsource(getattr(solutions, name)))
+
+
+def show_answer(question: str) -> None:
+    """Print the model answer of a written question (``progvc_lab.course.solutions.ANSWERS``). Write
+    your own first: the notebooks ask each question in a markdown cell with its name."""
+    from . import solutions
+
+    if question not in solutions.ANSWERS:
+        raise KeyError(f"no written question called {question!r}; questions: {sorted(solutions.ANSWERS)}")
+    print(solutions.ANSWERS[question].strip())
 
 
 def block_bytes(data: bytes) -> np.ndarray:

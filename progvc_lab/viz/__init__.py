@@ -7,7 +7,7 @@
 >>> from progvc_lab.viz import load_demo_codec, truncation_explorer
 >>> truncation_explorer(load_demo_codec(), video)   # video (T, 3, H, W) in [0, 1], a few frames
 """
-from .figures import (figure_to_png, mask_summary, plot_bits_heatmap, plot_bits_per_scale, plot_mask,
+from .figures import (code_colours, figure_to_png, mask_summary, plot_bits_heatmap, plot_bits_per_scale, plot_mask,
                       plot_partial_reconstructions, plot_rd_curve, plot_sampler_comparison, plot_scale_step,
                       plot_token_pyramid, token_bits_maps)
 from .widgets import (ClipSession, Explorer, ExplorerApp, LambdaSweep, bits_heatmap_explorer, explorer_app,
@@ -15,7 +15,7 @@ from .widgets import (ClipSession, Explorer, ExplorerApp, LambdaSweep, bits_heat
                       token_pyramid_explorer, truncation_explorer)
 
 __all__ = [
-    "figure_to_png", "mask_summary", "plot_bits_heatmap", "plot_bits_per_scale", "plot_mask",
+    "code_colours", "figure_to_png", "mask_summary", "plot_bits_heatmap", "plot_bits_per_scale", "plot_mask",
     "plot_partial_reconstructions", "plot_rd_curve", "plot_sampler_comparison", "plot_scale_step",
     "plot_token_pyramid", "token_bits_maps",
     "ClipSession", "Explorer", "ExplorerApp", "bits_heatmap_explorer", "explorer_app", "load_clip",

@@ -6,7 +6,7 @@ its value) and nothing piles up in pyplot's figure list. ``figure_to_png`` turns
 
 ::
 
-    plot_token_pyramid(tokens, t)                 token ids of frame t, one panel per scale
+    plot_token_pyramid(tokens, t, codebook=...)   the tokens of frame t coloured by code vector, per scale
     plot_partial_reconstructions(codec, tokens, latent_hw, size, t)   frame t from k = 1..K scales
     plot_scale_step(original, token_map, recon, s)                    one scale: tokens, recon, residual
     plot_mask(name, num_frames, num_scales, window)                   block mask + cost + truncation safety
@@ -37,7 +37,7 @@ from matplotlib.patches import Patch
 
 from ..codec import deterministic
 from ..stages.entropy import symbol_bits
-from ..stages.masks import attention_cost, build_mask, is_truncation_safe
+from ..stages.masks import attention_cost, block_index, build_mask, is_truncation_safe
 from ..stages.quantizer import scale_schedule
 
 # Attention cost needs token counts per scale; without them the masks are compared on the scale
@@ -79,18 +79,50 @@ def _off(ax):
 
 
 # ---- tokens ----------------------------------------------------------------------------------------
-def plot_token_pyramid(tokens: Sequence[torch.Tensor], t: int = 0, codebook_size: int | None = None) -> Figure:
-    """The token maps of frame ``t``, one panel per scale (coarse to fine), coloured by token id."""
+def code_colours(codebook_VC) -> np.ndarray:
+    """An RGB colour per code (V, 3) in [0, 1]: the code vectors projected on their first three
+    principal components. Token ids are arbitrary labels (id 7 is not "between" 6 and 8), so a colour
+    map of ids shows nothing; here two tokens look alike exactly when their code vectors are alike."""
+    e_VC = torch.as_tensor(codebook_VC).detach().double().cpu()
+    e_VC = e_VC - e_VC.mean(0, keepdim=True)
+    _, _, v_CC = torch.linalg.svd(e_VC, full_matrices=False)
+    v_3C = v_CC[: min(3, v_CC.shape[0])]
+    v_3C = v_3C * v_3C.gather(1, v_3C.abs().argmax(1, keepdim=True)).sign()   # a fixed sign per component
+    proj_V3 = e_VC @ v_3C.T
+    if proj_V3.shape[1] < 3:
+        proj_V3 = torch.cat([proj_V3, torch.zeros(len(proj_V3), 3 - proj_V3.shape[1], dtype=proj_V3.dtype)], 1)
+    lo, hi = proj_V3.min(0).values, proj_V3.max(0).values
+    return ((proj_V3 - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+
+
+def _token_image(tok_hw, codebook_size, codebook, ax):
+    """Draw one token map: by code colour when the codebook is given, else by id (labelled as such)."""
+    tok = torch.as_tensor(tok_hw).cpu().numpy()
+    if codebook is not None:
+        return ax.imshow(code_colours(codebook)[tok], interpolation="nearest")
+    vmax = (codebook_size - 1) if codebook_size else max(int(tok.max()), 1)
+    return ax.imshow(tok, cmap="viridis", vmin=0, vmax=max(vmax, 1), interpolation="nearest")
+
+
+def plot_token_pyramid(tokens: Sequence[torch.Tensor], t: int = 0, codebook_size: int | None = None,
+                       codebook=None) -> Figure:
+    """The token maps of frame ``t``, one panel per scale (coarse to fine).
+
+    With ``codebook`` (V, C), e.g. ``codec.quantizer.codebook.weight``, each token is coloured by its
+    code vector (``code_colours``: similar colour = similar code); without it, by id, which only shows
+    where ids change."""
     K = len(tokens)
-    vmax = codebook_size - 1 if codebook_size else max(int(tok.max()) for tok in tokens)
     fig, axes = _new_figure(K, width=2.2, height=2.2)
     for s, (ax, tok) in enumerate(zip(axes[0], tokens)):
-        im = ax.imshow(tok[t].cpu().numpy(), cmap="viridis", vmin=0, vmax=max(vmax, 1), interpolation="nearest")
+        im = _token_image(tok[t], codebook_size or max(int(x.max()) for x in tokens) + 1, codebook, ax)
         h, w = tok.shape[-2:]
         ax.set_title(f"scale {s}: {h}x{w}", fontsize=9)
         _off(ax)
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="token id")
-    fig.suptitle(f"token pyramid of frame {t}", fontsize=10)
+    if codebook is None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="token id (arbitrary order)")
+        fig.suptitle(f"token pyramid of frame {t} (colour = id)", fontsize=10)
+    else:
+        fig.suptitle(f"token pyramid of frame {t} (colour = code vector, 3 principal components)", fontsize=10)
     return fig
 
 
@@ -120,17 +152,19 @@ def plot_partial_reconstructions(codec, tokens: Sequence[torch.Tensor], latent_h
     return fig
 
 
-def plot_scale_step(original, token_map_hw, recon, s: int, codebook_size: int | None = None) -> Figure:
-    """One step of the pyramid: the frame, the token map of scale ``s``, the reconstruction from
-    scales 0..s, and the residual |frame - reconstruction| those scales leave."""
+def plot_scale_step(original, token_map_hw, recon, s: int, codebook_size: int | None = None,
+                    codebook=None) -> Figure:
+    """One step of the pyramid: the frame, the token map of scale ``s`` (coloured by code vector
+    when ``codebook`` is given, see ``plot_token_pyramid``), the reconstruction from scales 0..s, and
+    the residual |frame - reconstruction| those scales leave."""
     fig, axes = _new_figure(4, width=2.6, height=2.4)
     ax_o, ax_t, ax_r, ax_e = axes[0]
     ax_o.imshow(as_image(original))
     ax_o.set_title("original", fontsize=9)
     tok = torch.as_tensor(token_map_hw).cpu().numpy()
-    vmax = (codebook_size - 1) if codebook_size else max(int(tok.max()), 1)
-    ax_t.imshow(tok, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
-    ax_t.set_title(f"tokens of scale {s} ({tok.shape[0]}x{tok.shape[1]})", fontsize=9)
+    _token_image(tok, codebook_size, codebook, ax_t)
+    what = "colour = code" if codebook is not None else "colour = id"
+    ax_t.set_title(f"tokens of scale {s} ({tok.shape[0]}x{tok.shape[1]}, {what})", fontsize=9)
     ax_r.imshow(as_image(recon))
     ax_r.set_title(f"scales 0..{s}: {_frame_psnr(recon, original):.1f} dB", fontsize=9)
     err_HW = (torch.as_tensor(original).float() - torch.as_tensor(recon).float()).abs().mean(0).numpy()
@@ -153,15 +187,19 @@ def mask_summary(name: str, num_frames: int, num_scales: int, window: int = 1,
     allowed_BB = build_mask(name, num_frames, num_scales, window)
     cost = attention_cost(allowed_BB, scale_lengths)
     var_cost = attention_cost(build_mask("var", num_frames, num_scales), scale_lengths)
+    _, s_B = block_index(num_frames, num_scales)
+    violations = int((allowed_BB & (s_B[None, :] > s_B[:, None])).sum())
     return {"allowed": allowed_BB, "cost": cost, "var_cost": var_cost, "ratio_to_var": cost / var_cost,
-            "truncation_safe": is_truncation_safe(allowed_BB, num_scales), "scale_lengths": list(scale_lengths)}
+            "truncation_safe": is_truncation_safe(allowed_BB, num_scales), "violations": violations,
+            "scale_lengths": list(scale_lengths)}
 
 
 def plot_mask(name: str, num_frames: int, num_scales: int, window: int = 1,
               scale_lengths: Sequence[int] | None = None) -> Figure:
     """The boolean block mask ``allowed[query, key]`` (frame-major blocks) as an image.
 
-    Thin lines separate blocks, thick lines frames. The title gives the attention cost (query-key
+    Thin lines separate blocks, thick lines frames; allowed pairs whose key is at a FINER scale than the
+    query (the edges that make a mask unsafe to cut) are red. The title gives the attention cost (query-key
     token pairs for ``scale_lengths[s]`` tokens per scale; default: a QCIF frame at stride 8) and
     whether a finished stream may be cut after any scale.
     """
@@ -172,6 +210,14 @@ def plot_mask(name: str, num_frames: int, num_scales: int, window: int = 1,
     fig, axes = _new_figure(1, width=side, height=side)
     ax = axes[0][0]
     ax.imshow(allowed, cmap="Blues", vmin=0, vmax=1.25, interpolation="nearest")
+    s_B = np.arange(B) % num_scales
+    violating = allowed & (s_B[None, :] > s_B[:, None])      # a key finer than its query: breaks a cut
+    if violating.any():
+        overlay = np.zeros((B, B, 4))
+        overlay[violating] = (0.84, 0.15, 0.16, 1.0)          # tab:red
+        ax.imshow(overlay, interpolation="nearest")
+        ax.legend(handles=[Patch(color="tab:red", label=f"reads a finer scale ({int(violating.sum())})")],
+                  fontsize=7, loc="upper right")
     edges = np.arange(1, B) - 0.5
     frame_edge = np.arange(1, B) % num_scales == 0
     for sel, color, lw in ((~frame_edge, "0.75", 0.4), (frame_edge, "black", 1.6)):  # blocks, frames
@@ -192,9 +238,14 @@ def plot_mask(name: str, num_frames: int, num_scales: int, window: int = 1,
 
 
 # ---- rate ------------------------------------------------------------------------------------------
-def plot_bits_per_scale(bytes_per_scale: Sequence[int], k: int | None = None) -> Figure:
+def plot_bits_per_scale(bytes_per_scale: Sequence[int], k: int | None = None,
+                        file_bytes: tuple[int, int] | None = None) -> Figure:
     """Bar chart of the bits each scale costs; with ``k``, the scales a cut after k drops are
-    highlighted and the bits saved are written on the chart."""
+    highlighted and what the cut saves is written on the chart.
+
+    ``file_bytes`` = (bytes of the cut file, bytes of the whole file): the title then gives how much
+    smaller the *file* gets (header and chunk table included, the number a reader checks with ``ls``);
+    without it, the share of the chunk bytes alone, labelled so."""
     bits = np.asarray(bytes_per_scale, dtype=float) * 8
     K = len(bits)
     fig, axes = _new_figure(1, width=4.0, height=2.8)
@@ -207,8 +258,14 @@ def plot_bits_per_scale(bytes_per_scale: Sequence[int], k: int | None = None) ->
     ax.set_ylabel("bits")
     if k is not None and k < K:
         saved = bits[k:].sum()
-        ax.set_title(f"cut after k={k}: saves {saved:,.0f} bits ({100 * saved / max(bits.sum(), 1):.1f}%)",
-                     fontsize=9)
+        if file_bytes is not None:
+            cut, whole = file_bytes
+            title = (f"cut after k={k}: file {whole:,} -> {cut:,} bytes "
+                     f"({100 * (whole - cut) / max(whole, 1):.1f}% smaller)")
+        else:
+            title = (f"cut after k={k}: saves {saved:,.0f} bits "
+                     f"({100 * saved / max(bits.sum(), 1):.1f}% of the chunk bits)")
+        ax.set_title(title, fontsize=9)
         ax.legend(handles=[Patch(color="tab:blue", label="sent"),
                            Patch(color="tab:orange", label="dropped")], fontsize=8)
     else:
@@ -236,9 +293,11 @@ def plot_rd_curve(points, highlight=None, title: str = "rate-distortion: one enc
                     xytext=(4, -10), fontsize=7)
         if highlight is not None and (k == highlight if k is not None else i == highlight):
             ax.plot([bx], [py], "o", color="tab:red", ms=10, zorder=3)
-    ax.set_xlabel("bits per pixel")
+    if all(v > 0 for v in x):   # a log rate axis: the low rates (k = 1..3) are not squashed into one corner
+        ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (log scale)" if ax.get_xscale() == "log" else "bits per pixel")
     ax.set_ylabel("PSNR (RGB, dB)")
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=9)
     return fig
 

@@ -272,7 +272,7 @@ def token_pyramid_explorer(codec: Codec | None, video=None) -> Explorer:
     def render(v):
         t, s = v["frame"], v["scale"]
         fig = figures.plot_scale_step(S.video[t], S.tokens[s][t], S.recon_frame(s + 1, t), s,
-                                      S.codec.quantizer.codebook_size)
+                                      S.codec.quantizer.codebook_size, codebook=S.codec.quantizer.codebook.weight)
         views["figure"].value = _png(fig)
 
     intro = widgets.HTML("<b>Token pyramid</b>: scale s adds detail to what scales 0..s-1 left "
@@ -305,8 +305,10 @@ def mask_explorer(latent_hw: tuple[int, int] = figures.DEFAULT_LATENT_HW) -> Exp
         views["summary"].value = (
             f"attention cost <span class='pgvc-cost'>{info['cost']:,}</span> query-key pairs "
             f"(<span class='pgvc-cost-ratio'>{100 * info['ratio_to_var']:.1f}%</span> of var's "
-            f"{info['var_cost']:,}) &middot; truncation safe: <span class='pgvc-safe'>{safe}</span>"
-            f"<br><small>tokens per scale {lengths} (latent {latent_hw[0]}x{latent_hw[1]})</small>")
+            f"{info['var_cost']:,}) &middot; truncation safe: <span class='pgvc-safe'>{safe}</span> "
+            f"&middot; <span class='pgvc-violations'>{info['violations']}</span> block pairs read a finer scale"
+            + (" (red in the picture: a stream cut below them loses what they read)" if info["violations"] else "")
+            + f"<br><small>tokens per scale {lengths} (latent {latent_hw[0]}x{latent_hw[1]})</small>")
 
     intro = widgets.HTML("<b>Attention masks</b>: which blocks (frame t, scale s) a block may read.")
     return Explorer("masks", controls, views,
@@ -335,7 +337,7 @@ def truncation_explorer(codec: Codec | None, video=None) -> Explorer:
         views["frame"].value = frame_to_png(S.decoded_frame(k, t))
         views["original"].value = frame_to_png(S.video[t])
         if k not in charts:  # the charts depend on k only: draw each once
-            charts[k] = (_png(figures.plot_bits_per_scale(S.bytes_per_scale, k)),
+            charts[k] = (_png(figures.plot_bits_per_scale(S.bytes_per_scale, k, file_bytes=(p["bytes"], total))),
                          _png(figures.plot_rd_curve(points, highlight=k)))
         views["bars"].value, views["rd"].value = charts[k]
         saved = total - p["bytes"]
