@@ -175,7 +175,11 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
     codec.encode(video[:1], fps)  # warm-up: torchac import, first-call allocations
     old_threads, old_coding = torch.get_num_threads(), codec.config.coding_threads
     report = {"clip": str(clip), "frames": T, "width": W, "height": H, "fps": float(fps),
-              "torch": torch.__version__, "cpu_count": os.cpu_count(), "runs": []}
+              "torch": torch.__version__, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0],
+              "runs": []}
+    if report["load_average"] > 0.5 * (os.cpu_count() or 1):
+        log(f"note: the machine is busy (load average {report['load_average']:.1f} on {os.cpu_count()} cores): "
+            "times are longer than on an idle machine")
     try:
         for n in threads:
             if n < 1:
@@ -351,7 +355,7 @@ def run_scaling(model="tiny", clip: str | Path | None = None, frames=SCALING_FRA
             log(f"  {n:4d} frames {W}x{H}: encode {res['encode_ms_per_frame']:7.1f} ms/frame, decode "
                 f"{res['decode_ms_per_frame']:7.1f} ms/frame, peak {res['peak_rss_mib']:6.0f} MiB "
                 f"({res['peak_rss_mib'] - res['rss_after_load_mib']:5.0f} MiB above the loaded model)")
-    doc = {"clip": str(clip), "threads": threads, "points": results}
+    doc = {"clip": str(clip), "threads": threads, "points": results, "load_average": os.getloadavg()[0]}
     doc["summary"] = scaling_summary(results, frames, sizes)
     log(format_scaling_summary(doc["summary"]))
     return doc
