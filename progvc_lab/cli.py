@@ -209,7 +209,8 @@ def cmd_encode(args) -> int:
         if value is not None and not (math.isfinite(value) and value >= (0 if name == "--lambda" else 1e-9)):
             raise UsageError(f"{name} must be a finite number {'>= 0' if name == '--lambda' else '> 0'}, got {value}")
     codec = _load_model(args.model)
-    options = {"gop": args.gop, "copy_gate": args.copy_gate, "rdo_lambda": args.rdo_lambda}
+    options = {"gop": args.gop, "copy_gate": args.copy_gate, "rdo_lambda": args.rdo_lambda,
+               "coder": args.coder, "coding_threads": args.coding_threads}
     frames = open_frames(args.input, max_frames=args.frames)  # a y4m is read GOP by GOP
     fps = Fraction(frames.fps).limit_denominator(65535)
     if fps.numerator > 65535:  # keep fps a fraction of two numbers below 2^16
@@ -457,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="as --target-bpp, for a file of at most N bytes")
     p.add_argument("--copy-gate", choices=("none", "count", "context"),
                    help="copy-aware probabilities for P frames (default: count; none = off; context = 9 counts per scale)")
+    p.add_argument("--coder", choices=("constriction", "torchac"),
+                   help="entropy coder (default: constriction = one range coder per chunk; torchac = one call per block)")
+    p.add_argument("--coding-threads", type=_positive("--coding-threads"), metavar="N",
+                   help="threads of the coding path, stored in the stream (default 2; 1 is faster on a busy machine)")
     p.add_argument("--verify", action="store_true",
                    help="self-check: decode what was written and compare tokens (about doubles the time)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help=argparse.SUPPRESS)  # the old default

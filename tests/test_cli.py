@@ -87,6 +87,7 @@ def test_encode_matches_the_python_api(files, capsys):
     (["--lambda", "0"], {"rdo_lambda": 0.0}),
     (["--lambda", "0.3", "--copy-gate", "none", "--gop", "2"], {"rdo_lambda": 0.3, "copy_gate": "none", "gop": 2}),
     (["--copy-gate", "context"], {"copy_gate": "context"}),
+    (["--coder", "torchac", "--coding-threads", "1"], {"coder": "torchac", "coding_threads": 1}),
 ])
 def test_encode_options(files, capsys, argv, expect):
     out_file = files / f"opt_{'_'.join(argv).replace('-', '')}.pgvc"
@@ -96,6 +97,7 @@ def test_encode_options(files, capsys, argv, expect):
     assert out_file.read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2).encode(video, fps, **expect)
     info = bitstream.describe(out_file.read_bytes())
     assert info["copy_gate"] == expect.get("copy_gate", "count")
+    assert (info["coder"], info["coding_threads"]) == (expect.get("coder", "constriction"), expect.get("coding_threads", 2))
 
 
 def test_encode_target(files, capsys):
