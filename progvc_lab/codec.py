@@ -784,20 +784,27 @@ class Codec(nn.Module):
         ``report=`` (a list receiving the ``bitstream.ReadReport``) pass to ``decode_gops``; a cut
         stream's GOPs with fewer scales start a new batch."""
         pending_tok, pending_codes, h, done = None, None, None, 0
+
+        def take(n):
+            """The first n pending frames as pictures; the rest stays pending."""
+            nonlocal pending_tok, pending_codes, done
+            tok = [torch.cat(x) for x in pending_tok]
+            codes = [torch.cat(x) for x in pending_codes]
+            pending_tok, pending_codes = [[x[n:]] for x in tok], [[x[n:]] for x in codes]
+            with _resource_errors(h):
+                picture = self._picture([x[:n] for x in tok], [x[:n] for x in codes], h, n, batch)
+            done += n
+            if progress is not None:
+                progress(done)
+            return picture
+
         for gop in self.decode_gops(data, scales, sampler, **sampler_args):
             h = gop.header
             batch = min(batch, bitstream.decode_batch(h, batch))
             if pending_tok is not None and len(pending_tok) != len(gop.tokens):
                 # a cut stream: this GOP kept fewer scales; finish the frames of the GOPs before it
-                n_pending = gop.start - done
-                if n_pending:
-                    with _resource_errors(h):
-                        picture = self._picture([torch.cat(x) for x in pending_tok],
-                                                [torch.cat(x) for x in pending_codes], h, n_pending, batch)
-                    yield picture
-                    done += n_pending
-                    if progress is not None:
-                        progress(done)
+                if gop.start > done:
+                    yield take(gop.start - done)
                 pending_tok = None
             if pending_tok is None:
                 pending_tok, pending_codes = [[] for _ in gop.tokens], [[] for _ in gop.codes]
@@ -806,20 +813,9 @@ class Codec(nn.Module):
             for lst, x in zip(pending_codes, gop.codes):
                 lst.append(x)
             have = gop.start + h.gop_frames(gop.index) - done
-            last = gop.index == h.num_gops - 1
-            ready = have if last else have // batch * batch
-            if ready == 0:
-                continue
-            tok = [torch.cat(x) for x in pending_tok]
-            codes = [torch.cat(x) for x in pending_codes]
-            pending_tok = [[x[ready:]] for x in tok]
-            pending_codes = [[x[ready:]] for x in codes]
-            with _resource_errors(h):
-                picture = self._picture([x[:ready] for x in tok], [x[:ready] for x in codes], h, ready, batch)
-            yield picture
-            done += ready
-            if progress is not None:
-                progress(done)
+            ready = have if gop.index == h.num_gops - 1 else have // batch * batch
+            if ready:
+                yield take(ready)
 
     def _picture(self, tokens, codes, h: Header, n: int, batch: int = 16) -> torch.Tensor:
         size = (h.height, h.width)
