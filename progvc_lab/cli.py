@@ -6,7 +6,7 @@
     progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--verify] [--force]
                         [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate none|count|context]
     progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|mean|sample|copy]
-                        [--temperature T] [--top-k K] [--seed S] [--strict] [--limit NAME=N ...] [--force]
+                        [--temperature T[,T1,...]] [--top-k K] [--top-p P] [--seed S] [--strict] [--limit NAME=N ...] [--force]
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
     progvc-lab info     IN.pgvc [--json]
     progvc-lab train    stage1|stage2 ...          (progvc_lab.training.cli)
@@ -158,6 +158,22 @@ def _finite(name, positive: bool = False):
     return parse
 
 
+def _temperatures(text):
+    """``--temperature``: one positive number, or a comma list of them (one per scale)."""
+    parse = _finite("--temperature", positive=True)
+    values = tuple(parse(part.strip()) for part in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def _probability(name):
+    def parse(text):
+        value = _finite(name)(text)
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"{name} must be in (0, 1], got {text!r}")
+        return value
+    return parse
+
+
 def _int_at_least(name, low):
     def parse(text):
         try:
@@ -255,7 +271,8 @@ def cmd_decode(args) -> int:
         header = bitstream.read_stream(data, limits=limits, strict=args.strict).header
     codec = _load_model(args.model)
     t0 = time.perf_counter()
-    tuning = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    tuning = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p))
+              if v is not None}
     H, W = header.height, header.width
     if H % 2 or W % 2:  # 4:2:0 files need even sizes: repeat the last row/column
         print(f"{PROG}: note: frame size {W}x{H} is odd; padded to {W + W % 2}x{H + H % 2} "
@@ -479,10 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("zero", "argmax", "mean", "sample", "copy"), default="zero",
                    help="how to fill scales the stream does not carry (default: zero = no detail; mean = "
                         "expected code; copy = sample, then keep frame t-1's fill in still regions)")
-    p.add_argument("--temperature", type=_finite("--temperature", positive=True),
-                   help="sampler temperature (sample, copy; default: the sampler's measured default, 0.8)")
+    p.add_argument("--temperature", type=_temperatures, metavar="T[,T1,...]",
+                   help="sampler temperature (sample, copy; default: the sampler's measured default, 0.8); "
+                        "a comma list gives one per scale, coarse to fine (the last repeats)")
     p.add_argument("--top-k", type=_non_negative("--top-k"),
                    help="keep the k most likely ids (0 = all; default: the sampler's, 20)")
+    p.add_argument("--top-p", type=_probability("--top-p"),
+                   help="nucleus sampling: keep the fewest most likely ids whose probability reaches P "
+                        "(0 < P <= 1; default 1 = off)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (sample): same seed, same video")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                    help="progress bar over frames on stderr (default: auto = when stderr is a terminal)")

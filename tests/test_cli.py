@@ -178,6 +178,14 @@ def test_decode_samplers(files, capsys):
     rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "argmax.y4m", "--model", files / "m.pt",
                    "--scales", 2, "--sampler", "argmax")
     assert rc == 0
+    # per-scale temperatures and top-p reach the sampler: a near-zero temperature on every unsent scale
+    # with top-p is the argmax fill, and "0.8,0.8" is the single value 0.8
+    rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "cold.y4m", "--model", files / "m.pt",
+                   "--scales", 2, "--sampler", "sample", "--temperature", "1,1,1e-4", "--top-p", 0.9, "--top-k", 0)
+    assert rc == 0 and (files / "cold.y4m").read_bytes() == (files / "argmax.y4m").read_bytes()
+    rc, _, _ = run(capsys, "decode", files / "a.pgvc", "-o", files / "list.y4m", "--model", files / "m.pt", "--scales", 2,
+                   "--sampler", "sample", "--top-k", 8, "--temperature", "0.8,0.8", "--seed", 1)
+    assert rc == 0 and (files / "list.y4m").read_bytes() == outs[0]
 
 
 # ---- --force ----------------------------------------------------------------------------------------------
@@ -488,6 +496,10 @@ def test_outputs_in_a_missing_folder_or_onto_a_folder(files, bad, capsys):
     (["--sampler", "sample", "--temperature", "nan"], "--temperature must be a finite number > 0, got 'nan'"),
     (["--sampler", "sample", "--temperature", "inf"], "--temperature must be a finite number > 0, got 'inf'"),
     (["--top-k", "-1"], "--top-k must be at least 0, got -1"),
+    (["--sampler", "sample", "--temperature", "0.8,0"], "--temperature must be a finite number > 0, got '0'"),
+    (["--sampler", "sample", "--temperature", "0.8,"], "--temperature must be a number, got ''"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], got '0'"),
+    (["--top-p", "1.2"], "--top-p must be in (0, 1], got '1.2'"),
 ])
 def test_decode_refuses_bad_arguments(files, capsys, argv, match):
     expect_error(capsys, match, "decode", files / "a.pgvc", "-o", files / "bad_arg.y4m", "--model", files / "m.pt",

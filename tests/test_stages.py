@@ -390,6 +390,32 @@ def test_sampler_low_temperature_approaches_argmax():
     assert torch.equal(picks, logits.argmax(-1))
 
 
+def test_sampler_top_p_keeps_the_nucleus_and_ties():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.2, 0.1], [0.05, 0.9, 0.03, 0.02], [0.25, 0.25, 0.25, 0.25]]))
+    keep = lambda p: torch.isfinite(DetailSampler("sample", top_k=0, top_p=p).filtered_logits(logits, 0))  # noqa: E731
+    # 0.5 alone is short of 0.6; the next id (0.2) reaches it, and its tie (the other 0.2) is kept too
+    assert keep(0.6).tolist() == [[True, True, True, False], [False, True, False, False], [True] * 4]
+    assert keep(0.5).tolist()[0] == [True, False, False, False]   # reached exactly by the first id
+    assert keep(1.0).all() and keep(1e-9).sum(1).tolist() == [1, 1, 4]
+    # draws stay inside the nucleus; top_p = 1 changes nothing
+    logits = _logits(seed=6) * 2
+    nucleus = torch.isfinite(DetailSampler("sample", top_k=0, top_p=0.3).filtered_logits(logits, 0))
+    picks = DetailSampler("sample", top_k=0, top_p=0.3, seed=1).choose(logits, 0, 0, 0)
+    assert bool(nucleus.gather(1, picks[:, None]).all()) and bool((nucleus.sum(1) < 64).all())
+    assert torch.equal(DetailSampler("sample", top_k=0, top_p=1.0, seed=1).choose(logits, 0, 0, 0),
+                       DetailSampler("sample", top_k=0, seed=1).choose(logits, 0, 0, 0))
+
+
+def test_sampler_temperature_per_scale():
+    det = DetailSampler("sample", temperature=(1e-3, 1.0, 2.0))
+    assert [det.temperature_at(s) for s in range(5)] == [1e-3, 1.0, 2.0, 2.0, 2.0]
+    logits = _logits(seed=7) * 3
+    # scale 0 is drawn at temperature 1e-3 (argmax); scale 1 at 1.0 is the single-value sampler's draw
+    assert torch.equal(det.choose(logits, 0, 0, 0), logits.argmax(-1))
+    assert torch.equal(det.choose(logits, 0, 0, 1), DetailSampler("sample", temperature=1.0).choose(logits, 0, 0, 1))
+    assert DetailSampler("sample", temperature=[0.5, 0.7]).temperature == (0.5, 0.7)
+
+
 def test_mean_chooses_argmax_tokens_and_gives_probabilities():
     logits = _logits(seed=3)
     assert torch.equal(DetailSampler("mean").choose(logits, 0, 0, 0), logits.argmax(-1))
@@ -430,7 +456,9 @@ def test_expected_code_and_latent_fill():
 
 def test_sampler_rejects_bad_options():
     for kw in ({"mode": "blur"}, {"mode": "sample", "temperature": 0.0}, {"mode": "sample", "top_k": -1},
-               {"mode": "mean", "mean_context": "tokens"}):
+               {"mode": "mean", "mean_context": "tokens"}, {"mode": "sample", "top_p": 0.0},
+               {"mode": "sample", "top_p": 1.5}, {"mode": "sample", "temperature": ()},
+               {"mode": "sample", "temperature": (0.8, -1.0)}, {"mode": "sample", "temperature": float("nan")}):
         with pytest.raises(ValueError):
             DetailSampler(**kw)
     assert not DetailSampler("zero").predicts and DetailSampler("argmax").predicts

@@ -13,9 +13,11 @@ A stream cut after k scales gives the decoder tokens for scales 0..k-1. For scal
               argmax tokens (``mean_context="argmax"``). The previous-frame input of the context model
               needs token ids: it gets the argmax tokens, which ``decode_tokens`` also returns for the
               filled scales of a ``mean`` decode.
-* ``sample``  draw tokens from the model, sharpened by a temperature and restricted to the top-k most
-              likely ids, to restore plausible texture. Draws come from the *integer* CDF with a
-              generator seeded by (seed, gop, t, s), so the same stream and seed give the same video.
+* ``sample``  draw tokens from the model, sharpened by a temperature (one value, or one per scale:
+              coarse scales can be drawn cooler than fine ones) and restricted to the top-k most likely
+              ids and/or the top-p nucleus (the fewest most likely ids whose probability reaches p), to
+              restore plausible texture. Draws come from the *integer* CDF with a generator seeded by
+              (seed, gop, t, s), so the same stream and seed give the same video.
 * ``copy``    ``sample`` in the first frame of a GOP; in P frames, frame t-1's filled token wherever the
               co-located token one scale coarser did not change between t-1 and t (a still region), a
               fresh draw elsewhere: temporally consistent fills instead of independent draws per frame.
@@ -46,20 +48,38 @@ MODES = ("zero", "argmax", "mean", "sample", "copy")
 @dataclass
 class DetailSampler:
     mode: str = "zero"           # "zero" | "argmax" | "mean" | "sample" | "copy"
-    temperature: float = 0.8     # < 1 sharper, > 1 flatter (sample and copy); measured default
+    # < 1 sharper, > 1 flatter (sample and copy); measured default. One value for every scale, or a
+    # sequence with one per scale s = 0, 1, ... (scales past its end use its last value)
+    temperature: float | tuple[float, ...] = 0.8
     top_k: int = 20              # keep the k most likely ids (0 = all) (sample and copy); measured default
     seed: int = 0
     mean_context: str = "latent"  # mean only: "latent" (expected latent) | "argmax" (tokens) as context
+    top_p: float = 1.0           # nucleus (sample and copy): keep the fewest most likely ids whose
+                                 # probability (after temperature and top-k) reaches top_p; 1 = all
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown sampler {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        temps = self.temperature if isinstance(self.temperature, (list, tuple)) else (self.temperature,)
+        if not temps:
+            raise ValueError("temperature: give one value or one per scale, got an empty sequence")
+        for tau in temps:
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0 or tau == float("inf"):
+                raise ValueError(f"temperature must be > 0 and finite, got {self.temperature}")
+        if isinstance(self.temperature, list):
+            self.temperature = tuple(self.temperature)
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.mean_context not in ("latent", "argmax"):
             raise ValueError(f"mean_context must be 'latent' or 'argmax', got {self.mean_context!r}")
+
+    def temperature_at(self, s: int) -> float:
+        """The temperature for scale s (a per-scale sequence repeats its last value past its end)."""
+        if isinstance(self.temperature, tuple):
+            return float(self.temperature[min(s, len(self.temperature) - 1)])
+        return float(self.temperature)
 
     @property
     def predicts(self) -> bool:
@@ -92,11 +112,25 @@ class DetailSampler:
             tok = torch.where(keep, prev_L.reshape(-1).to(tok.dtype), tok)
         return tok
 
-    def _draw(self, logits_LV, gop, t, s):
-        logits = logits_LV.double() / self.temperature
+    def filtered_logits(self, logits_LV: torch.Tensor, s: int) -> torch.Tensor:
+        """(L, V) float64 logits after the temperature of scale s, top-k and top-p: what ``sample``
+        draws from (``-inf`` = never drawn). Ties at the top-k / top-p boundary are all kept, so the
+        result does not depend on how a sort orders equal values."""
+        logits = logits_LV.double() / self.temperature_at(s)
         if self.top_k and self.top_k < logits.shape[-1]:
             kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1:
+            probs = torch.softmax(logits, dim=-1)
+            sorted_p = probs.sort(dim=-1, descending=True).values
+            before = sorted_p.cumsum(-1) - sorted_p  # mass strictly more likely than each sorted id
+            # the smallest probability still needed to reach top_p: ids at least that likely stay
+            need = sorted_p.masked_fill(before >= self.top_p, float("inf")).min(-1, keepdim=True).values
+            logits = logits.masked_fill(probs < need, float("-inf"))
+        return logits
+
+    def _draw(self, logits_LV, gop, t, s):
+        logits = self.filtered_logits(logits_LV, s)
         cdf = logits_to_cdf(logits, min_count=0)
         gen = torch.Generator().manual_seed(hash_seed(self.seed, gop, t, s))
         u = torch.randint(0, TOTAL, (cdf.shape[0], 1), generator=gen)
