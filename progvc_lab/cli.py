@@ -418,8 +418,17 @@ def cmd_eval(args) -> int:
             raise FileExistsError(f"{path} exists; pass --force to replace it")
     run_eval(args.model, clips or None, args.out, args.frames, progress=True,
              samplers=_csv_list(args.samplers), baselines=_csv_list(args.baselines),
-             json_path=args.json, plot_path=args.plot, perceptual=args.perceptual, force=args.force)
+             json_path=args.json, plot_path=args.plot, perceptual=args.perceptual, force=args.force,
+             lambdas=args.lambdas)
     return 0
+
+
+def _lambda_list(text: str) -> tuple[float, ...]:
+    """``eval --lambdas``: a comma list of RD lambdas >= 0, or 'none'."""
+    if text.strip().lower() == "none":
+        return ()
+    parse = _finite("--lambdas")
+    return tuple(parse(x.strip()) for x in text.split(","))
 
 
 def cmd_bench(args) -> int:
@@ -547,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: zero)")
     p.add_argument("--baselines", default="x264,x265",
                    help="comma-separated baselines: x264,x265 (default), or 'none'")
+    p.add_argument("--lambdas", type=_lambda_list, default=None, metavar="L1,L2,...|none",
+                   help="also encode the full pyramid at each of these RD lambdas (encode --lambda; the rate "
+                        "knob between truncation levels) and report that curve too (default: 0,0.002,0.01,0.02,"
+                        "0.05,0.1; 'none' = the truncation ladder only)")
     p.add_argument("--json", metavar="OUT.json", help="write the whole evaluation (CompressAI-style entries + summary)")
     p.add_argument("--plot", metavar="OUT.png", help="write the RD plots (log bpp; PSNR-Y, MS-SSIM, ST-LPIPS)")
     p.add_argument("--out", default="outputs/eval",

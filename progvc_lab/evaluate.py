@@ -264,8 +264,10 @@ def _close(fig):
 
 def run_eval(model="tiny", clips=None, out: str | Path | None = "outputs/eval", frames: int | None = None,
              progress: bool = False, log=print, samplers=("zero",), baselines=("x264", "x265"),
-             json_path=None, plot_path=None, perceptual: bool = True, force: bool = False) -> dict:
-    """``progvc-lab eval``: ours (one encode, every k, every sampler) against x264/x265 on each clip.
+             json_path=None, plot_path=None, perceptual: bool = True, force: bool = False,
+             lambdas=None) -> dict:
+    """``progvc-lab eval``: ours (one encode, every k, every sampler; the full pyramid at every RD
+    lambda of ``lambdas``, default ``rdeval.LAMBDA_LADDER``, none when empty) against x264/x265 on each clip.
 
     See ``progvc_lab.rdeval``. Writes into ``out`` (the tool's own folder, replaced on every run):
     ``eval.json`` (the whole document), ``rd.png`` and one CompressAI JSON per clip and codec
@@ -274,7 +276,9 @@ def run_eval(model="tiny", clips=None, out: str | Path | None = "outputs/eval", 
     """
     from . import rdeval
 
-    doc = rdeval.evaluate_clips(clips, model, samplers, baselines, frames, perceptual, progress, log=log)
+    lambdas = rdeval.LAMBDA_LADDER if lambdas is None else lambdas
+    doc = rdeval.evaluate_clips(clips, model, samplers, baselines, frames, perceptual, progress, log=log,
+                                lambdas=lambdas)
     written = []
     if out is not None:
         out = Path(out)
@@ -285,7 +289,9 @@ def run_eval(model="tiny", clips=None, out: str | Path | None = "outputs/eval", 
         for res in doc["clips"]:
             stem = res["name"] + (".shared" if Path(res["clip"]).parent == SHARED_CLIPS else "")
             for i, rec in enumerate(res["codecs"]):
-                name = f"{stem}.json" if i == 0 else f"{stem}.{rec.get('codec')}{'-' + rec['sampler'] if rec.get('sampler') else ''}.json"
+                tag = rec.get("codec") + ("-" + rec["sampler"] if rec.get("sampler") else "") + \
+                    ("-" + rec["ladder"] if rec.get("ladder") else "")
+                name = f"{stem}.json" if i == 0 else f"{stem}.{tag}.json"
                 (out / name).write_text(json.dumps(rec, indent=1) + "\n")
     if json_path:
         written.append(rdeval.write_json(doc, json_path, force=force))

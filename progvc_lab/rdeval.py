@@ -179,6 +179,36 @@ def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: 
     return {"data": data, "encode_seconds": encode_s, "scales": K, "curves": curves, "frames_by_k": frames_by_k}
 
 
+
+# the full pyramid at several RD trade-offs: lambda (latent squared error per bit, see ``Codec.encode``)
+# is the rate knob *between* truncation levels; 0 is nearest-code encoding, the default 0.005 is the top
+# of the truncation ladder
+LAMBDA_LADDER = (0.0, 0.002, 0.01, 0.02, 0.05, 0.1)
+
+
+def lambda_points(codec, video: torch.Tensor, fps, lambdas=LAMBDA_LADDER, perceptual: bool = True,
+                  progress=None) -> list[dict]:
+    """One full-pyramid encode per lambda, each decoded and scored by ``score``: the RD curve the
+    encoder's rate knob (``encode --lambda``) gives, next to the truncation ladder of ``our_points``.
+
+    Returns ``[{"k": K, "lambda", "bytes", "bpp", "encode_seconds", "decode_seconds", **score}]`` in the
+    order of ``lambdas``."""
+    T, _, H, W = video.shape
+    points = []
+    for lam in lambdas:
+        t0 = time.perf_counter()
+        data = codec.encode(video, fps, rdo_lambda=float(lam))
+        enc_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded = codec.decode(data)
+        dec_s = time.perf_counter() - t0
+        points.append({"k": int(bitstream.describe(data)["scales_sent"]), "lambda": float(lam), "bytes": len(data),
+                       "bpp": metrics.bpp(len(data), T, H, W), "encode_seconds": enc_s, "decode_seconds": dec_s,
+                       **score(video, decoded, perceptual)})
+        if progress is not None:
+            progress.update(1)
+    return points
+
 # ---- baselines ---------------------------------------------------------------------------------------
 def baseline_points(source, video: torch.Tensor, codec: str, bpp_range, perceptual: bool = True,
                     max_frames: int | None = None) -> dict:
@@ -210,7 +240,7 @@ def check_baselines(names) -> None:
 
 # ---- CompressAI-style records -------------------------------------------------------------------------
 def codec_record(name: str, description: str, points: list[dict], frames: int, fps, extra_lists=("k",),
-                 **more) -> dict:
+                 float_lists=(), **more) -> dict:
     """``{"name", "description", "results": {"bpp", "bitrate" (kbps), <metric>: [...], ...}, **more}``.
 
     Integers (k, crf, bytes) stay integers; a metric that is None at every point is left out, one
@@ -223,6 +253,9 @@ def codec_record(name: str, description: str, points: list[dict], frames: int, f
     for key in extra_lists:
         if all(key in p for p in points):
             results[key] = [int(p[key]) for p in points]
+    for key in float_lists:  # e.g. the lambda of each point of a lambda ladder
+        if all(key in p for p in points):
+            results[key] = [float(p[key]) for p in points]
     for key in METRICS:
         values = [p.get(key) for p in points]
         if any(v is not None for v in values):
@@ -288,8 +321,10 @@ def low_rate_row(ours: dict, anchor: dict, key: str, max_bpp: float = LOW_RATE_B
 
 # ---- one clip and many ---------------------------------------------------------------------------------
 def evaluate_clip(codec, clip, samplers=("zero",), baselines=("x264", "x265"), frames: int | None = None,
-                  perceptual: bool = True, model_name: str = "tiny", progress: bool = False) -> dict:
-    """Ours (every k, every sampler) and the baselines on one clip; see the module docstring."""
+                  perceptual: bool = True, model_name: str = "tiny", progress: bool = False,
+                  lambdas=LAMBDA_LADDER) -> dict:
+    """Ours (every k, every sampler; the full pyramid at every lambda of ``lambdas``, none when empty)
+    and the baselines on one clip; see the module docstring."""
     from tqdm.auto import tqdm
 
     from .data import is_held_out, read_video
@@ -300,8 +335,10 @@ def evaluate_clip(codec, clip, samplers=("zero",), baselines=("x264", "x265"), f
     T, _, H, W = video.shape
     seen = not is_held_out(clip) or seen_in_training(codec, clip, model_name)
     K = codec.quantizer.num_scales
-    bar = tqdm(total=len(samplers) * K, desc=f"{clip.stem}: ours", disable=not progress or None, leave=False)
+    bar = tqdm(total=len(samplers) * K + len(lambdas), desc=f"{clip.stem}: ours", disable=not progress or None,
+               leave=False)
     ours = our_points(codec, video, fps, samplers, perceptual, progress=bar)
+    lam_points = lambda_points(codec, video, fps, lambdas, perceptual, progress=bar) if lambdas else []
     bar.close()
     records = []
     for sampler, points in ours["curves"].items():
@@ -311,7 +348,15 @@ def evaluate_clip(codec, clip, samplers=("zero",), baselines=("x264", "x265"), f
             f"unsent scales filled by the {sampler!r} detail sampler",
             points, T, fps, extra_lists=("k",), codec="ours", sampler=sampler,
             encode_fps=T / ours["encode_seconds"], settings=dict(vars(codec.config))))
-    bpps = [p["bpp"] for p in ours["curves"][samplers[0]]]
+    if lam_points:
+        lam_list = ", ".join(format(p["lambda"], "g") for p in lam_points)
+        records.append(codec_record(
+            f"progvc_lab {model_name} (full pyramid, lambda ladder)",
+            f"one encode per RD lambda ({lam_list}), all "
+            f"{K} scales sent, each decoded from its bytes: the rate knob between truncation levels",
+            lam_points, T, fps, extra_lists=("k",), float_lists=("lambda",), codec="ours", sampler="zero",
+            ladder="lambda", settings=dict(vars(codec.config))))
+    bpps = [p["bpp"] for p in ours["curves"][samplers[0]] + lam_points]
     bpp_range = (min(bpps), max(bpps))
     # the baselines read the same file (its first T frames): no re-conversion of the source
     for name in tqdm(list(baselines), desc=f"{clip.stem}: baselines", disable=not progress or None, leave=False):
@@ -346,7 +391,7 @@ def summarize(records: list[dict]) -> dict:
 
 def evaluate_clips(clips=None, model="tiny", samplers=("zero",), baselines=("x264", "x265"),
                    frames: int | None = None, perceptual: bool = True, progress: bool = False,
-                   log=None) -> dict:
+                   log=None, lambdas=LAMBDA_LADDER) -> dict:
     """The whole evaluation: a JSON-ready document with every clip (see ``evaluate_clip``)."""
     from tqdm.auto import tqdm
 
@@ -370,14 +415,18 @@ def evaluate_clips(clips=None, model="tiny", samplers=("zero",), baselines=("x26
     model_name = model if isinstance(model, str) and not str(model).endswith((".pt", ".pth")) else Path(str(model)).stem
     if not isinstance(model, (str, Path)):
         model_name = "given"
+    lambdas = tuple(float(x) for x in lambdas)
+    if any(not math.isfinite(x) or x < 0 for x in lambdas):
+        raise EvalError(f"lambdas must be finite and >= 0, got {list(lambdas)}")
     doc = {"tool": "progvc-lab eval", "model": model_name, "samplers": list(samplers), "baselines": list(baselines),
+           "lambdas": list(lambdas),
            "metrics": {k: {"label": v[0], "higher_is_better": v[1], "definition": v[2]} for k, v in METRICS.items()},
            "bpp_definition": "file bytes * 8 / (frames * width * height)",
            "environment": {"python": platform.python_version(), "torch": torch.__version__,
                            "machine": platform.machine(), "threads": torch.get_num_threads()},
            "clips": []}
     for clip in tqdm(clips, desc="eval clips", disable=not progress or None):
-        res = evaluate_clip(codec, clip, samplers, baselines, frames, perceptual, model_name, progress)
+        res = evaluate_clip(codec, clip, samplers, baselines, frames, perceptual, model_name, progress, lambdas)
         doc["clips"].append(res)
         if log:
             log(format_clip(res))
@@ -406,12 +455,12 @@ def format_clip(res: dict) -> str:
         rr = r["results"]
         enc = r.get("encode_fps") or float(np.median(rr.get("encode-fps", [math.nan])))
         lines.append(f"-- {r['name']}  (encode {enc:.1f} frames/s)")
-        tag = "k" if "k" in rr else "crf"
-        lines.append(f"  {tag:>3} {'bytes':>7} {'bpp':>7} {'PSNR-Y':>7} {'MS-SSIM':>7} {'ST-LPIPS':>8} "
+        tag = "lambda" if "lambda" in rr else "k" if "k" in rr else "crf"
+        lines.append(f"  {tag[:3]:>3} {'bytes':>7} {'bpp':>7} {'PSNR-Y':>7} {'MS-SSIM':>7} {'ST-LPIPS':>8} "
                      f"{'texture':>7} {'dec f/s':>7}")
         for i in range(len(rr["bpp"])):
             get = lambda key: rr[key][i] if key in rr else None
-            lines.append(f"  {rr[tag][i]:>3} {rr['bytes'][i]:>7} {rr['bpp'][i]:>7.4f} {_num(get('psnr-y'), '7.2f'):>7} "
+            lines.append(f"  {format(rr[tag][i], 'g'):>3} {rr['bytes'][i]:>7} {rr['bpp'][i]:>7.4f} {_num(get('psnr-y'), '7.2f'):>7} "
                          f"{_num(get('ms-ssim-rgb'), '7.4f'):>7} {_num(get('st-lpips'), '8.4f'):>8} "
                          f"{_num(get('texture-ratio'), '7.2f'):>7} {rr['decode-fps'][i]:>7.1f}")
     lines.append("-- BD-rate of ours against each baseline (negative = we need less rate), over the shared range")
@@ -455,13 +504,16 @@ def plot_rd(doc: dict, path=None, metric_keys=PLOT_METRICS, force: bool = False)
                 pts = [(b, q, i) for i, (b, q) in enumerate(zip(rr["bpp"], rr[key])) if q is not None]
                 if not pts:
                     continue
-                if r.get("codec") == "ours":
+                if r.get("ladder") == "lambda":
+                    color, fmt = "black", "s:"
+                elif r.get("codec") == "ours":
                     color, fmt = sampler_colors.get(r.get("sampler"), "tab:blue"), "o-"
                 else:
                     color, fmt = styles.get(r.get("codec"), ("tab:gray", "^--"))
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], fmt, color=color, ms=4, lw=1.3,
                         label=r["name"])
-                if r.get("codec") == "ours" and r.get("sampler") == res["codecs"][0].get("sampler"):
+                if r.get("codec") == "ours" and r.get("sampler") == res["codecs"][0].get("sampler") \
+                        and not r.get("ladder"):
                     for n, (b, q, i) in enumerate(pts):  # alternate above / below so labels do not collide
                         ax.annotate(f"k={rr['k'][i]}", (b, q), textcoords="offset points",
                                     xytext=(3, 6 if n % 2 else -11), fontsize=6.5, color=color)
@@ -479,16 +531,27 @@ def plot_rd(doc: dict, path=None, metric_keys=PLOT_METRICS, force: bool = False)
     return fig
 
 
+def _summary_curves(doc: dict, sampler: str = "zero"):
+    """(clip result, curve of ours, label) for the summary: the truncation ladder with ``sampler``'s
+    fill, then the full-pyramid lambda ladder when it was evaluated."""
+    for res in doc["clips"]:
+        for r in res["codecs"]:
+            if r.get("codec") == "ours" and r.get("sampler") == sampler and not r.get("ladder"):
+                yield res, r, "truncation"
+        for r in res["codecs"]:
+            if r.get("ladder") == "lambda":
+                yield res, r, "λ ladder"
+
+
 def summary_table(doc: dict, baseline: str = "x265", sampler: str = "zero") -> str:
     """Markdown: per clip, our best quality at <= 0.05 bpp next to ``baseline`` at that rate, and BD-rates."""
     head = ("| clip | ours: best MS-SSIM at <= 0.05 bpp (bpp) | " + baseline + " at that rate | "
             "ours: best PSNR-Y at <= 0.05 bpp | " + baseline + " at that rate | BD-rate PSNR-Y | BD-rate MS-SSIM | "
             "BD-rate ST-LPIPS |")
     lines = [head, "|" + "---|" * 8]
-    for res in doc["clips"]:
-        ours = next((r for r in res["codecs"] if r.get("codec") == "ours" and r.get("sampler") == sampler), None)
+    for res, ours, label in _summary_curves(doc, sampler):
         anchor = next((r for r in res["codecs"] if r.get("codec") == baseline), None)
-        if ours is None or anchor is None:
+        if anchor is None:
             continue
         pair = f"{ours['name']} vs {anchor['name']}"
         low, bd = res["summary"]["low_rate"][pair], res["summary"]["bd_rate"][pair]
@@ -502,7 +565,7 @@ def summary_table(doc: dict, baseline: str = "x265", sampler: str = "zero") -> s
             return f"{rep['bd_rate']:+.0f}% ({lo:.3g}..{hi:.3g})"
 
         seen = " (seen)" if res["seen_in_training"] else ""
-        lines.append(f"| {res['name']}{seen} | {_num(m['ours'], '.3f')} ({_num(m['bpp'], '.3f')}) | "
+        lines.append(f"| {res['name']}{seen}, {label} | {_num(m['ours'], '.3f')} ({_num(m['bpp'], '.3f')}) | "
                      f"{_num(m['baseline'], '.3f')} | {_num(p['ours'], '.2f')} dB | {_num(p['baseline'], '.2f')} dB | "
                      f"{bdcell('psnr-y')} | {bdcell('ms-ssim-rgb')} | {bdcell('st-lpips')} |")
     return "\n".join(lines)
@@ -576,7 +639,7 @@ def check_record(rec: dict) -> None:
                 raise ValueError(f"codec entry {rec['name']!r}: results[{key!r}] must be integers")
         elif not all(v is None or (isinstance(v, float) and math.isfinite(v)) for v in values):
             raise ValueError(f"codec entry {rec['name']!r}: results[{key!r}] must be finite floats or null")
-        elif key not in METRICS and key not in ("bpp", "bitrate", "decode-fps", "encode-fps"):
+        elif key not in METRICS and key not in ("bpp", "bitrate", "decode-fps", "encode-fps", "lambda"):
             raise ValueError(f"codec entry {rec['name']!r}: unknown results key {key!r}")
 
 
@@ -603,7 +666,7 @@ def check_document(doc: dict) -> None:
 def ladder_table(res: dict, sampler: str = "zero", also: str | None = "copy") -> str:
     """Markdown: one clip's truncation ladder (k, bytes, bpp, PSNR-Y, MS-SSIM, ST-LPIPS, decode f/s) with
     ``sampler``'s fill, and the ST-LPIPS of the ``also`` fill beside it when it was evaluated."""
-    ours = {r.get("sampler"): r for r in res["codecs"] if r.get("codec") == "ours"}
+    ours = {r.get("sampler"): r for r in res["codecs"] if r.get("codec") == "ours" and not r.get("ladder")}
     z = ours[sampler]["results"]
     other = ours[also]["results"] if also in ours else None
     lp = f"ST-LPIPS {sampler} / {also} fill" if other else "ST-LPIPS"

@@ -167,25 +167,39 @@ def test_evaluate_clips_end_to_end_with_a_stand_in_baseline(monkeypatch, tmp_pat
     clip = write_video(tmp_path / "pattern.y4m", pattern_clip(3, 112, 128), fps=Fraction(25))
     make_tiny_codec(seed=0).save(tmp_path / "m.pt")
     doc = rdeval.evaluate_clips([clip], tmp_path / "m.pt", samplers=("zero", "argmax"), baselines=("x265",),
-                                perceptual=False)
+                                perceptual=False, lambdas=(0.0, 0.05, 1.0))
     rdeval.check_document(doc)
     res = doc["clips"][0]
     names = [r["name"] for r in res["codecs"]]
-    assert names == ["progvc_lab m (zero fill)", "progvc_lab m (argmax fill)", "x265"]
-    ours_zero, ours_argmax, x265 = res["codecs"]
+    assert names == ["progvc_lab m (zero fill)", "progvc_lab m (argmax fill)",
+                     "progvc_lab m (full pyramid, lambda ladder)", "x265"]
+    ours_zero, ours_argmax, lam, x265 = res["codecs"]
+    # the lambda ladder: every scale sent, one encode per lambda, rate falling as lambda rises, and the
+    # lambda = 0 point is nearest-code coding (as many bytes as Codec.encode(rdo_lambda=0) writes)
+    assert lam["results"]["lambda"] == [0.0, 0.05, 1.0] and lam["results"]["k"] == [6, 6, 6]
+    assert lam["ladder"] == "lambda" and doc["lambdas"] == [0.0, 0.05, 1.0]
+    b = lam["results"]["bytes"]
+    assert b[0] >= b[1] >= b[2] and b[0] > b[2]
+    video, fps = progvc_lab.data.read_video(clip)
+    codec = progvc_lab.codec.Codec.load(tmp_path / "m.pt")
+    assert b[0] == len(codec.encode(video, fps, rdo_lambda=0.0))
+    assert "progvc_lab m (full pyramid, lambda ladder) vs x265" in res["summary"]["bd_rate"]
     assert ours_zero["results"]["k"] == [1, 2, 3, 4, 5, 6]
     assert ours_zero["results"]["bytes"] == ours_argmax["results"]["bytes"]  # the same truncated files
     assert ours_zero["results"]["bytes"] == sorted(ours_zero["results"]["bytes"])
     # at k = K there is nothing to fill: both samplers share that decode
     assert ours_zero["results"]["psnr-y"][-1] == ours_argmax["results"]["psnr-y"][-1]
     assert x265["results"]["crf"] == [51, 43, 35, 27, 19] and x265["commands"]
-    assert set(res["summary"]["bd_rate"]) == {"progvc_lab m (zero fill) vs x265", "progvc_lab m (argmax fill) vs x265"}
+    assert set(res["summary"]["bd_rate"]) == {"progvc_lab m (zero fill) vs x265", "progvc_lab m (argmax fill) vs x265",
+                                              "progvc_lab m (full pyramid, lambda ladder) vs x265"}
     fig = rdeval.plot_rd(doc, tmp_path / "rd.png")
     assert (tmp_path / "rd.png").stat().st_size > 0
     assert len(fig.axes) == 3
     with pytest.raises(FileExistsError, match="--force"):
         rdeval.plot_rd(doc, tmp_path / "rd.png")
-    assert "pattern" in rdeval.summary_table(doc)
+    table = rdeval.summary_table(doc)
+    assert ", truncation |" in table and ", λ ladder |" in table and table.count("| pattern") == 2
+    assert "lam" in rdeval.format_clip(res)
     report = rdeval.markdown_report(doc)
     assert report.count("\n| 6 |") == 1 and "ST-LPIPS" in report  # one clip's ladder, k = 1..6
 
@@ -199,6 +213,8 @@ def test_eval_refuses_what_it_cannot_do(monkeypatch, tmp_path):
         rdeval.evaluate_clips([clip], "tiny", samplers=("blur",), perceptual=False)
     with pytest.raises(FileNotFoundError, match="no such clip"):
         rdeval.evaluate_clips([tmp_path / "nope.y4m"], "tiny", perceptual=False)
+    with pytest.raises(rdeval.EvalError, match="lambdas must be finite and >= 0"):
+        rdeval.evaluate_clips([clip], "tiny", perceptual=False, lambdas=(0.01, -1))
 
 
 # ---- the real thing: x264 and x265 through ffmpeg, ST-LPIPS, the CLI ---------------------------------------------
@@ -212,14 +228,15 @@ def test_cli_eval_with_real_baselines_and_st_lpips(tmp_path, capsys):
     clip = write_video(tmp_path / "pat.y4m", pattern_clip(4, 112, 128), fps=Fraction(25))
     make_tiny_codec(seed=0).save(tmp_path / "m.pt")
     argv = ["eval", str(clip), "--model", str(tmp_path / "m.pt"), "--json", str(tmp_path / "e.json"),
-            "--plot", str(tmp_path / "e.png"), "--out", str(tmp_path / "out")]
+            "--plot", str(tmp_path / "e.png"), "--out", str(tmp_path / "out"), "--lambdas", "0.01,0.1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "BD-rate" in out and "x265" in out and "x264" in out
     doc = json.loads((tmp_path / "e.json").read_text())
     rdeval.check_document(doc)
     res = doc["clips"][0]
-    assert [r["codec"] for r in res["codecs"]] == ["ours", "x264", "x265"]
+    assert [r["codec"] for r in res["codecs"]] == ["ours", "ours", "x264", "x265"]
+    assert res["codecs"][1]["results"]["lambda"] == [0.01, 0.1]
     for rec in res["codecs"]:
         assert "st-lpips" in rec["results"] and "ms-ssim-rgb" in rec["results"] and "psnr-y" in rec["results"]
     for rec in res["codecs"][1:]:
