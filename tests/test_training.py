@@ -210,3 +210,85 @@ def test_code_usage_is_kept_in_the_lightning_checkpoint():
     a.on_save_checkpoint(checkpoint)
     b.on_load_checkpoint(checkpoint)
     assert torch.equal(b.quantizer.code_usage, torch.arange(32.0))
+
+
+TINY_CONTEXT = ["--model.context_model.init_args.codebook_size", "32", "--model.context_model.init_args.width", "16",
+                "--model.context_model.init_args.depth", "1", "--model.context_model.init_args.heads", "2"]
+
+
+def _tiny_codec(tmp_path) -> Path:
+    """A tiny codec trained for a step or two by stage 1 and stage 2 (the start of a fine-tune)."""
+    stage1, codec_path = tmp_path / "stage1.pt", tmp_path / "codec.pt"
+    train_main(["stage1", "--config", str(ROOT / "configs/tiny_stage1.yaml"), *_trainer(tmp_path / "s1", 2),
+                *TINY_MODEL, *TINY_DATA, "--data.crop_size", "[32,32]", "--data.batch_size", "2",
+                "--model.export_path", str(stage1)])
+    train_main(["stage2", "--config", str(ROOT / "configs/tiny_stage2.yaml"), *_trainer(tmp_path / "s2", 1),
+                "--model.stage1_path", str(stage1), "--model.export_path", str(codec_path), *TINY_CONTEXT,
+                *TINY_DATA, "--data.crop_size", "[32,32]", "--data.clip_len", "2"])
+    return codec_path
+
+
+def test_stage3_fine_tunes_only_the_decoder_and_keeps_every_token(tmp_path):
+    """configs/tiny_stage3.yaml: encoder, quantizer and context model of the source codec stay exactly
+    as they were (so every stream's tokens and rate are unchanged); the decoder's weights move."""
+    source = _tiny_codec(tmp_path)
+    out = tmp_path / "ft.pt"
+    train_main(["stage1", "--config", str(ROOT / "configs/tiny_stage3.yaml"), *_trainer(tmp_path / "s3", 3),
+                *TINY_MODEL, *TINY_DATA, "--data.crop_size", "[64,64]", "--data.batch_size", "2",
+                "--model.finetune_from", str(source), "--model.export_path", str(tmp_path / "s3.pt"),
+                "--model.export_codec_path", str(out), "--model.ema_warmup", "1", "--model.lr", "0.01"])
+    before, after = Codec.from_pretrained(str(source)), Codec.from_pretrained(str(out))
+    assert after.meta["stage3"] == "configs/tiny_stage3.yaml"
+    sb, sa = before.state_dict(), after.state_dict()
+    moved = {k for k in sb if not torch.equal(sb[k], sa[k])}
+    assert moved and all(k.startswith("tokenizer.decoder.") for k in moved), sorted(moved)[:5]
+    assert before.fingerprint() != after.fingerprint()
+    video = torch.rand(2, 3, 24, 40)
+    # the same tokens from the same frames, coded in the same number of bytes (the context model is the
+    # same), and they decode exactly with the fine-tuned codec
+    tb, _ = before.tokenize(video)
+    ta, _ = after.tokenize(video)
+    assert all(torch.equal(a, b) for a, b in zip(tb, ta))
+    data_b, data_a = before.encode(video, rdo_lambda=0), after.encode(video, rdo_lambda=0)
+    assert len(data_a) == len(data_b)
+    decoded, _ = after.decode_tokens(data_a)
+    assert all(torch.equal(a, b) for a, b in zip(decoded, tb))
+
+
+def test_fine_tune_options_are_checked(tmp_path):
+    from progvc_lab.stages.quantizer import MultiScaleResidualQuantizer
+    from progvc_lab.stages.tokenizer import ConvTokenizer
+    from progvc_lab.training.modules import TokenizerModule
+
+    tok, quant = ConvTokenizer(width=8, max_width=16, groups=4), MultiScaleResidualQuantizer(codebook_size=32)
+    with pytest.raises(ValueError, match="train_only must be one of"):
+        TokenizerModule(tok, quant, train_only="encoder")
+    with pytest.raises(ValueError, match="give finetune_from"):
+        TokenizerModule(tok, quant, train_only="decoder")
+    with pytest.raises(ValueError, match="set train_only='decoder'"):
+        TokenizerModule(tok, quant, export_codec_path=str(tmp_path / "x.pt"))
+    with pytest.raises(ValueError, match="differs from this run's"):  # the shipped model is wider
+        TokenizerModule(tok, quant, finetune_from="tiny", train_only="decoder")
+    with pytest.raises(FileNotFoundError, match="train stage 1 first"):
+        TokenizerModule(tok, quant, finetune_from=str(tmp_path / "missing.pt"), train_only="decoder")
+
+
+def test_stage2_fine_tunes_from_a_codec(tmp_path):
+    """stage2 --model.finetune_from CODEC starts from its context model (lr 0: the weights come back
+    unchanged) and --model.stage1_path may name the codec itself for the frozen tokenizer."""
+    source = _tiny_codec(tmp_path)
+    out = tmp_path / "ft2.pt"
+    train_main(["stage2", "--config", str(ROOT / "configs/tiny_stage2.yaml"), *_trainer(tmp_path / "f2", 1),
+                "--model.stage1_path", str(source), "--model.finetune_from", str(source), "--model.lr", "0",
+                "--model.export_path", str(out), *TINY_CONTEXT, *TINY_DATA, "--data.crop_size", "[32,32]",
+                "--data.clip_len", "2"])
+    before, after = Codec.from_pretrained(str(source)), Codec.from_pretrained(str(out))
+    sb, sa = before.state_dict(), after.state_dict()
+    same = [k for k in sb if k != "context_model.unigram_counts" and torch.equal(sb[k], sa[k])]
+    assert len(same) == len(sb) - 1
+    # the token histogram goes on counting from the source's
+    assert float(sa["context_model.unigram_counts"].sum()) > float(sb["context_model.unigram_counts"].sum())
+    with pytest.raises(ValueError, match="differs from this run's"):
+        train_main(["stage2", "--config", str(ROOT / "configs/tiny_stage2.yaml"), *_trainer(tmp_path / "f3", 1),
+                    "--model.stage1_path", str(source), "--model.finetune_from", str(source), *TINY_DATA,
+                    "--model.context_model.init_args.codebook_size", "32"])

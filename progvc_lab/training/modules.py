@@ -7,6 +7,9 @@
              k < K at random ("scale dropout"), so truncated pyramids decode to sensible frames too.
              ``ema_decay > 0`` keeps an exponential moving average of the tokenizer and quantizer
              weights; validation and the exported ``stage1.pt`` then use the averaged weights.
+             ``finetune_from`` + ``train_only="decoder"``: start from a trained codec, freeze its
+             encoder and quantizer (so every token, and hence the context model, stays valid) and
+             train only the decoder; ``export_codec_path`` writes that codec with the new decoder.
 
     stage 2  clip ─► frozen tokenizer + quantizer ─► tokens[s] (B, T, h_s, w_s), context inputs
              ─► ContextModel teacher-forced pass (mask) ─► cross-entropy
@@ -108,13 +111,24 @@ class TokenizerModule(_Base):
                  scale_dropout: float = 0.3, l1_weight: float = 1.0, mse_weight: float = 1.0,
                  quant_weight: float = 1.0, restart_every: int = 25, export_path: str | None = None,
                  msssim_weight: float = 0.0, msssim_win: int = 7, msssim_start: int = 0,
-                 ema_decay: float = 0.0, ema_warmup: int = 100):
+                 ema_decay: float = 0.0, ema_warmup: int = 100, finetune_from: str | None = None,
+                 train_only: str = "all", export_codec_path: str | None = None,
+                 export_meta: dict | None = None):
         """``msssim_weight``: weight of ``1 - MS-SSIM`` (e.g. 0.84 with ``l1_weight`` 0.16 and
         ``mse_weight`` 0, Zhao et al. 2017); ``msssim_win``: its Gaussian window (7 for 128-px crops);
         ``msssim_start``: training steps of plain L1 + MSE first (MS-SSIM is unstable on the noise
         an untrained decoder makes, so it takes over from a rough reconstruction).
         ``ema_decay``: weight EMA (e.g. 0.999; 0 = off), ramped in as ``min(decay, (1+t)/(warmup+t))``;
-        when on, validation and the exported weights are the EMA ones."""
+        when on, validation and the exported weights are the EMA ones.
+
+        ``finetune_from``: a codec checkpoint (a shipped name such as ``"tiny"``, a ``.pt`` written by
+        stage 2) or a ``stage1.pt``; its tokenizer and quantizer weights are the starting point (their
+        configs must equal this run's). ``train_only``: ``"all"`` or ``"decoder"`` (encoder and
+        quantizer frozen: the tokens of every frame stay exactly those of ``finetune_from``, so its
+        context model still fits them, and the decoder learns e.g. an MS-SSIM loss on them).
+        ``export_codec_path``: with ``train_only="decoder"`` and a codec as ``finetune_from``, also
+        write that codec with the fine-tuned (EMA) decoder, loadable by ``Codec.from_pretrained``;
+        ``export_meta`` goes into it."""
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "quantizer"])
         if tokenizer.latent_dim != quantizer.latent_dim:
@@ -122,6 +136,20 @@ class TokenizerModule(_Base):
                              f"quantizer.latent_dim ({quantizer.latent_dim})")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if train_only not in TRAIN_ONLY:
+            raise ValueError(f"train_only must be one of {TRAIN_ONLY}, got {train_only!r}")
+        if train_only == "decoder" and not finetune_from:
+            raise ValueError("train_only='decoder' fine-tunes a trained decoder: give finetune_from "
+                             "(a codec checkpoint such as 'tiny', or a stage1.pt)")
+        if export_codec_path and train_only != "decoder":
+            raise ValueError("export_codec_path keeps the context model of finetune_from, which only fits "
+                             "the new tokenizer when its encoder and quantizer stay frozen: "
+                             "set train_only='decoder' (or train stage 2 on the new stage 1)")
+        if finetune_from:
+            load_weights_into(finetune_from, tokenizer, quantizer)
+        if train_only == "decoder":
+            for p in list(tokenizer.encoder.parameters()) + list(quantizer.parameters()):
+                p.requires_grad_(False)
         self.tokenizer, self.quantizer = tokenizer, quantizer
         self.lr = lr
         self.ema_tokenizer = self.ema_quantizer = None
@@ -153,6 +181,9 @@ class TokenizerModule(_Base):
         if self.ema_tokenizer is not None:  # the averaged copies never train (no dropout/norm updates)
             self.ema_tokenizer.eval()
             self.ema_quantizer.eval()
+        if self.hparams.train_only == "decoder":  # frozen: no code-usage counts, no restarts
+            self.tokenizer.encoder.eval()
+            self.quantizer.eval()
         return self
 
     # the quantizer's code-usage statistics are a non-persistent buffer (not in the state dict), so a
@@ -195,12 +226,18 @@ class TokenizerModule(_Base):
     def _shared_step(self, batch, stage: str):
         x = self.frames(batch)
         tokenizer, quantizer = (self.tokenizer, self.quantizer) if stage == "train" else self.export_modules()
-        f = tokenizer.encode(x)
         K = quantizer.num_scales
         k = K
         if stage == "train" and torch.rand(()) < self.hparams.scale_dropout:
             k = int(torch.randint(1, K, ()))
-        f_hat, tokens, q_loss = quantizer(f, upto=k)
+        if self.hparams.train_only == "decoder":  # the tokens the frozen encoder sends, as the codec does
+            with torch.no_grad():
+                f = tokenizer.encode(x)
+                f_hat = quantizer.tokens_to_latent(quantizer.tokenize(f), f.shape[-2:], upto=k)
+            q_loss = f.new_zeros(())
+        else:
+            f = tokenizer.encode(x)
+            f_hat, _, q_loss = quantizer(f, upto=k)
         x_hat = tokenizer.decode(f_hat, x.shape[-2:])
         rec, parts = self.reconstruction_loss(x_hat, x)
         loss = rec + self.hparams.quant_weight * q_loss
@@ -211,7 +248,7 @@ class TokenizerModule(_Base):
             self.log(f"{stage}/msssim", parts["msssim"], sync_dist=sync)
         if k == K:
             self.log(f"{stage}/psnr", _psnr(x_hat.clamp(0, 1), x), prog_bar=True, sync_dist=sync)
-        if stage == "train":
+        if stage == "train" and self.hparams.train_only == "all":
             usage = self.quantizer.code_usage
             p = usage / usage.sum()
             self.log("train/codebook_perplexity", torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
@@ -258,8 +295,67 @@ class TokenizerModule(_Base):
                 self.log(f"val/msssim_k{k}", ms_ssim_loss_value(x_hat, x, self.hparams.msssim_win), sync_dist=True)
 
     def on_train_end(self):
-        if self.hparams.export_path and self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
+            return
+        if self.hparams.export_path:
             save_stage1(self.hparams.export_path, *self.export_modules())
+        if self.hparams.export_codec_path:
+            export_finetuned_codec(self.hparams.export_codec_path, self.hparams.finetune_from,
+                                   self.export_modules()[0], meta=self.hparams.export_meta)
+
+
+TRAIN_ONLY = ("all", "decoder")
+
+
+def _load_source(source: str):
+    """(tokenizer, quantizer, codec or None) of a codec checkpoint / shipped name, or of a stage1.pt."""
+    from ..checkpoint import load_tensors
+    from ..codec import Codec
+
+    path = Path(source)
+    if not path.exists() and path.suffix in (".pt", ".pth", ".ckpt"):
+        load_stage1(path)  # raises: not found, with the hint to train stage 1 first
+    if path.is_file():
+        ckpt = load_tensors(path, "checkpoint")
+        if "tokenizer_state" in ckpt:  # a stage1.pt
+            return (*load_stage1(path), None)
+    codec = Codec.from_pretrained(str(source))
+    return codec.tokenizer, codec.quantizer, codec
+
+
+def load_weights_into(source: str, tokenizer, quantizer) -> None:
+    """Copy the tokenizer and quantizer weights of ``source`` (see ``_load_source``) into these modules;
+    their configs must be equal, so that the weights mean the same thing."""
+    from dataclasses import asdict
+
+    src_tok, src_quant, _ = _load_source(source)
+    for name, mine, theirs in (("tokenizer", tokenizer, src_tok), ("quantizer", quantizer, src_quant)):
+        if type(mine) is not type(theirs) or asdict(mine.config) != asdict(theirs.config):
+            raise ValueError(f"finetune_from={source}: its {name} ({type(theirs).__name__} "
+                             f"{asdict(theirs.config)}) differs from this run's ({type(mine).__name__} "
+                             f"{asdict(mine.config)}); set the same init_args in the config")
+        mine.load_state_dict({k: v.contiguous() for k, v in theirs.state_dict().items()})
+
+
+def export_finetuned_codec(path, source: str, tokenizer, meta: dict | None = None):
+    """The codec of ``source`` with ``tokenizer``'s weights (its encoder must be unchanged: checked on
+    the weights, so that the stream's tokens, the quantizer and the context model still belong together)."""
+    import copy as _copy
+
+    _, _, codec = _load_source(source)
+    if codec is None:
+        raise ValueError(f"export_codec_path needs a codec checkpoint as finetune_from, got the stage-1 file {source}")
+    src_state = codec.tokenizer.state_dict()
+    new_state = tokenizer.state_dict()
+    moved = [k for k in src_state if k.startswith("encoder.") and not torch.equal(src_state[k], new_state[k])]
+    if moved:
+        raise ValueError(f"the encoder changed during fine-tuning ({moved[0]}, ...): the source codec's "
+                         "context model no longer fits its tokens")
+    out = _copy.deepcopy(codec)
+    out.tokenizer.load_state_dict(new_state)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    out.save(path, meta=dict(meta or {}))
+    return out
 
 
 def save_stage1(path, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer):
@@ -295,11 +391,26 @@ class ContextModule(_Base):
 
     def __init__(self, context_model: ContextModel, stage1_path: str, lr: float = 1e-3,
                  label_smoothing: float = 0.0, export_path: str | None = None, export_gop: int = 8,
-                 export_meta: dict | None = None):
+                 export_meta: dict | None = None, finetune_from: str | None = None):
+        """``stage1_path``: a ``stage1.pt``, or a codec checkpoint / shipped name (its tokenizer and
+        quantizer). ``finetune_from``: a codec checkpoint whose context model weights (and unigram
+        counts) are the starting point; its context-model config must equal this run's."""
         super().__init__()
         self.save_hyperparameters(ignore=["context_model"])
         self.context_model = context_model
-        self.tokenizer, self.quantizer = load_stage1(stage1_path)
+        self.tokenizer, self.quantizer, _ = _load_source(stage1_path)
+        self.tokenizer.eval(), self.quantizer.eval()
+        if finetune_from:
+            from dataclasses import asdict
+
+            _, _, source = _load_source(finetune_from)
+            if source is None:
+                raise ValueError(f"finetune_from={finetune_from}: a codec checkpoint is needed (it has the context model)")
+            if type(source.context_model) is not type(context_model) or \
+                    asdict(source.context_model.config) != asdict(context_model.config):
+                raise ValueError(f"finetune_from={finetune_from}: its context model {asdict(source.context_model.config)} "
+                                 f"differs from this run's {asdict(context_model.config)}")
+            context_model.load_state_dict(source.context_model.state_dict())
         for p in list(self.tokenizer.parameters()) + list(self.quantizer.parameters()):
             p.requires_grad_(False)
         cfg, q = context_model.config, self.quantizer
