@@ -15,7 +15,9 @@ protocol's, and an annotation in the protocol would have to be copied exactly by
 implementation. Arguments that callers pass by position only are marked ``/``; the others are
 passed by keyword somewhere and must keep their names.
 
-``name`` is the stage's registry name (``registry.register`` sets it); ``config`` holds the
+``name`` is the stage's registry name (``registry.register`` sets it on every registered class; the
+protocols ask for it where something reads it: the quantizer's and coder's go into the stream
+header, the sampler's says what it does); ``config`` holds the
 constructor's keyword arguments (a dataclass or a dict): ``type(stage)(**config)`` builds the same
 stage again, which is what checkpoints store as ``init_args``.
 
@@ -30,7 +32,6 @@ from typing import Any, Protocol, runtime_checkable
 class Tokenizer(Protocol):
     """Frames <-> latent maps. ``latent_dim`` = C; ``config`` is read by ``Codec.decode_costs``
     (``width``, if it has one, for the memory estimate)."""
-    name: str
     config: Any
     latent_dim: int
 
@@ -102,7 +103,6 @@ class ContextModel(Protocol):
     size the decoder's memory estimate. ``unigram_counts`` (K, V) is the per-scale token histogram
     of the training data (the baseline of ``analyze``).
     """
-    name: str
     config: Any
     unigram_counts: Any
 
