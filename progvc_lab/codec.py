@@ -191,10 +191,12 @@ class Codec(nn.Module):
         """``{kind: {"class_path", "init_args"}}`` per stage: what ``save`` writes, ``from_config`` builds."""
         return {kind: registry.spec(getattr(self, kind)) for kind in STAGES}
 
-    def custom_classes(self) -> dict:
-        """``{kind: class_path}`` of the stages that are not the built-in class (for the fingerprint)."""
-        return {kind: registry.class_path(getattr(self, kind)) for kind in STAGES
-                if type(getattr(self, kind)) is not registry.default(kind)}
+    def stage_names(self) -> dict:
+        """``{kind: name}``: each stage's registry name (its class path if it has none). An unregistered
+        subclass inherits its parent's name: it claims to be the same model (the course's
+        ``StudentQuantizer``, a re-implementation with the package's weights, relies on that)."""
+        return {kind: getattr(getattr(self, kind), "name", None) or registry.class_path(getattr(self, kind))
+                for kind in STAGES}
 
     @classmethod
     def from_config(cls, config: dict, trust_class_paths: bool = False) -> "Codec":
@@ -212,7 +214,7 @@ class Codec(nn.Module):
                     "fingerprint": self.fingerprint().hex()}, path)
 
     @classmethod
-    def load(cls, path, trust_class_paths: bool = False) -> "Codec":
+    def load(cls, path, *, trust_class_paths: bool = False) -> "Codec":
         """A codec saved with ``save``. Tensors only (``weights_only=True``), every config field bounded
         before anything is built (``progvc_lab.checkpoint``); a mismatch raises ``CheckpointError``.
 
@@ -274,7 +276,7 @@ class Codec(nn.Module):
                 or name.count("/") != 1 or (len(p.parts) > 1 and Path(p.parts[0]).is_dir()))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = "tiny", trust_class_paths: bool = False, **overrides) -> "Codec":
+    def from_pretrained(cls, name_or_path: str = "tiny", *, trust_class_paths: bool = False, **overrides) -> "Codec":
         """A shipped model by name ("tiny"), a local .pt file or folder, or a hub repo "org/name".
 
         Hub repos are fetched with huggingface_hub (``model.pt`` in the repo); offline, only what is
@@ -310,7 +312,7 @@ class Codec(nn.Module):
                 raise FileNotFoundError(f"could not fetch model {name_or_path!r} from the hub and it is not "
                                         f"in the local cache ({type(e).__name__}); names shipped with "
                                         f"progvc_lab: {sorted(PRETRAINED)}") from e
-        codec = cls.load(path, trust_class_paths)
+        codec = cls.load(path, trust_class_paths=trust_class_paths)
         for k, v in overrides.items():
             if not hasattr(codec.config, k):
                 raise TypeError(f"unknown codec option {k!r}")
@@ -323,9 +325,9 @@ class Codec(nn.Module):
         h = hashlib.sha256()
         cfg = self.describe_config()
         cfg.pop("codec")  # GOP, gate, lambda and threads are coding choices, not the model
-        custom = self.custom_classes()
-        if custom:  # a stage that is not the built-in class; built-ins keep the fingerprints of old models
-            cfg["classes"] = custom
+        custom = {k: v for k, v in self.stage_names().items() if v != registry.DEFAULTS[k]}
+        if custom:  # only a stage that is not a built-in one: built-ins keep the fingerprints of old models
+            cfg["stages"] = custom
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
