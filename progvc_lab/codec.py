@@ -184,7 +184,8 @@ class Codec(nn.Module):
 
     # ---- construction and identity ----------------------------------------------------------------
     def describe_config(self) -> dict:
-        """Each stage's constructor arguments (its ``config``) and the codec's choices."""
+        """Each stage's constructor arguments (its ``config``) and the codec's choices: what the
+        fingerprint hashes (``stage_config`` adds the classes)."""
         return {**{kind: registry.init_args(getattr(self, kind)) for kind in STAGES}, "codec": asdict(self.config)}
 
     def stage_config(self) -> dict:
