@@ -157,11 +157,13 @@ def check_stage(kind: str, value, path, allowed: dict | None = None, trust: bool
     else:  # before class paths: the built-in class's arguments
         cls, args = registry.default(kind), value
     if cls is registry.default(kind):
-        args = check_section(kind, args, path, allowed)
-    else:
-        if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
-            raise CheckpointError(f"{path}: config.{kind}.init_args must map argument names to values")
-        args = check_plain(f"config.{kind}.init_args", args, path)
+        return {"class_path": registry.class_path(cls), "init_args": check_section(kind, args, path, allowed)}
+    if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+        raise CheckpointError(f"{path}: config.{kind}.init_args must map argument names to values")
+    args = check_plain(f"config.{kind}.init_args", args, path)
+    if issubclass(cls, registry.default(kind)):  # a subclass: the built-in's fields keep their bounds
+        known = {k: v for k, v in args.items() if k in LIMITS[kind]}
+        args = {**args, **check_section(kind, known, path, allowed)}
     return {"class_path": registry.class_path(cls), "init_args": args}
 
 

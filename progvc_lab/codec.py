@@ -239,12 +239,12 @@ class Codec(nn.Module):
         if not isinstance(meta, dict):
             raise CheckpointError(f"{path}: 'meta' must be a mapping, got {type(meta).__name__}")
         # build nothing larger than the file: the context model's weights dominate (~ (4 + 2 mlp) D^2 per layer)
-        # (a user's own class, registered or trusted, sizes itself)
+        # (the built-in and its subclasses; another class, registered or trusted, sizes itself)
         cm = config["context_model"]["init_args"]
         wanted = cm.get("depth", 4) * (4 + 2 * cm.get("mlp_ratio", 4)) * cm.get("width", 128) ** 2
         held = sum(t.numel() for k, t in state.items() if k.startswith("context_model."))
-        builtin = config["context_model"]["class_path"] == registry.class_path(registry.default("context_model"))
-        if builtin and wanted > 2 * held + 1_000_000:
+        cm_class = registry.resolve("context_model", config["context_model"]["class_path"], trust_class_paths)
+        if issubclass(cm_class, registry.default("context_model")) and wanted > 2 * held + 1_000_000:
             raise CheckpointError(f"{path}: config.context_model describes about {wanted:,} weights but the file "
                                   f"holds {held:,}; refusing to build it")
         # encoder choices (GOP, copy gate, lambda) are not part of a model: today's defaults apply

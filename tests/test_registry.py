@@ -275,6 +275,15 @@ def test_a_user_class_gets_plain_init_args_only(tmp_path):
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="config.tokenizer.init_args.width is a Tensor"):
         Codec.load(tmp_path / "bad.pt")
+    # a subclass of a built-in keeps the built-in's bounds on the built-in's fields
+    renamed = Codec(ConvTokenizer(), RenamedQuantizer(codebook_size=TINY_V),
+                    ContextModel(codebook_size=TINY_V, width=32, depth=1, heads=2))
+    renamed.save(tmp_path / "r.pt")
+    edited = torch.load(tmp_path / "r.pt", weights_only=True)
+    edited["config"]["quantizer"]["init_args"]["codebook_size"] = 1 << 30
+    torch.save(edited, tmp_path / "big.pt")
+    with pytest.raises(CheckpointError, match="config.quantizer.codebook_size = 1073741824 is out of range"):
+        Codec.load(tmp_path / "big.pt")
     ckpt["config"]["tokenizer"]["init_args"] = {"width": 8, "surprise": 1}
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="its config does not make a codec .*surprise"):
