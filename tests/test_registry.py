@@ -250,9 +250,10 @@ def test_an_unregistered_class_path_is_refused_and_nothing_is_imported(tmp_path,
 @pytest.mark.parametrize("class_path,match", [
     ("os.system", "refused tokenizer class_path 'os.system': it is not a registered stage"),
     ("builtins.eval", "refused tokenizer class_path 'builtins.eval'"),
-    ("progvc_lab.cli.main", "inside progvc_lab only subclasses of progvc_lab.stages.tokenizer.ConvTokenizer"),
+    ("progvc_lab.cli.main", "'progvc_lab.cli.main': it is a function, not a class"),
+    ("progvc_lab.codec.CodecConfig", "inside progvc_lab only subclasses of progvc_lab.stages.tokenizer.ConvTokenizer"),
     ("progvc_lab.stages.quantizer.MultiScaleResidualQuantizer", "inside progvc_lab only subclasses"),
-    ("progvc_lab.no_such_module.Tok", "cannot be found"),
+    ("progvc_lab.no_such_module.Tok", "cannot be loaded .ModuleNotFoundError"),
     ("not a path", "class_path must be a dotted name"),
 ])
 def test_bad_class_paths_are_refused_in_one_line(tmp_path, class_path, match):

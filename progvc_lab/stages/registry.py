@@ -120,10 +120,13 @@ def resolve(kind: str, path, trust: bool = False) -> type:
     module, _, attr = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise StageLookupError(f"{label} class_path {path!r} cannot be found ({type(e).__name__}: {e})") from None
+    except Exception as e:  # a trusted module may fail in any way: one line naming it
+        raise StageLookupError(f"{label} class_path {path!r} cannot be loaded "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    if not isinstance(cls, type):
+        raise StageLookupError(f"refused {label} class_path {path!r}: it is a {type(cls).__name__}, not a class")
     base = default(kind) if kind in DEFAULTS else None
-    if not isinstance(cls, type) or (ours and not trust and base is not None and not issubclass(cls, base)):
+    if ours and not trust and base is not None and not issubclass(cls, base):
         raise StageLookupError(f"refused {label} class_path {path!r}: inside progvc_lab only subclasses of "
                                f"{class_path(base)} (or registered stages) load without trust_class_paths=True")
     from .protocols import missing
