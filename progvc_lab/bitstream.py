@@ -87,6 +87,9 @@ MAX_FPS_TERM = 65535             # fps_num and fps_den are each 1..65535 (what t
 MAX_WINDOW = 255
 MAX_SCALES = 64
 FINGERPRINT_BYTES = 4
+# The 2-bit name tables are wire format (an id's meaning never changes): the built-in stages' registry
+# names (``stages.registry``; a test keeps them equal), spelt out here so that this module needs no torch.
+# Any other name (a user's registered quantizer or coder) is written out in the header instead.
 QUANTIZERS = ("vq",)
 MASKS = ("progvc_sparse", "var", "infinitystar")
 CODERS = ("torchac", "constriction")

@@ -9,6 +9,12 @@ anyone to load it with ``weights_only=False``.
 A config read from a file is checked field by field against :data:`LIMITS` before a model is
 built from it, so a checkpoint saying ``width: 40000`` fails with the field's name instead of
 asking for gigabytes, and ``coding_threads: 0`` fails here instead of deep in the coder.
+
+Each stage of a config is ``{class_path, init_args}`` (or, in checkpoints from before class paths,
+the built-in class's arguments alone). A class path is code to import, so it must name a registered
+stage or a subclass of a built-in inside progvc_lab unless the caller trusts the file
+(``stages.registry.resolve``). The built-in classes' arguments are bounded by :data:`LIMITS`; any
+other class gets plain JSON-like values only (``check_plain``).
 """
 from __future__ import annotations
 
@@ -102,9 +108,69 @@ def check_section(section: str, values, path, allowed: dict | None = None) -> di
     return out
 
 
-def check_codec_config(config, path, allowed: dict | None = None) -> dict:
+STAGES = ("tokenizer", "quantizer", "context_model")
+_PLAIN_DEPTH, _PLAIN_ITEMS, _PLAIN_STR = 8, 10_000, 10_000
+
+
+def check_plain(name: str, value, path, depth: int = 0, budget: list | None = None):
+    """``value`` if it is plain JSON-like data (None, bool, int, finite float, str, list/tuple, dict with
+    str keys), nested at most 8 deep with at most 10,000 items; else ``CheckpointError`` naming it."""
+    budget = [_PLAIN_ITEMS] if budget is None else budget
+    budget[0] -= 1
+    if depth > _PLAIN_DEPTH or budget[0] < 0:
+        raise CheckpointError(f"{path}: {name} is nested too deep or holds too many values")
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CheckpointError(f"{path}: {name} = {value!r} is not a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > _PLAIN_STR:
+            raise CheckpointError(f"{path}: {name} is a string of {len(value)} characters (at most {_PLAIN_STR})")
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(check_plain(f"{name}[{i}]", v, path, depth + 1, budget) for i, v in enumerate(value))
+    if isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, str):
+                raise CheckpointError(f"{path}: {name} has a key {k!r} that is not a string")
+        return {k: check_plain(f"{name}.{k}", v, path, depth + 1, budget) for k, v in value.items()}
+    raise CheckpointError(f"{path}: {name} is a {type(value).__name__}; a stage's init_args hold plain values only")
+
+
+def check_stage(kind: str, value, path, allowed: dict | None = None, trust: bool = False) -> dict:
+    """One stage of a checkpoint's config as ``{"class_path", "init_args"}``, the class allowed by
+    ``stages.registry.resolve`` (nothing is imported for a refused one), the arguments bounded."""
+    from .stages import registry
+
+    if isinstance(value, dict) and "class_path" in value:
+        unknown = sorted(set(value) - {"class_path", "init_args"})
+        if unknown:
+            raise CheckpointError(f"{path}: unknown field(s) {unknown} in config.{kind} "
+                                  "(a stage is {class_path, init_args})")
+        try:
+            cls = registry.resolve(kind, value["class_path"], trust)
+        except registry.StageLookupError as e:
+            raise CheckpointError(f"{path}: config.{kind}: {e}") from None
+        args = value.get("init_args", {})
+    else:  # before class paths: the built-in class's arguments
+        cls, args = registry.default(kind), value
+    if cls is registry.default(kind):
+        return {"class_path": registry.class_path(cls), "init_args": check_section(kind, args, path, allowed)}
+    if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+        raise CheckpointError(f"{path}: config.{kind}.init_args must map argument names to values")
+    args = check_plain(f"config.{kind}.init_args", args, path)
+    if issubclass(cls, registry.default(kind)):  # a subclass: the built-in's fields keep their bounds
+        known = {k: v for k, v in args.items() if k in LIMITS[kind]}
+        args = {**args, **check_section(kind, known, path, allowed)}
+    return {"class_path": registry.class_path(cls), "init_args": args}
+
+
+def check_codec_config(config, path, allowed: dict | None = None, trust: bool = False) -> dict:
     """The ``config`` of a codec checkpoint, every field bounded (``allowed``: choices for codec/mask
-    names that only the caller knows, e.g. ``{"coder": [...], "mask": [...]}``)."""
+    names that only the caller knows, e.g. ``{"coder": [...], "mask": [...]}``). Stage sections come
+    back as ``{"class_path", "init_args"}`` (``check_stage``; ``trust``: any class path)."""
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: 'config' must be a mapping, got {type(config).__name__}")
     missing = [s for s in ("tokenizer", "quantizer", "context_model") if s not in config]
@@ -113,7 +179,8 @@ def check_codec_config(config, path, allowed: dict | None = None) -> dict:
     unknown = sorted(set(config) - set(LIMITS))
     if unknown:
         raise CheckpointError(f"{path}: unknown config section(s) {unknown}")
-    return {s: check_section(s, v, path, allowed) for s, v in config.items()}
+    return {s: check_stage(s, v, path, allowed, trust) if s in STAGES else check_section(s, v, path, allowed)
+            for s, v in config.items()}
 
 
 def check_state_dict(state, path, key: str = "state_dict") -> dict:

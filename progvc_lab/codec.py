@@ -65,12 +65,11 @@ from torch import nn
 
 from . import bitstream
 from .bitstream import BitstreamError, Header, Stream
-from .stages.context_model import ContextModel
+from .stages import protocols, registry
 from .stages.entropy import CODERS, code_lengths, get_coder, logits_to_cdf, model_bits
 from .stages.masks import build_mask, decode_order, is_truncation_safe
-from .stages.quantizer import MultiScaleResidualQuantizer, area_down
+from .stages.quantizer import area_down
 from .stages.sampler import DetailSampler
-from .stages.tokenizer import ConvTokenizer
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt"}
@@ -156,11 +155,20 @@ def tokens_bytes(tok: torch.Tensor) -> bytes:
     return tok.to(torch.int16).numpy().astype("<i2").tobytes()
 
 
+STAGES = ("tokenizer", "quantizer", "context_model")   # the stages a codec checkpoint holds
+
+
 class Codec(nn.Module):
-    def __init__(self, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer,
-                 context_model: ContextModel, gop: int = MAX_GOP, coder: str = "constriction", coding_threads: int = 2,
-                 copy_gate: str = "count", rdo_lambda: float = DEFAULT_LAMBDA, rdo_candidates: int = 8):
+    """The three model stages (any objects with the members of ``stages.protocols``) and the encoder's
+    choices (``CodecConfig``)."""
+
+    def __init__(self, tokenizer: protocols.Tokenizer, quantizer: protocols.Quantizer,
+                 context_model: protocols.ContextModel, gop: int = MAX_GOP, coder: str = "constriction",
+                 coding_threads: int = 2, copy_gate: str = "count", rdo_lambda: float = DEFAULT_LAMBDA,
+                 rdo_candidates: int = 8):
         super().__init__()
+        for kind, stage in zip(STAGES, (tokenizer, quantizer, context_model)):
+            protocols.check(kind, stage)
         self.tokenizer, self.quantizer, self.context_model = tokenizer, quantizer, context_model
         self.config = CodecConfig(gop, coder, coding_threads, copy_gate, rdo_lambda, rdo_candidates)
         if tokenizer.latent_dim != quantizer.latent_dim or quantizer.latent_dim != context_model.config.latent_dim:
@@ -176,24 +184,45 @@ class Codec(nn.Module):
 
     # ---- construction and identity ----------------------------------------------------------------
     def describe_config(self) -> dict:
-        return {"tokenizer": asdict(self.tokenizer.config), "quantizer": asdict(self.quantizer.config),
-                "context_model": asdict(self.context_model.config), "codec": asdict(self.config)}
+        """Each stage's constructor arguments (its ``config``) and the codec's choices: what the
+        fingerprint hashes (``stage_config`` adds the classes)."""
+        return {**{kind: registry.init_args(getattr(self, kind)) for kind in STAGES}, "codec": asdict(self.config)}
+
+    def stage_config(self) -> dict:
+        """``{kind: {"class_path", "init_args"}}`` per stage: what ``save`` writes, ``from_config`` builds."""
+        return {kind: registry.spec(getattr(self, kind)) for kind in STAGES}
+
+    def stage_names(self) -> dict:
+        """``{kind: name}``: each stage's registry name (its class path if it has none). An unregistered
+        subclass inherits its parent's name: it claims to be the same model (the course's
+        ``StudentQuantizer``, a re-implementation with the package's weights, relies on that)."""
+        return {kind: getattr(getattr(self, kind), "name", None) or registry.class_path(getattr(self, kind))
+                for kind in STAGES}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Codec":
-        return cls(ConvTokenizer(**config["tokenizer"]), MultiScaleResidualQuantizer(**config["quantizer"]),
-                   ContextModel(**config["context_model"]), **config.get("codec", {}))
+    def from_config(cls, config: dict, trust_class_paths: bool = False) -> "Codec":
+        """A codec from ``{"tokenizer": ..., "quantizer": ..., "context_model": ..., "codec": {...}}``;
+        a stage section is ``{"class_path", "init_args"}`` or the built-in class's arguments alone.
+        Which class paths are allowed: ``stages.registry.resolve``."""
+        stages = [registry.build(kind, config[kind], trust_class_paths) for kind in STAGES]
+        return cls(*stages, **config.get("codec", {}))
 
     def save(self, path, meta: dict | None = None):
-        """Tensors and plain values only (``Codec.load`` reads with ``weights_only=True``), plus the
-        model fingerprint, which ``load`` checks against the weights it reads."""
-        torch.save({"config": self.describe_config(), "state_dict": self.state_dict(), "meta": meta or {},
+        """Tensors and plain values only (``Codec.load`` reads with ``weights_only=True``): each stage as
+        ``{class_path, init_args}``, the weights, and the model fingerprint, which ``load`` checks."""
+        config = {**self.stage_config(), "codec": asdict(self.config)}
+        torch.save({"config": config, "state_dict": self.state_dict(), "meta": meta or {},
                     "fingerprint": self.fingerprint().hex()}, path)
 
     @classmethod
-    def load(cls, path) -> "Codec":
+    def load(cls, path, *, trust_class_paths: bool = False) -> "Codec":
         """A codec saved with ``save``. Tensors only (``weights_only=True``), every config field bounded
-        before anything is built (``progvc_lab.checkpoint``); a mismatch raises ``CheckpointError``."""
+        before anything is built (``progvc_lab.checkpoint``); a mismatch raises ``CheckpointError``.
+
+        Each stage is rebuilt as the class its ``class_path`` names (none: the built-in class, as in
+        checkpoints from before class paths). Only registered classes and subclasses of the built-ins
+        inside progvc_lab load; ``trust_class_paths=True`` imports any other module the file names
+        (it runs that module's code: only for files you trust)."""
         from .checkpoint import CheckpointError, check_codec_config, check_state_dict, load_tensors
         from .stages.entropy import CODERS
         from .stages.masks import MASKS
@@ -204,22 +233,24 @@ class Codec(nn.Module):
             if key not in ckpt:
                 raise CheckpointError(f"{path} is not a progvc_lab codec checkpoint (no '{key}' entry)")
         config = check_codec_config(ckpt["config"], path, {"coder": sorted(CODERS), "mask": sorted(MASKS),
-                                                           "copy_gate": COPY_GATES})
+                                                           "copy_gate": COPY_GATES}, trust_class_paths)
         state = dict(check_state_dict(ckpt["state_dict"], path))
         meta = ckpt.get("meta", {})
         if not isinstance(meta, dict):
             raise CheckpointError(f"{path}: 'meta' must be a mapping, got {type(meta).__name__}")
         # build nothing larger than the file: the context model's weights dominate (~ (4 + 2 mlp) D^2 per layer)
-        cm = config["context_model"]
+        # (the built-in and its subclasses; another class, registered or trusted, sizes itself)
+        cm = config["context_model"]["init_args"]
         wanted = cm.get("depth", 4) * (4 + 2 * cm.get("mlp_ratio", 4)) * cm.get("width", 128) ** 2
         held = sum(t.numel() for k, t in state.items() if k.startswith("context_model."))
-        if wanted > 2 * held + 1_000_000:
+        cm_class = registry.resolve("context_model", config["context_model"]["class_path"], trust_class_paths)
+        if issubclass(cm_class, registry.default("context_model")) and wanted > 2 * held + 1_000_000:
             raise CheckpointError(f"{path}: config.context_model describes about {wanted:,} weights but the file "
                                   f"holds {held:,}; refusing to build it")
         # encoder choices (GOP, copy gate, lambda) are not part of a model: today's defaults apply
         config["codec"] = {k: v for k, v in config.get("codec", {}).items() if k not in ENCODER_CHOICES}
         try:
-            codec = cls.from_config(config)
+            codec = cls.from_config(config, trust_class_paths)
         except (ValueError, TypeError, AssertionError) as e:
             raise CheckpointError(f"{path}: its config does not make a codec ({e})") from None
         # checkpoints from before the unigram baseline existed: no histogram counted (uniform)
@@ -246,7 +277,7 @@ class Codec(nn.Module):
                 or name.count("/") != 1 or (len(p.parts) > 1 and Path(p.parts[0]).is_dir()))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = "tiny", **overrides) -> "Codec":
+    def from_pretrained(cls, name_or_path: str = "tiny", *, trust_class_paths: bool = False, **overrides) -> "Codec":
         """A shipped model by name ("tiny"), a local .pt file or folder, or a hub repo "org/name".
 
         Hub repos are fetched with huggingface_hub (``model.pt`` in the repo); offline, only what is
@@ -282,7 +313,7 @@ class Codec(nn.Module):
                 raise FileNotFoundError(f"could not fetch model {name_or_path!r} from the hub and it is not "
                                         f"in the local cache ({type(e).__name__}); names shipped with "
                                         f"progvc_lab: {sorted(PRETRAINED)}") from e
-        codec = cls.load(path)
+        codec = cls.load(path, trust_class_paths=trust_class_paths)
         for k, v in overrides.items():
             if not hasattr(codec.config, k):
                 raise TypeError(f"unknown codec option {k!r}")
@@ -295,6 +326,9 @@ class Codec(nn.Module):
         h = hashlib.sha256()
         cfg = self.describe_config()
         cfg.pop("codec")  # GOP, gate, lambda and threads are coding choices, not the model
+        custom = {k: v for k, v in self.stage_names().items() if v != registry.DEFAULTS[k]}
+        if custom:  # only a stage that is not a built-in one: built-ins keep the fingerprints of old models
+            cfg["stages"] = custom
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
@@ -501,7 +535,7 @@ class Codec(nn.Module):
         K = self.quantizer.num_scales
         latent_hw = self.tokenizer.latent_size(H, W)
         header = Header(self.fingerprint()[:bitstream.FINGERPRINT_BYTES], W, H, fps.numerator,
-                        fps.denominator, T, cfg.gop, latent_hw, K, K, "vq", self.context_model.config.mask,
+                        fps.denominator, T, cfg.gop, latent_hw, K, K, self.quantizer.name, self.context_model.config.mask,
                         self.context_model.config.window, cfg.coder, cfg.copy_gate,
                         coding_threads=cfg.coding_threads)
         coder = get_coder(cfg.coder)
@@ -660,9 +694,10 @@ class Codec(nn.Module):
             raise BitstreamError(f"model mismatch: the stream was made by model {h.fingerprint.hex()}, this "
                                  f"codec is {mine.hex()}; decode with the model that encoded it")
         cm = self.context_model.config
-        if (h.mask, h.window, h.quantizer) != (cm.mask, cm.window, "vq"):
+        if (h.mask, h.window, h.quantizer) != (cm.mask, cm.window, self.quantizer.name):
             raise BitstreamError(f"stream uses mask {h.mask!r} (window {h.window}) and quantizer "
-                                 f"{h.quantizer!r}; this codec has {cm.mask!r} (window {cm.window}) and 'vq'")
+                                 f"{h.quantizer!r}; this codec has {cm.mask!r} (window {cm.window}) and "
+                                 f"{self.quantizer.name!r}")
         expect_hw = self.tokenizer.latent_size(h.height, h.width)
         if tuple(h.latent_hw) != expect_hw or h.num_scales != self.quantizer.num_scales:
             raise BitstreamError("stream's latent size or number of scales does not fit its frame size and "
@@ -679,9 +714,10 @@ class Codec(nn.Module):
         """Per-token and per-pixel bytes for ``bitstream.decode_memory``: the attention cache keeps
         layers x (k, v) x width float32 per token; the tokenizer's decoder peaks at about 21 bytes per
         pixel per channel of its first width (measured: 650 bytes/pixel at width 32, 16 frames)."""
-        cm = self.context_model.config
-        return {"kv_bytes_per_token": cm.depth * 2 * cm.width * 4,
-                "pixel_bytes": 21 * max(self.tokenizer.config.width, 8)}
+        cm = self.context_model.config   # a stage without these fields: the shipped model's sizes
+        depth, width = getattr(cm, "depth", 4), getattr(cm, "width", 128)
+        return {"kv_bytes_per_token": depth * 2 * width * 4,
+                "pixel_bytes": 21 * max(getattr(self.tokenizer.config, "width", 32), 8)}
 
     def decode_tokens(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                       **sampler_args) -> tuple[list[torch.Tensor], Header]:
@@ -735,7 +771,8 @@ class Codec(nn.Module):
         if not 0 <= k_all <= h.scales_sent:
             raise ValueError(f"cannot decode {k_all} scales: the stream carries {h.scales_sent} of {h.num_scales}")
         if isinstance(sampler, str):
-            sampler = DetailSampler(sampler, **sampler_args)
+            sampler = registry.get("detail_sampler", sampler)(**sampler_args)
+        protocols.check("detail_sampler", sampler)
         coder = get_coder(h.coder)
         rep.scales_decoded = [min(k_all, kg) for kg in rep.scales_per_gop]
         if report is not None:
@@ -848,7 +885,7 @@ class Codec(nn.Module):
 
         def on_fill(t, s, logits):
             prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
-            still = self._parent_copied(state, t, s) if sampler.mode == "copy" and t > 0 and s > 0 else None
+            still = self._parent_copied(state, t, s) if sampler.name == "copy" and t > 0 and s > 0 else None
             if sampler.latent_fill:
                 maps[s].append(self.quantizer.expected_code(sampler.probabilities(logits), state.schedule[s]))
             return sampler.choose(logits, g, t, s, prev, still)

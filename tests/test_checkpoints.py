@@ -40,6 +40,12 @@ def _edited(saved, tmp_path, edit) -> str:
     return str(path)
 
 
+def _args(ckpt, section) -> dict:
+    """The constructor arguments of a config section (a stage's ``init_args``; the codec's section itself)."""
+    value = ckpt["config"][section]
+    return value["init_args"] if "init_args" in value else value
+
+
 def _one_line_refusal(err: str):
     assert "\n" not in err.strip()
     assert "weights_only=False" not in err and "weights_only" not in err.replace("weights_only=True", "")
@@ -108,7 +114,7 @@ def test_stage1_loader_refuses_pickled_objects_too(tmp_path):
     ("tokenizer", "surprise", 1, "unknown field config.tokenizer.surprise"),
 ])
 def test_config_values_are_bounded_naming_the_field(saved, tmp_path, section, field, value, match):
-    path = _edited(saved, tmp_path, lambda c: c["config"][section].__setitem__(field, value))
+    path = _edited(saved, tmp_path, lambda c: _args(c, section).__setitem__(field, value))
     with pytest.raises(CheckpointError, match=match.replace("(", r"\(").replace(".", r"\.")):
         Codec.load(path)
 
@@ -116,7 +122,7 @@ def test_config_values_are_bounded_naming_the_field(saved, tmp_path, section, fi
 def test_a_config_larger_than_its_weights_is_not_built(saved, tmp_path):
     # within every field's bound, but 64 layers of width 4096 (tens of GB) for a file of a few KB of weights
     def edit(c):
-        c["config"]["context_model"].update(width=4096, depth=64)
+        _args(c, "context_model").update(width=4096, depth=64)
     with pytest.raises(CheckpointError, match="describes about .* weights but the file holds"):
         Codec.load(_edited(saved, tmp_path, edit))
 

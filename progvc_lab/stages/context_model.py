@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .masks import build_mask, token_mask
+from .registry import register
 
 
 @dataclass
@@ -98,6 +99,7 @@ class CodingState:
     copy_counts: dict = field(default_factory=dict)  # s -> (hits, seen) int64 per gate context
 
 
+@register("context_model", "transformer")
 class ContextModel(nn.Module):
     def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6, width: int = 128,
                  depth: int = 4, heads: int = 4, mlp_ratio: int = 4, mask: str = "progvc_sparse",

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .registry import register, table
+
 PRECISION = 16
 TOTAL = 1 << PRECISION
 
@@ -145,6 +147,7 @@ class _StringsReader:
         return sym
 
 
+@register("entropy_coder", "torchac")
 class TorchacCoder:
     """One torchac call per block. ~4.5 bits of termination overhead per call (see benchmarks)."""
 
@@ -212,6 +215,7 @@ class _RangeReader:
         return torch.from_numpy(np.asarray(sym, dtype=np.int64))
 
 
+@register("entropy_coder", "constriction")
 class ConstrictionCoder:
     """One range coder per chunk (all frames of one scale of one GOP); see the module docstring."""
 
@@ -243,7 +247,7 @@ class ConstrictionCoder:
         return self.chunk_decoder(data, 1).next(cdf_LV1)
 
 
-CODERS = {"torchac": TorchacCoder, "constriction": ConstrictionCoder}
+CODERS = table("entropy_coder")  # name -> coder class: the registry's own table (register adds to it)
 _instances: dict[str, object] = {}
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bitstream import scale_schedule  # noqa: F401  (pure function: the stream derives it, no torch)
+from .registry import register
 
 
 def area_down(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -48,6 +49,7 @@ class QuantizerConfig:
     phi_mix: float = 0.5        # a in phi(x) = (1-a) x + a conv(x)
 
 
+@register("quantizer", "vq")
 class MultiScaleResidualQuantizer(nn.Module):
     """VQ codebook shared by all scales, one phi conv per scale."""
 

@@ -37,10 +37,12 @@ The sampler only chooses tokens (or, for ``mean``, probabilities); the context m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from .entropy import TOTAL, logits_to_cdf
+from .registry import register
 
 MODES = ("zero", "argmax", "mean", "sample", "copy")
 
@@ -80,6 +82,16 @@ class DetailSampler:
         if isinstance(self.temperature, tuple):
             return float(self.temperature[min(s, len(self.temperature) - 1)])
         return float(self.temperature)
+
+    @property
+    def name(self) -> str:
+        """The registry name (``registry.get("detail_sampler", name)`` makes this sampler)."""
+        return self.mode
+
+    @property
+    def config(self) -> "DetailSampler":
+        """The sampler's settings: the dataclass itself."""
+        return self
 
     @property
     def predicts(self) -> bool:
@@ -136,6 +148,10 @@ class DetailSampler:
         u = torch.randint(0, TOTAL, (cdf.shape[0], 1), generator=gen)
         # inverse CDF: the symbol whose interval [cdf[i], cdf[i+1]) holds u
         return torch.searchsorted(cdf[:, 1:].contiguous(), u, right=True).squeeze(1)
+
+
+for _mode in MODES:  # one registry name per mode: get("detail_sampler", "sample")(temperature=1.0)
+    register("detail_sampler", _mode)(partial(DetailSampler, _mode))
 
 
 def hash_seed(*parts: int) -> int:

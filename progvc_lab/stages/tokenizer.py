@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import register
+
 
 @dataclass
 class TokenizerConfig:
@@ -59,6 +61,7 @@ class ResBlock(nn.Module):
         return x + self.block(x)
 
 
+@register("tokenizer", "conv")
 class ConvTokenizer(nn.Module):
     """Conv encoder/decoder. ``encode(x_NCHW) -> f_NChw``, ``decode(f_NChw, size) -> x_NCHW``."""
 

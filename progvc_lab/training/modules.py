@@ -16,7 +16,9 @@
              logged as bits per token per scale and as estimated bpp for every truncation level.
 
 Stage 1 saves ``stage1.pt`` (tokenizer + quantizer) for stage 2; stage 2 exports the full codec
-(``Codec.save``) that ``Codec.from_pretrained`` loads.
+(``Codec.save``) that ``Codec.from_pretrained`` loads. Any stage is swapped by ``class_path`` in the
+YAML config: a class with the members of ``stages.protocols`` (a subclass of the built-in or not);
+both files record each stage's ``{class_path, init_args}`` and are rebuilt as that class.
 """
 from __future__ import annotations
 
@@ -29,9 +31,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..stages.context_model import ContextModel
-from ..stages.quantizer import MultiScaleResidualQuantizer
-from ..stages.tokenizer import ConvTokenizer
+from ..stages import protocols, registry
 
 
 def _warmup_cosine(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> float:
@@ -107,7 +107,7 @@ class _Base(pl.LightningModule):
 class TokenizerModule(_Base):
     """Stage 1: tokenizer + quantizer. Swap either by ``class_path`` in the YAML config."""
 
-    def __init__(self, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer, lr: float = 2e-3,
+    def __init__(self, tokenizer: protocols.Tokenizer, quantizer: protocols.Quantizer, lr: float = 2e-3,
                  scale_dropout: float = 0.3, l1_weight: float = 1.0, mse_weight: float = 1.0,
                  quant_weight: float = 1.0, restart_every: int = 25, export_path: str | None = None,
                  msssim_weight: float = 0.0, msssim_win: int = 7, msssim_start: int = 0,
@@ -131,6 +131,8 @@ class TokenizerModule(_Base):
         ``export_meta`` goes into it."""
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer", "quantizer"])
+        protocols.check("tokenizer", tokenizer)
+        protocols.check("quantizer", quantizer)
         if tokenizer.latent_dim != quantizer.latent_dim:
             raise ValueError(f"tokenizer.latent_dim ({tokenizer.latent_dim}) must equal "
                              f"quantizer.latent_dim ({quantizer.latent_dim})")
@@ -199,7 +201,7 @@ class TokenizerModule(_Base):
         else:  # an older checkpoint: count every code as alive (restarted after ~230 steps unused)
             self.quantizer.code_usage.fill_(1e-2)
 
-    def export_modules(self) -> tuple[ConvTokenizer, MultiScaleResidualQuantizer]:
+    def export_modules(self) -> tuple[protocols.Tokenizer, protocols.Quantizer]:
         """The (tokenizer, quantizer) that validation uses and ``stage1.pt`` gets: the EMA ones if on."""
         if self.ema_tokenizer is not None:
             return self.ema_tokenizer, self.ema_quantizer
@@ -307,8 +309,9 @@ class TokenizerModule(_Base):
 TRAIN_ONLY = ("all", "decoder")
 
 
-def _load_source(source: str):
-    """(tokenizer, quantizer, codec or None) of a codec checkpoint / shipped name, or of a stage1.pt."""
+def _load_source(source: str, trust_class_paths: bool = False):
+    """(tokenizer, quantizer, codec or None) of a codec checkpoint / shipped name, or of a stage1.pt
+    (``trust_class_paths``: see ``Codec.load``)."""
     from ..checkpoint import load_tensors
     from ..codec import Codec
 
@@ -318,22 +321,20 @@ def _load_source(source: str):
     if path.is_file():
         ckpt = load_tensors(path, "checkpoint")
         if "tokenizer_state" in ckpt:  # a stage1.pt
-            return (*load_stage1(path), None)
-    codec = Codec.from_pretrained(str(source))
+            return (*load_stage1(path, trust_class_paths), None)
+    codec = Codec.from_pretrained(str(source), trust_class_paths=trust_class_paths)
     return codec.tokenizer, codec.quantizer, codec
 
 
 def load_weights_into(source: str, tokenizer, quantizer) -> None:
     """Copy the tokenizer and quantizer weights of ``source`` (see ``_load_source``) into these modules;
     their configs must be equal, so that the weights mean the same thing."""
-    from dataclasses import asdict
-
     src_tok, src_quant, _ = _load_source(source)
     for name, mine, theirs in (("tokenizer", tokenizer, src_tok), ("quantizer", quantizer, src_quant)):
-        if type(mine) is not type(theirs) or asdict(mine.config) != asdict(theirs.config):
+        if type(mine) is not type(theirs) or registry.init_args(mine) != registry.init_args(theirs):
             raise ValueError(f"finetune_from={source}: its {name} ({type(theirs).__name__} "
-                             f"{asdict(theirs.config)}) differs from this run's ({type(mine).__name__} "
-                             f"{asdict(mine.config)}); set the same init_args in the config")
+                             f"{registry.init_args(theirs)}) differs from this run's ({type(mine).__name__} "
+                             f"{registry.init_args(mine)}); set the same init_args in the config")
         mine.load_state_dict({k: v.contiguous() for k, v in theirs.state_dict().items()})
 
 
@@ -358,30 +359,34 @@ def export_finetuned_codec(path, source: str, tokenizer, meta: dict | None = Non
     return out
 
 
-def save_stage1(path, tokenizer: ConvTokenizer, quantizer: MultiScaleResidualQuantizer):
-    from dataclasses import asdict
+def save_stage1(path, tokenizer: protocols.Tokenizer, quantizer: protocols.Quantizer):
+    """Tokenizer and quantizer as ``{class_path, init_args}`` and their weights (tensors only)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"tokenizer": asdict(tokenizer.config), "quantizer": asdict(quantizer.config),
+    torch.save({"tokenizer": registry.spec(tokenizer), "quantizer": registry.spec(quantizer),
                 "tokenizer_state": tokenizer.state_dict(), "quantizer_state": quantizer.state_dict()}, path)
 
 
-def load_stage1(path) -> tuple[ConvTokenizer, MultiScaleResidualQuantizer]:
+def load_stage1(path, trust_class_paths: bool = False) -> tuple[protocols.Tokenizer, protocols.Quantizer]:
+    """``save_stage1``'s (tokenizer, quantizer), rebuilt as the recorded classes (the built-ins for
+    files without class paths); which classes load: ``stages.registry.resolve``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"stage-1 weights {path} not found; train stage 1 first "
                                 "(progvc-lab train stage1 --config configs/tiny_stage1.yaml)")
-    from ..checkpoint import CheckpointError, check_section, check_state_dict, load_tensors
+    from ..checkpoint import CheckpointError, check_stage, check_state_dict, load_tensors
 
     ckpt = load_tensors(path, "stage-1 checkpoint")  # tensors only: weights_only=True
     for key in ("tokenizer", "quantizer", "tokenizer_state", "quantizer_state"):
         if key not in ckpt:
             raise CheckpointError(f"{path} is not a stage-1 checkpoint (no '{key}' entry; written by save_stage1)")
+    specs = [check_stage(kind, ckpt[kind], path, trust=trust_class_paths) for kind in ("tokenizer", "quantizer")]
     try:
-        tok = ConvTokenizer(**check_section("tokenizer", ckpt["tokenizer"], path))
-        quant = MultiScaleResidualQuantizer(**check_section("quantizer", ckpt["quantizer"], path))
+        tok, quant = (registry.build(kind, spec, trust_class_paths) for kind, spec in zip(("tokenizer", "quantizer"), specs))
+        protocols.check("tokenizer", tok)
+        protocols.check("quantizer", quant)
         tok.load_state_dict(check_state_dict(ckpt["tokenizer_state"], path, "tokenizer_state"))
         quant.load_state_dict(check_state_dict(ckpt["quantizer_state"], path, "quantizer_state"))
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its weights do not fit its config ({str(e).splitlines()[0][:300]})") from None
     return tok.eval(), quant.eval()
 
@@ -389,27 +394,29 @@ def load_stage1(path) -> tuple[ConvTokenizer, MultiScaleResidualQuantizer]:
 class ContextModule(_Base):
     """Stage 2: the context model on frozen stage-1 tokens. Swap it (or its mask) in the YAML config."""
 
-    def __init__(self, context_model: ContextModel, stage1_path: str, lr: float = 1e-3,
+    def __init__(self, context_model: protocols.ContextModel, stage1_path: str, lr: float = 1e-3,
                  label_smoothing: float = 0.0, export_path: str | None = None, export_gop: int = 8,
-                 export_meta: dict | None = None, finetune_from: str | None = None):
+                 export_meta: dict | None = None, finetune_from: str | None = None,
+                 trust_class_paths: bool = False):
         """``stage1_path``: a ``stage1.pt``, or a codec checkpoint / shipped name (its tokenizer and
         quantizer). ``finetune_from``: a codec checkpoint whose context model weights (and unigram
-        counts) are the starting point; its context-model config must equal this run's."""
+        counts) are the starting point; its context-model config must equal this run's.
+        ``trust_class_paths``: let those files name a stage class that is not registered in this
+        process (its module is imported: only for files you made)."""
         super().__init__()
         self.save_hyperparameters(ignore=["context_model"])
+        protocols.check("context_model", context_model)
         self.context_model = context_model
-        self.tokenizer, self.quantizer, _ = _load_source(stage1_path)
+        self.tokenizer, self.quantizer, _ = _load_source(stage1_path, trust_class_paths)
         self.tokenizer.eval(), self.quantizer.eval()
         if finetune_from:
-            from dataclasses import asdict
-
-            _, _, source = _load_source(finetune_from)
+            _, _, source = _load_source(finetune_from, trust_class_paths)
             if source is None:
                 raise ValueError(f"finetune_from={finetune_from}: a codec checkpoint is needed (it has the context model)")
             if type(source.context_model) is not type(context_model) or \
-                    asdict(source.context_model.config) != asdict(context_model.config):
-                raise ValueError(f"finetune_from={finetune_from}: its context model {asdict(source.context_model.config)} "
-                                 f"differs from this run's {asdict(context_model.config)}")
+                    registry.init_args(source.context_model) != registry.init_args(context_model):
+                raise ValueError(f"finetune_from={finetune_from}: its context model {registry.init_args(source.context_model)} "
+                                 f"differs from this run's {registry.init_args(context_model)}")
             context_model.load_state_dict(source.context_model.state_dict())
         for p in list(self.tokenizer.parameters()) + list(self.quantizer.parameters()):
             p.requires_grad_(False)
