@@ -1039,8 +1039,9 @@ NB["08_evaluation"] = [
     use_perceptual = perceptual.st_lpips_available()[0]
     if not use_perceptual:
         print("ST-LPIPS skipped:", perceptual.st_lpips_available()[1])
+    # the truncation ladder of one encode, and the full pyramid at three RD lambdas (encode --lambda)
     res = rdeval.evaluate_clip(codec, clip, samplers=("zero",), baselines=wanted, frames=len(video),
-                               perceptual=use_perceptual, model_name="demo")
+                               perceptual=use_perceptual, model_name="demo", lambdas=(0.0, 0.02, 0.1))
     print(rdeval.format_clip(res))
     '''),
     code('''
@@ -1053,7 +1054,7 @@ NB["08_evaluation"] = [
     import numpy as np
 
     ours = res["codecs"][0]["results"]
-    for entry in res["codecs"][1:]:
+    for entry in (e for e in res["codecs"] if e.get("codec") != "ours"):
         r = entry["results"]
         i = int(np.argmin(r["bpp"]))
         above = [j for j, b in enumerate(ours["bpp"]) if b >= r["bpp"][i]]

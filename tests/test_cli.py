@@ -354,7 +354,8 @@ def test_demo_eval_bench(files, capsys, tmp_path):
     assert json.loads((tmp_path / "ev" / "in.json").read_text())["results"]["bpp"] == res["results"]["bpp"]
     assert (tmp_path / "ev" / "rd.png").is_file()
     doc = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert [r["codec"] for r in doc["clips"][0]["codecs"]] == ["ours", "x264", "x265"]
+    assert [r["codec"] for r in doc["clips"][0]["codecs"]] == ["ours", "ours", "x264", "x265"]
+    assert doc["clips"][0]["codecs"][1]["ladder"] == "lambda"
     expect_error(capsys, "no such clip", "eval", "--model", files / "m.pt", "--clips", files / "nope.y4m")
 
     rc, out, _ = run(capsys, "bench", files / "in.y4m", "--model", files / "m.pt", "--threads", 1,
