@@ -180,8 +180,9 @@ def scale_schedule(latent_hw: tuple[int, int], num_scales: int) -> list[tuple[in
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Header:
+    """The stream's fixed fields. Keyword-only: a dozen positional values are too easy to swap."""
     fingerprint: bytes            # first FINGERPRINT_BYTES bytes of the model's hash (weights and config)
     width: int                    # frame size of the original video (before padding)
     height: int
@@ -390,8 +391,10 @@ def unpack_header(r: Reader) -> Header:
         raise BitstreamError(f"stream header is truncated or corrupted ({e})") from None
     if None in names.values():
         raise BitstreamError("stream header names an unknown quantizer, mask, coder or copy gate id")
-    return Header(fingerprint, w, h, fn, fd, nf, gop, (lh, lw), K, k, names["quantizer"], names["mask"], window,
-                  names["coder"], names["copy_gate"], version, coding_threads=threads)
+    return Header(fingerprint=fingerprint, width=w, height=h, fps_num=fn, fps_den=fd, num_frames=nf, gop=gop,
+                  latent_hw=(lh, lw), num_scales=K, scales_sent=k, quantizer=names["quantizer"], mask=names["mask"],
+                  window=window, coder=names["coder"], copy_gate=names["copy_gate"], version=version,
+                  coding_threads=threads)
 
 
 def check_header(h: Header):

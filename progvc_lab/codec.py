@@ -534,10 +534,11 @@ class Codec(nn.Module):
             raise CodecError(f"frame size {W}x{H} is outside 2..{bitstream.MAX_SIDE} pixels")
         K = self.quantizer.num_scales
         latent_hw = self.tokenizer.latent_size(H, W)
-        header = Header(self.fingerprint()[:bitstream.FINGERPRINT_BYTES], W, H, fps.numerator,
-                        fps.denominator, T, cfg.gop, latent_hw, K, K, self.quantizer.name, self.context_model.config.mask,
-                        self.context_model.config.window, cfg.coder, cfg.copy_gate,
-                        coding_threads=cfg.coding_threads)
+        header = Header(fingerprint=self.fingerprint()[:bitstream.FINGERPRINT_BYTES], width=W, height=H,
+                        fps_num=fps.numerator, fps_den=fps.denominator, num_frames=T, gop=cfg.gop,
+                        latent_hw=latent_hw, num_scales=K, scales_sent=K, quantizer=self.quantizer.name,
+                        mask=self.context_model.config.mask, window=self.context_model.config.window,
+                        coder=cfg.coder, copy_gate=cfg.copy_gate, coding_threads=cfg.coding_threads)
         coder = get_coder(cfg.coder)
         stream = Stream(header)
         bits = np.zeros((T, K))

@@ -464,7 +464,8 @@ import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
 from progvc_lab.bitstream import BitstreamError, Header, Limits, MAX_FRAMES, pack_header, read_stream
 # 2^20 one-frame GOPs x 64 scales: a 351-byte file whose header promises 67 million chunks
-h = Header(bytes(4), 16, 16, 25, 1, MAX_FRAMES, 1, (1, 1), 64, 64)
+h = Header(fingerprint=bytes(4), width=16, height=16, fps_num=25, fps_den=1, num_frames=MAX_FRAMES, gop=1,
+           latent_hw=(1, 1), num_scales=64, scales_sent=64)
 t0 = time.perf_counter()
 try:
     read_stream(pack_header(h) + b"\\x05\\x00\\x00" * 10, limits=Limits(max_frames=MAX_FRAMES))
@@ -489,6 +490,12 @@ def test_header_is_a_dataclass_with_gop_helpers():
     h = make_header(num_frames=7, gop=3)
     assert (h.num_gops, [h.gop_frames(g) for g in range(3)], h.num_scales) == (3, [3, 3, 1], 6)
     assert dataclasses.replace(h, gop=1).num_gops == 7
+
+
+def test_header_takes_keywords_only():
+    fields = [getattr(make_header(), f.name) for f in dataclasses.fields(Header)]
+    with pytest.raises(TypeError):
+        Header(*fields)
 
 
 def test_bitstream_does_not_import_torch():
