@@ -70,3 +70,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# a 1-layer, width-16 context model over a 32-code quantizer: the smallest stage 2 the training tests run
+TINY_CONTEXT = ["--model.context_model.init_args.codebook_size", "32", "--model.context_model.init_args.width", "16",
+                "--model.context_model.init_args.depth", "1", "--model.context_model.init_args.heads", "2"]

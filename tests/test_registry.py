@@ -25,7 +25,7 @@ from progvc_lab.stages import get_coder, protocols, registry
 from progvc_lab.training.cli import main as train_main
 from progvc_lab.training.modules import TokenizerModule, load_stage1, save_stage1
 
-from helpers import TINY_V, make_tiny_codec, pattern_clip
+from helpers import TINY_CONTEXT, TINY_V, make_tiny_codec, pattern_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -305,9 +305,7 @@ def test_a_stage_defined_here_trains_saves_loads_and_codes(tmp_path):
     codec_path = tmp_path / "codec.pt"
     train_main(["stage2", "--config", str(ROOT / "configs/tiny_stage2.yaml"), *_trainer(tmp_path / "s2", 2),
                 "--model.stage1_path", str(stage1), "--model.export_path", str(codec_path),
-                "--model.context_model.init_args.codebook_size", "32",
-                "--model.context_model.init_args.width", "16", "--model.context_model.init_args.depth", "1",
-                "--model.context_model.init_args.heads", "2",
+                *TINY_CONTEXT,
                 *TINY_DATA, "--data.crop_size", "[32,48]", "--data.clip_len", "2"])
     codec = Codec.load(codec_path)
     assert type(codec.tokenizer) is PatchTokenizer, "the swapped stage came back as another class"

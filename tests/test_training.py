@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import TINY_CONTEXT
 from progvc_lab.codec import Codec
 from progvc_lab.training.cli import main as train_main
 
@@ -44,9 +45,7 @@ def test_stage1_then_stage2_export_a_codec_that_round_trips(tmp_path):
     codec_path = tmp_path / "codec.pt"
     train_main(["stage2", "--config", str(ROOT / "configs/tiny_stage2.yaml"), *_trainer(tmp_path / "s2", 2),
                 "--model.stage1_path", str(stage1), "--model.export_path", str(codec_path),
-                "--model.context_model.init_args.codebook_size", "32",
-                "--model.context_model.init_args.width", "16", "--model.context_model.init_args.depth", "1",
-                "--model.context_model.init_args.heads", "2",
+                *TINY_CONTEXT,
                 *TINY_DATA, "--data.crop_size", "[32,48]", "--data.clip_len", "2"])
     metrics = next((tmp_path / "s2").rglob("metrics.csv")).read_text()
     assert "train/bits_per_token_s0" in metrics and "val/est_bpp_k6" in metrics
@@ -211,9 +210,6 @@ def test_code_usage_is_kept_in_the_lightning_checkpoint():
     b.on_load_checkpoint(checkpoint)
     assert torch.equal(b.quantizer.code_usage, torch.arange(32.0))
 
-
-TINY_CONTEXT = ["--model.context_model.init_args.codebook_size", "32", "--model.context_model.init_args.width", "16",
-                "--model.context_model.init_args.depth", "1", "--model.context_model.init_args.heads", "2"]
 
 
 def _tiny_codec(tmp_path) -> Path:
