@@ -92,13 +92,13 @@ CODER = "arithmetic coding"
 @contextlib.contextmanager
 def timed_stages(codec: Codec):
     """Wrap the stages of ``codec`` (this instance only) and the entropy coder with a StageTimer."""
-    from . import codec as codec_module
+    from . import walk as walk_module
     from .stages import entropy
 
     timer = StageTimer()
     timer.wrap(codec.tokenizer, "encode", "conv encoder (tokenizer.encode)")
     timer.wrap(codec.quantizer, "tokenize", "quantizer (tokenize)")
-    timer.wrap(codec.quantizer, "context_input", "context inputs (quantizer)")
+    timer.wrap(walk_module.GopWalk, "context", "context inputs (f_hat, accumulated)")
     timer.wrap(codec.quantizer, "tokens_to_latent", "tokens -> latent (quantizer)")
     timer.wrap(codec.context_model, "block_logits", TRANSFORMER)
     timer.per_scale = defaultdict(lambda: [0.0, 0])   # Transformer seconds and calls per scale s
@@ -113,7 +113,7 @@ def timed_stages(codec: Codec):
             timer.per_scale[s][1] += 1
 
     codec.context_model.block_logits = per_scale  # an instance attribute: restore() removes it
-    timer.wrap(codec_module, "logits_to_cdf", "logits -> integer CDF")
+    timer.wrap(walk_module, "logits_to_cdf", "logits -> integer CDF")
     for cls in (entropy._StringsWriter, entropy._RangeWriter):
         timer.wrap(cls, "add", CODER)
     for cls in (entropy._StringsReader, entropy._RangeReader):
@@ -125,27 +125,28 @@ def timed_stages(codec: Codec):
         timer.restore()
 
 
-def chunk_overhead(data: bytes, model_bits_TK: np.ndarray) -> dict:
-    """Actual bytes against the model's ideal bits: per chunk (GOP, scale), and per coder call (one per
-    block with torchac, one per chunk with constriction)."""
+def chunk_overhead(result) -> dict:
+    """Actual bytes against the model's ideal bits, from the encoder's ``EncodeResult`` (its chunk sizes
+    and per-block model bits; the stream is not parsed again): per chunk (GOP, scale), and per coder
+    call (one per block with torchac, one per chunk with constriction)."""
     from .stages.entropy import get_coder
 
-    stream = bitstream.read_stream(data)
-    h = stream.header
+    h = result.header
     per_block = getattr(get_coder(h.coder), "per_block_strings", False)
     actual, ideal, calls = [], [], 0
-    for (g, s), chunk in stream.chunks.items():
+    for g in range(h.num_gops):
         n = h.gop_frames(g)
-        actual.append(len(chunk))
-        ideal.append(float(model_bits_TK[g * h.gop:g * h.gop + n, s].sum()) / 8)
-        calls += n if per_block else 1
+        for s in range(h.num_scales):
+            actual.append(int(result.chunk_bytes[g, s]))
+            ideal.append(float(result.model_bits[g * h.gop:g * h.gop + n, s].sum()) / 8)
+            calls += n if per_block else 1
     actual, ideal = np.array(actual, float), np.array(ideal, float)
     over = float((actual - ideal).sum())
     return {"coder": h.coder, "calls": calls, "chunks": len(actual), "bytes": float(actual.sum()),
             "model_bytes": float(ideal.sum()),
             "overhead_bytes_per_call": over / calls if calls else 0.0,
             "overhead_bytes_per_chunk": over / len(actual) if len(actual) else 0.0,
-            "overhead_fraction_of_file": over / len(data)}
+            "overhead_fraction_of_file": over / len(result.data)}
 
 
 def _quiet_decode(codec: Codec, data: bytes, **kw) -> torch.Tensor:
@@ -201,7 +202,7 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                 dec_stages, dec_calls = dict(timer.seconds), dict(timer.calls)
                 dec_per_scale = {int(k): {"ms_per_call": 1000 * v[0] / v[1], "calls": v[1]}
                                  for k, v in sorted(timer.per_scale.items())}
-            gops = bitstream.read_stream(data).header.num_gops
+            gops = stats.header.num_gops
             per_scale = []
             if per_k:
                 for k in range(1, K + 1):
@@ -218,7 +219,7 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                    "encode_calls": enc_calls, "decode_calls": dec_calls,
                    "transformer_calls_per_gop": dec_calls.get(TRANSFORMER, 0) / gops,
                    "transformer_per_scale": dec_per_scale,
-                   "per_k": per_scale, "coder_overhead": chunk_overhead(data, stats["model_bits"])}
+                   "per_k": per_scale, "coder_overhead": chunk_overhead(stats)}
             report["runs"].append(run)
             log(format_bench_run(run, float(fps)))
         # both entropy coders on the same tokens (the coder does not change them): bytes and overhead
@@ -227,7 +228,7 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
         report["coders"] = {}
         for name in CODERS:
             d, st = codec.encode_with_stats(video, fps, coder=name)
-            o = chunk_overhead(d, st["model_bits"])
+            o = chunk_overhead(st)
             o["bytes_per_k"] = [len(bitstream.truncate(d, k)) for k in range(1, K + 1)]
             report["coders"][name] = o
         log("\n== entropy coders on the same tokens (file bytes at k = 1..K; overhead over the model's bits)")

@@ -14,8 +14,9 @@
              for ``mean`` (a latent-space fill, ``decode_fill``)
              ─► Quantizer.tokens_to_latent ─► Tokenizer.decode ─► crop ─► frames
 
-Encoder and decoder share one function (``walk_blocks``) that visits blocks and asks the context model for
-logits, so they compute bit-identical CDFs by construction. The coding path runs with a fixed number
+Encoder and decoder share one generator (``Codec.walk(...).blocks(scales)``, ``progvc_lab.walk``) that
+visits blocks and asks the context model for logits, so they compute bit-identical CDFs by
+construction; the detail sampler and the analysis tools iterate the same walk. The coding path runs with a fixed number
 of threads and deterministic algorithms (``coding_threads``).
 
 Three encoder-side tools for low rates (issue 7):
@@ -66,10 +67,11 @@ from torch import nn
 from . import bitstream
 from .bitstream import BitstreamError, Header, Stream
 from .stages import protocols, registry
-from .stages.entropy import CODERS, code_lengths, get_coder, logits_to_cdf, model_bits
-from .stages.masks import build_mask, decode_order, is_truncation_safe
+from .stages.entropy import CODERS, code_lengths, get_coder
+from .stages.masks import build_mask, is_truncation_safe
 from .stages.quantizer import area_down
 from .stages.sampler import DetailSampler
+from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk  # noqa: F401  (the coding walk; re-exported)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt"}
@@ -80,8 +82,6 @@ class CodecError(ValueError):
 
 
 MAX_GOP = 32                    # default GOP length: all-P up to this many frames (KV cache memory)
-COPY_GATES = ("none", "count", "context")   # "learned": reserved for a stage-2 gate head
-COPY_PRIOR = (2, 3)             # g = (hits + a) / (seen + b): measured best with RDO (see README)
 DEFAULT_LAMBDA = 0.005          # latent squared error per bit (measured, see README)
 ENCODER_CHOICES = ("gop", "copy_gate", "rdo_lambda", "rdo_candidates", "coder", "coding_threads")  # not taken from checkpoints
 
@@ -393,80 +393,20 @@ class Codec(nn.Module):
             out.append(self.tokenizer.decode(_nhwc(f), size).clamp(0, 1).contiguous())
         return torch.cat(out)
 
-    def walk_blocks(self, state, tokens, s_range, on_block, n_frames, context=None):
-        """Visit blocks scale-major; ``on_block(t, s, logits) -> tokens (h_s, w_s)``.
+    def walk(self, latent_hw, schedule, n_frames: int, copy_gate: str | None = None, *, gop: int = 0,
+             start: int = 0) -> GopWalk:
+        """A fresh coding walk over one GOP (``progvc_lab.walk``): THE coding order.
 
-        THE coding order. Encoder, decoder and the detail sampler all go through here; so do analysis
-        tools (``viz.token_bits_maps``, the course) that need per-block probabilities exactly as coded:
-        the coded CDF of a block is ``self.block_cdf(state, t, s, logits)`` (logits + the copy gate).
-        Start each GOP with ``new_gop``. ``context(s)`` may replace the context input of scale s
-        (n_frames, C, h_s, w_s); only the decoder's latent fill does (it is never coded).
-        """
-        latent_hw = state.latent_hw
-        for s in s_range:
-            ctx_NChw = context(s) if context is not None else None
-            if ctx_NChw is None:
-                known = [torch.stack(tokens[j]) for j in range(s)]
-                ctx_NChw = self.quantizer.context_input(known, s, latent_hw, num_frames=n_frames)
-            for t in range(n_frames):
-                logits = self.context_model.block_logits(state, t, s, ctx_NChw[t])
-                state.copy[(t, s)] = self._copy_context(state, t, s)
-                tok = on_block(t, s, logits).view(state.schedule[s])
-                state.tokens[(t, s)] = tok
-                tokens[s][t] = tok
-                self._count_copies(state, t, s, tok)
-
-    def new_gop(self, latent_hw, schedule, n_frames, copy_gate: str | None = None):
-        """A fresh coding state for one GOP; ``copy_gate`` defaults to ``config.copy_gate`` (decoders
-        pass the stream's)."""
-        state = self.context_model.new_state(latent_hw, schedule, n_frames)
-        state.copy_gate = self.config.copy_gate if copy_gate is None else copy_gate
-        if state.copy_gate not in COPY_GATES:
-            hint = " (a learned gate needs a model with a gate head, trained in stage 2)" \
-                if state.copy_gate == "learned" else ""
-            raise CodecError(f"unknown copy gate {state.copy_gate!r}; choose one of {COPY_GATES}{hint}")
-        decode_order(state.allowed_BB, len(schedule))  # raises if scale-major order is invalid
-        return state, [[None] * n_frames for _ in schedule]
-
-    # ---- copy-aware probabilities ------------------------------------------------------------------
-    @staticmethod
-    def _copy_context(state, t, s):
-        """(prev tokens (L,), gate (L,) float64, context ids (L,)) of block (t, s), or None (I frame / off)."""
-        if state.copy_gate == "none" or t == 0:
-            return None
-        prev = state.tokens[(t - 1, s)].flatten()
-        if state.copy_gate == "context":
-            # was this position's token in frame t-1 a copy (0 / 1 / 2 = unknown at t = 1), and was the
-            # co-located token one scale coarser in frame t a copy (0 / 1 / 2 = none at s = 0)
-            before = (prev == state.tokens[(t - 2, s)].flatten()).long() if t >= 2 else torch.full_like(prev, 2)
-            up = Codec._parent_copied(state, t, s).long() if s > 0 else torch.full_like(prev, 2)
-            ctx = before * 3 + up
-        else:
-            ctx = torch.zeros_like(prev)
-        hits, seen = state.copy_counts.setdefault(s, (torch.zeros(9, dtype=torch.int64),
-                                                      torch.zeros(9, dtype=torch.int64)))
-        a, b = COPY_PRIOR
-        gate = (hits[ctx] + a).double() / (seen[ctx] + b).double()
-        return prev, gate, ctx
-
-    @staticmethod
-    def _count_copies(state, t, s, tok):
-        copy = state.copy.pop((t, s), None)
-        if copy is None:
-            return
-        prev, _, ctx = copy
-        hits, seen = state.copy_counts[s]
-        hits.index_add_(0, ctx, (tok.flatten() == prev).long())
-        seen.index_add_(0, ctx, torch.ones_like(ctx))
-
-    @staticmethod
-    def block_cdf(state, t, s, logits_LV, min_count: int = 1) -> torch.Tensor:
-        """The integer CDFs block (t, s) is coded with: ``logits_to_cdf`` plus the copy gate, if any.
-        Valid inside ``on_block`` of ``walk_blocks``."""
-        copy = state.copy.get((t, s))
-        if copy is None:
-            return logits_to_cdf(logits_LV, min_count)
-        return logits_to_cdf(logits_LV, min_count, copy_symbols=copy[0], gate=copy[1])
+        Encoder, decoder, the detail sampler and the analysis tools (``viz.token_bits_maps``, the course)
+        all iterate ``walk.blocks(scales)``; each yielded ``Block`` carries the logits, the coded integer
+        CDF (``block.cdf``, copy gate included) and, once the consumer has set ``block.symbols``, their
+        model bits. ``copy_gate`` defaults to ``config.copy_gate`` (decoders pass the stream's)."""
+        gate = self.config.copy_gate if copy_gate is None else copy_gate
+        try:
+            return GopWalk(self.context_model, self.quantizer, latent_hw, schedule, n_frames, copy_gate=gate,
+                           gop=gop, start=start)
+        except ValueError as e:
+            raise CodecError(str(e)) from None
 
     # ---- encode ----------------------------------------------------------------------------------
     def encode(self, video, fps=None, verify: bool = False, **options) -> bytes:
@@ -513,8 +453,9 @@ class Codec(nn.Module):
         return TensorFrames(video, 25 if fps is None else fps), (Fraction(25) if fps is None else fps)
 
     def encode_with_stats(self, video, fps=None, verify: bool = False, progress=None,
-                          **options) -> tuple[bytes, dict]:
-        """Encode and return (bytes, stats): tokens, model bits per (frame, scale), RDO distortion, times.
+                          **options) -> tuple[bytes, "EncodeResult"]:
+        """Encode and return (bytes, ``EncodeResult``): tokens, per-token model bits, per-block bits, copy
+        gates and RDO distortion, per-chunk sizes, the header, times.
 
         ``video``: a tensor (T, 3, H, W) or a ``data.streaming.FrameReader`` (``open_frames(path)``), which
         is read one GOP at a time, so memory does not grow with the clip. ``fps`` defaults to the
@@ -541,11 +482,14 @@ class Codec(nn.Module):
                         coder=cfg.coder, copy_gate=cfg.copy_gate, coding_threads=cfg.coding_threads)
         coder = get_coder(cfg.coder)
         stream = Stream(header)
-        bits = np.zeros((T, K))
-        distortion = np.zeros((T, K))
+        schedule = header.schedule
+        result = EncodeResult(data=b"", header=header, latent_hw=latent_hw, options=asdict(cfg),
+                              model_bits=np.zeros((T, K)), rdo_distortion=np.zeros((T, K)),
+                              gate=np.full((T, K), np.nan),
+                              token_bits=[np.zeros((T, h, w)) for h, w in schedule],
+                              chunk_bytes=np.zeros((header.num_gops, K), dtype=np.int64))
         tokens = [[] for _ in range(K)]
         t0 = time.perf_counter()
-        seconds_tokenize = 0.0
         for g in range(header.num_gops):
             n = header.gop_frames(g)
             g0 = g * header.gop
@@ -555,51 +499,47 @@ class Codec(nn.Module):
             with deterministic(cfg.coding_threads):
                 t_lat = time.perf_counter()
                 f_gop = self.latents(frames)
-                seconds_tokenize += time.perf_counter() - t_lat
+                result.seconds_tokenize += time.perf_counter() - t_lat
                 del frames
-                gop_tokens, chunks = self._encode_gop(f_gop, cfg, header, coder, bits[g0:g0 + n],
-                                                      distortion[g0:g0 + n])
+                gop_tokens, chunks = self._encode_gop(f_gop, cfg, header, coder, g, result)
             for s in range(K):
                 tokens[s].append(gop_tokens[s])
                 stream.chunks[(g, s)] = chunks[s]
                 stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
+                result.chunk_bytes[g, s] = len(chunks[s])
             if progress is not None:
                 progress(g0 + n)
-        tokens = [torch.cat(x) for x in tokens]
-        data = bitstream.write_stream(stream)
-        t_end = time.perf_counter()
-        stats = {"tokens": tokens, "latent_hw": latent_hw, "model_bits": bits, "bytes": len(data),
-                 "rdo_distortion": distortion, "options": asdict(cfg),
-                 "seconds_tokenize": seconds_tokenize, "seconds_total": t_end - t0}
+        result.tokens = [torch.cat(x) for x in tokens]
+        result.data = data = bitstream.write_stream(stream)
+        result.seconds_total = time.perf_counter() - t0
         if verify:
             t_v = time.perf_counter()
             decoded, _ = self.decode_tokens(data)
-            for s, (a, b) in enumerate(zip(tokens, decoded)):
+            for s, (a, b) in enumerate(zip(result.tokens, decoded)):
                 if not torch.equal(a, b):
                     raise RuntimeError(f"encoder self-check failed: scale {s} decodes to different tokens; "
                                        "this is a bug (or a non-deterministic platform), please report it")
-            stats["seconds_verify"] = time.perf_counter() - t_v
-        return data, stats
+            result.seconds_verify = time.perf_counter() - t_v
+        return data, result
 
-    def _encode_gop(self, f_NChw, cfg: CodecConfig, header: Header, coder, bits_nK, distortion_nK):
+    def _encode_gop(self, f_NChw, cfg: CodecConfig, header: Header, coder, g: int, result: "EncodeResult"):
         """Code one GOP's latents: (tokens per scale (n, h_s, w_s), chunk bytes per scale); fills the
-        model bits and RDO distortion of its frames in place."""
-        n, K = f_NChw.shape[0], header.num_scales
+        GOP's rows of ``result`` (per-token bits, model bits, gate, RDO distortion) in place."""
+        n, K, g0 = f_NChw.shape[0], header.num_scales, g * header.gop
         writers = [coder.chunk_encoder() for _ in range(K)]
-        state, known = self.new_gop(header.latent_hw, header.schedule, n, cfg.copy_gate)
-        chooser = _TokenChooser(self.quantizer, f_NChw, cfg, known)
-
-        def on_block(t, s, logits):
-            cdf = self.block_cdf(state, t, s, logits)
-            prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
-            sym, dist = chooser.choose(t, s, cdf, prev)
-            writers[s].add(cdf, sym)
-            bits_nK[t, s] = model_bits(cdf, sym)
-            distortion_nK[t, s] = dist
-            return sym
-
-        self.walk_blocks(state, known, range(K), on_block, n)
-        return [torch.stack(known[s]) for s in range(K)], [w.finish() for w in writers]
+        walk = self.walk(header.latent_hw, header.schedule, n, cfg.copy_gate, gop=g, start=g0)
+        chooser = _TokenChooser(self.quantizer, f_NChw, cfg, walk.tokens)
+        for block in walk.blocks(range(K)):
+            t, s = block.t, block.s
+            block.symbols, dist = chooser.choose(t, s, block.cdf, block.prev)
+            writers[s].add(block.cdf, block.symbols)
+            bits_L = block.bits
+            result.token_bits[s][g0 + t] = bits_L.view(block.shape).numpy()
+            result.model_bits[g0 + t, s] = float(bits_L.sum())
+            result.rdo_distortion[g0 + t, s] = dist
+            if block.gate is not None:
+                result.gate[g0 + t, s] = float(block.gate.mean())
+        return walk.token_maps(), [w.finish() for w in writers]
 
     def encode_to_target(self, video, fps=None, target_bytes: int | None = None,
                          target_bpp: float | None = None, verify: bool = False, steps: int = 7,
@@ -795,21 +735,18 @@ class Codec(nn.Module):
         """Decode scales < k of GOP g, check their CRCs, fill scales k..last-1: (tokens, latent fills)."""
         h = stream.header
         n = h.gop_frames(g)
-        state, known = self.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
-
-        def on_decode(t, s, logits):
+        walk = self.walk(h.latent_hw, h.schedule, n, h.copy_gate, gop=g, start=g * h.gop)
+        for block in walk.blocks(range(k)):
             try:
-                return readers[s].next(self.block_cdf(state, t, s, logits))
+                block.symbols = readers[block.s].next(block.cdf)
             except Exception as e:
-                raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: {e}") from e
-
-        self.walk_blocks(state, known, range(k), on_decode, n)
+                raise BitstreamError(f"chunk (GOP {g}, scale {block.s}) is corrupted: {e}") from e
         for s in range(k):
-            if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
+            if bitstream.tokens_crc(tokens_bytes(walk.token_map(s))) != stream.crcs[(g, s)]:
                 raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail their check "
                                      "(the chunk, its place in the stream or the header was changed)")
-        fills = self._fill_blocks(state, known, k, sampler, g, n) if sampler.predicts else []
-        return [torch.stack(known[s]) for s in range(last)], fills
+        fills = self._fill_blocks(walk, k, sampler) if sampler.predicts else []
+        return walk.token_maps(last), fills
 
     def decode_iter(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                     progress=None, batch: int = 16, **sampler_args):
@@ -865,44 +802,29 @@ class Codec(nn.Module):
             return self.reconstruct(tokens, h.latent_hw, size, upto=0, batch=batch)
         return self.reconstruct(tokens, h.latent_hw, size, batch=batch)
 
-    def _fill_blocks(self, state, known, k, sampler: DetailSampler, g: int, n: int) -> list[torch.Tensor]:
-        """Decoder only: fill scales k..K-1 of one GOP, in ``walk_blocks``'s order (scale-major).
+    def _fill_blocks(self, walk: GopWalk, k, sampler: DetailSampler) -> list[torch.Tensor]:
+        """Decoder only: fill scales k..K-1 of one GOP, continuing its walk (scale-major).
 
         The context input of scale s is f_hat of the sent scales plus the fills of scales k..s-1: their
         tokens, or for ``mean`` with ``mean_context="latent"`` their expected codes (the same numbers the
         picture is made of). Block (t, s) also sees frame t-1's filled tokens (argmax for ``mean``).
         Returns the expected-code maps (n, C, h_s, w_s) of a latent fill, else [].
         """
-        latent_hw, K = state.latent_hw, len(state.schedule)
-        sent = [torch.stack(known[j]) for j in range(k)]
+        K = len(walk.schedule)
         maps = {s: [] for s in range(k, K)}
+        latent_context = sampler.latent_fill and sampler.mean_context == "latent"
 
-        def context(s):
-            if sampler.latent_fill and sampler.mean_context == "latent" and s > 0:
-                f_hat = self.quantizer.tokens_to_latent(sent, latent_hw, codes=[torch.stack(maps[j])
-                                                                                for j in range(k, s)])
-                return area_down(f_hat, state.schedule[s])
-            return None  # the tokens' context input, as for coded scales
+        def contribution(s):   # what a filled scale adds to f_hat: its expected codes (a latent fill)
+            return self.quantizer.code_contribution(torch.stack(maps[s]), s, walk.latent_hw) \
+                if latent_context else None
 
-        def on_fill(t, s, logits):
-            prev = state.tokens[(t - 1, s)].flatten() if t > 0 else None
-            still = self._parent_copied(state, t, s) if sampler.name == "copy" and t > 0 and s > 0 else None
+        for block in walk.blocks(range(k, K), contribution):
+            t, s = block.t, block.s
+            still = walk.parent_copied(t, s) if sampler.name == "copy" and t > 0 and s > 0 else None
             if sampler.latent_fill:
-                maps[s].append(self.quantizer.expected_code(sampler.probabilities(logits), state.schedule[s]))
-            return sampler.choose(logits, g, t, s, prev, still)
-
-        self.walk_blocks(state, known, range(k, K), on_fill, n, context)
+                maps[s].append(self.quantizer.expected_code(sampler.probabilities(block.logits), block.shape))
+            block.symbols = sampler.choose(block.logits, walk.gop, t, s, block.prev, still)
         return [torch.stack(maps[s]) for s in range(k, K)] if sampler.latent_fill else []
-
-    @staticmethod
-    def _parent_copied(state, t, s) -> torch.Tensor:
-        """(L,) bool: the co-located token one scale coarser is the same in frames t-1 and t (t, s > 0)."""
-        h, w = state.schedule[s]
-        ph, pw = state.schedule[s - 1]
-        same = state.tokens[(t, s - 1)] == state.tokens[(t - 1, s - 1)]
-        ys = torch.arange(h) * ph // h
-        xs = torch.arange(w) * pw // w
-        return same[ys][:, xs].flatten()
 
     def decode(self, data: bytes, scales: int | None = None, sampler: DetailSampler | str = "zero",
                **sampler_args) -> torch.Tensor:
@@ -957,6 +879,63 @@ class Codec(nn.Module):
                 "ratio_to_unigram": float(per_scale.sum() / max(unigram.sum(), 1e-9)),
                 "oracle_unigram_bits_per_scale": oracle,
                 "model_bits_map": bits, "tokens": tokens}
+
+
+@dataclass(eq=False)
+class EncodeResult:
+    """What the encoder knew, returned by ``Codec.encode_with_stats`` beside the bytes, so that no tool
+    re-runs the Transformer or re-parses the stream to learn it.
+
+    ``tokens[s]``: (T, h_s, w_s) int64; ``token_bits[s]``: (T, h_s, w_s) float64, the model bits
+    -log2 p of every token under its coded integer CDF (``Block.bits``); ``model_bits``: (T, K) their
+    sums per block; ``gate``: (T, K) the mean copy gate of each block (NaN: intra frame or gate off);
+    ``rdo_distortion``: (T, K) the RDO's latent squared error per block; ``chunk_bytes``: (G, K) bytes of
+    every chunk (GOP, scale) as written; ``header``: the stream's ``bitstream.Header``; ``options``: the
+    encoder options used (``CodecConfig`` as a dict); seconds spent tokenizing, in total and (with
+    ``verify``) verifying.
+
+    It also reads as a mapping of those names (``result["tokens"]``, ``dict(result)``; ``"bytes"`` is
+    ``len(data)``), as the stats dict of earlier versions did.
+    """
+    data: bytes
+    header: Header
+    latent_hw: tuple
+    options: dict
+    model_bits: np.ndarray
+    rdo_distortion: np.ndarray
+    gate: np.ndarray
+    token_bits: list
+    chunk_bytes: np.ndarray
+    tokens: list = None
+    seconds_tokenize: float = 0.0
+    seconds_total: float = 0.0
+    seconds_verify: float | None = None
+
+    _KEYS = ("tokens", "latent_hw", "model_bits", "bytes", "rdo_distortion", "options", "token_bits", "gate",
+             "chunk_bytes", "header", "seconds_tokenize", "seconds_total")
+
+    @property
+    def bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def bits_per_token(self) -> np.ndarray:
+        """Mean model bits per token of every scale, (K,)."""
+        return np.array([b.mean() for b in self.token_bits])
+
+    def keys(self):
+        return [k for k in self._KEYS] + (["seconds_verify"] if self.seconds_verify is not None else [])
+
+    def __getitem__(self, key):
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
 
 
 @dataclass

@@ -1177,8 +1177,8 @@ NB["09_temporal_copy_and_rdo"] = [
     '''),
     md(r'''
     The gate is not a constant: it starts at the prior $g = 2/3$ on the first P frame and follows the
-    hits. `copy_gate_trace` walks the coding order again and reads the gate the coder used for every
-    block (dotted: the fraction of that block's tokens that really were copies).
+    hits. `copy_gate_trace` reads the gate the coder used for every block from the encoder's result
+    (`EncodeResult.gate`, recorded by the coding walk) (dotted: the fraction of that block's tokens that really were copies).
     '''),
     code('''
     gate_TK = figures.copy_gate_trace(codec, stats_count)
@@ -1388,7 +1388,7 @@ NB["10_arithmetic_coding"] = [
     The encoder can use any coder registered in `stages.entropy.CODERS` (the header stores its name).
     Encode the 8 frames with ours and compare every chunk with the torchac stream; then decode the
     torchac stream with ours, through the decoder loop written out in `arithmetic.decode_tokens`
-    (`new_gop`, `walk_blocks`, `block_cdf`, the chunk CRCs, as `Codec.decode` does).
+    (`codec.walk`, its `blocks`, each block's `cdf`, the chunk CRCs, as `Codec.decode` does).
     """),
     code("""
     from progvc_lab import bitstream

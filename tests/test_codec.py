@@ -425,16 +425,14 @@ def test_mean_fill_equals_the_hand_computed_expectation(codec, clip, encoded):
     with torch.no_grad():
         for g in range(h.num_gops):
             n, g0 = h.gop_frames(g), g * h.gop
-            state, known = codec.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
-            codec.walk_blocks(state, known, range(K - 1), lambda t, s, logits: stats["tokens"][s][g0 + t].flatten(), n)
+            walk = codec.walk(h.latent_hw, h.schedule, n, h.copy_gate)
+            for block in walk.blocks(range(K - 1)):
+                block.symbols = stats["tokens"][block.s][g0 + block.t].flatten()
             maps = []
-
-            def on_last(t, s, logits):
-                p = torch.softmax(logits.double(), -1)
-                maps.append((p.float() @ q.codebook.weight).T.reshape(q.latent_dim, *h.schedule[s]))
-                return logits.argmax(-1)
-
-            codec.walk_blocks(state, known, range(K - 1, K), on_last, n)
+            for block in walk.blocks(range(K - 1, K)):
+                p = torch.softmax(block.logits.double(), -1)
+                maps.append((p.float() @ q.codebook.weight).T.reshape(q.latent_dim, *h.schedule[block.s]))
+                block.symbols = block.logits.argmax(-1)
             expected += maps
     E = torch.stack(expected)
     assert torch.allclose(codes[0], E, atol=1e-6)

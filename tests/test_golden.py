@@ -91,6 +91,20 @@ def token_digest(codec: Codec, data: bytes) -> str:
     return h.hexdigest()
 
 
+# The shipped model's stream goes through big conv and attention shapes whose float results depend on
+# the CPU's kernels (oneDNN picks AVX2, AVX-512 or AMX code paths): its stream md5 is recorded per
+# float-path signature ("name@signature" lines). On a machine with no entry of its own the decoded
+# tokens and the stream length must still match exactly (they did across every machine seen so far),
+# and the stream md5 is only reported. The random tiny codec's small shapes are exact everywhere.
+MACHINE_DEPENDENT = {"shipped_tiny_foreman_3f"}
+
+
+def float_signature() -> str:
+    """The CPU features that select torch's CPU kernels here, e.g. ``avx2+avx512+amx_tile``."""
+    flags = [n[4:-10] for n in sorted(dir(torch.cpu)) if n.startswith("_is_") and n.endswith("_supported")]
+    return "+".join(f for f in flags if getattr(torch.cpu, f"_is_{f}_supported")()) or "baseline"
+
+
 def read_golden() -> dict:
     out = {}
     for line in GOLDEN.read_text().splitlines():
@@ -108,7 +122,15 @@ def regen():
     if os.environ.get("PROGVC_REGEN_GOLDEN") == "1" and len(found) == len(CONFIGS):
         lines = [f"# md5(stream) md5(decoded tokens) bytes name -- format version {bitstream.VERSION}; "
                  f"configurations in tests/test_golden.py; regenerate: {REGEN}"]
-        lines += [f"{md5} {tok} {n} {name}" for name, (md5, tok, n) in sorted(found.items())]
+        known = read_golden() if GOLDEN.is_file() else {}
+        entries = {name: v for name, v in known.items() if "@" in name}   # other machines' entries stay
+        for name, got in found.items():
+            if name in MACHINE_DEPENDENT and name in known and known[name][0] != got[0]:
+                entries[name] = known[name]
+                entries[f"{name}@{float_signature()}"] = got
+            else:
+                entries[name] = got
+        lines += [f"{md5} {tok} {n} {name}" for name, (md5, tok, n) in sorted(entries.items())]
         GOLDEN.write_text("\n".join(lines) + "\n")
 
 
@@ -122,8 +144,19 @@ def test_golden_stream(name, regen):
     if os.environ.get("PROGVC_REGEN_GOLDEN") == "1":
         pytest.skip(f"PROGVC_REGEN_GOLDEN=1: recorded {name} ({got[0]}); rerun without it")
     assert GOLDEN.is_file(), f"{GOLDEN} is missing; create it with {REGEN}"
-    expected = read_golden().get(name)
+    golden = read_golden()
+    expected = golden.get(name)
     assert expected is not None, f"no golden entry for {name}; regenerate with {REGEN}"
+    if name in MACHINE_DEPENDENT:
+        mine = golden.get(f"{name}@{float_signature()}")
+        if mine is None and got[0] != expected[0]:
+            assert got[1:] == expected[1:], (
+                f"golden stream {name}: decoded tokens or length changed ({got[1]}, {got[2]} bytes), expected "
+                f"{expected[1:]}: the float path changed. Regenerate on purpose: {REGEN}")
+            warnings.warn(f"golden stream {name}: this CPU ({float_signature()}) writes md5 {got[0]} (same tokens and "
+                          f"length as recorded); record it with {REGEN}")
+            return
+        expected = mine or expected
     assert got == expected, (
         f"golden stream {name} changed: md5 {got[0]} / tokens {got[1]} ({got[2]} bytes), expected {expected}. "
         "The format or the float path changed: streams written before this change will not decode to "

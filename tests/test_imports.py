@@ -36,6 +36,7 @@ LAYER_RULES = [
     ("data", ("codec", *TOOLS)),
     ("metrics", ("codec", *TOOLS)),
     ("resources", ("codec", *TOOLS)),
+    ("walk", ("codec", *TOOLS)),
     ("bitstream", ("codec", "stages", *TOOLS)),
 ]
 TORCH_FREE = ("bitstream",)

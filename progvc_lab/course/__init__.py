@@ -120,13 +120,10 @@ def coding_vs_training_logits(codec, video: torch.Tensor) -> dict:
         training_LV = codec.context_model([c[None] for c in ctx], [t[None] for t in tokens])[0]
         schedule = codec.quantizer.schedule(latent_hw)
         coding = {}
-
-        def on_block(t, s, logits_LV):
-            coding[(t, s)] = logits_LV
-            return tokens[s][t]
-
-        state, known = codec.new_gop(latent_hw, schedule, T)
-        codec.walk_blocks(state, known, range(len(schedule)), on_block, T)
+        walk = codec.walk(latent_hw, schedule, T)
+        for block in walk.blocks(range(len(schedule))):
+            coding[(block.t, block.s)] = block.logits
+            block.symbols = tokens[block.s][block.t]
     coding_LV = torch.cat([coding[(t, s)] for t in range(T) for s in range(len(schedule))])  # frame-major
     differ_L = (logits_to_cdf(coding_LV) != logits_to_cdf(training_LV)).any(1)
     return {"tokens": coding_LV.shape[0], "max_abs_diff": float((coding_LV - training_LV).abs().max()),

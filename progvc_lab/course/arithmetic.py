@@ -279,9 +279,9 @@ def decode_tokens(codec, data: bytes, coder=None) -> list[torch.Tensor]:
     """The codec's decoder loop, written out, with any coder (default: ours): bytes -> the sent tokens
     per scale (T, h_s, w_s). Checks every chunk's CRC exactly as ``Codec.decode`` does.
 
-    Per GOP: a fresh state (``new_gop``), then ``walk_blocks`` visits the blocks in the one coding
-    order; for each it turns the context model's logits into the integer CDFs (``block_cdf``) and asks
-    the coder for the block's symbols. The tokens it returns are the context of all later blocks, which
+    Per GOP: a fresh coding walk (``codec.walk``) whose ``blocks`` visit the blocks in the one coding
+    order; each block carries the context model's logits turned into the integer CDFs (``block.cdf``),
+    and the coder gives the block's symbols. The tokens it returns are the context of all later blocks, which
     is why one wrong count spoils everything after it."""
     from .. import bitstream
     from ..codec import deterministic, tokens_bytes
@@ -299,17 +299,14 @@ def decode_tokens(codec, data: bytes, coder=None) -> list[torch.Tensor]:
             n = h.gop_frames(g)
             strings = {s: bitstream.unpack_chunk(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
                        for s in range(k)}
-            state, known = codec.new_gop(h.latent_hw, h.schedule, n, h.copy_gate)
-
-            def on_decode(t, s, logits_LV):
-                return coder.decode(codec.block_cdf(state, t, s, logits_LV), strings[s][t])
-
-            codec.walk_blocks(state, known, range(k), on_decode, n)
+            walk = codec.walk(h.latent_hw, h.schedule, n, h.copy_gate, gop=g, start=g * h.gop)
+            for block in walk.blocks(range(k)):
+                block.symbols = coder.decode(block.cdf, strings[block.s][block.t])
             for s in range(k):
-                if bitstream.tokens_crc(tokens_bytes(torch.stack(known[s]))) != stream.crcs[(g, s)]:
+                if bitstream.tokens_crc(tokens_bytes(walk.token_map(s))) != stream.crcs[(g, s)]:
                     raise bitstream.BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail "
                                                    "the CRC")
-                out[s].append(torch.stack(known[s]))
+                out[s].append(walk.token_map(s))
     return [torch.cat(x) for x in out]
 
 

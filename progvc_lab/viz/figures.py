@@ -35,8 +35,6 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..codec import deterministic
-from ..stages.entropy import symbol_bits
 from ..stages.masks import attention_cost, block_index, build_mask, is_truncation_safe
 from ..stages.quantizer import scale_schedule
 
@@ -302,34 +300,17 @@ def plot_rd_curve(points, highlight=None, title: str = "rate-distortion: one enc
     return fig
 
 
-@torch.no_grad()
-def token_bits_maps(codec, video, stats: dict | None = None) -> list[np.ndarray]:
+def token_bits_maps(codec, video, stats=None) -> list[np.ndarray]:
     """Model bits (-log2 p under the integer CDF) of every token: one (T, h_s, w_s) array per scale.
 
-    Walks the coding order exactly as ``Codec.encode`` does (``new_gop`` + ``walk_blocks`` with the
-    encoder's tokens, ``codec.block_cdf`` per block), so the numbers are the code lengths the stream
-    pays; their sum per (frame, scale) equals ``encode_with_stats``'s ``model_bits``. Pass ``stats``
-    from an earlier ``codec.encode_with_stats(video)`` to skip the encode.
+    The encoder's own per-token bits (``EncodeResult.token_bits``, recorded by the coding walk as it
+    coded each block), so the numbers are the code lengths the stream pays; their sum per (frame,
+    scale) is ``model_bits``. Pass ``stats``, the ``EncodeResult`` of an earlier
+    ``codec.encode_with_stats(video)``, to skip the encode.
     """
     if stats is None:
         _, stats = codec.encode_with_stats(video)
-    tokens, latent_hw = stats["tokens"], tuple(stats["latent_hw"])
-    schedule = codec.quantizer.schedule(latent_hw)
-    T, K, gop = tokens[0].shape[0], len(schedule), codec.config.gop
-    maps = [np.zeros((T, h, w)) for h, w in schedule]
-    with deterministic(codec.config.coding_threads):
-        for g0 in range(0, T, gop):
-            n = min(gop, T - g0)
-
-            def on_block(t, s, logits_LV):
-                sym_L = tokens[s][g0 + t].flatten()
-                cdf = codec.block_cdf(state, t, s, logits_LV)  # the coded CDF (copy gate included)
-                maps[s][g0 + t] = symbol_bits(cdf, sym_L).view(schedule[s]).numpy()
-                return tokens[s][g0 + t]
-
-            state, known = codec.new_gop(latent_hw, schedule, n)
-            codec.walk_blocks(state, known, range(K), on_block, n)
-    return maps
+    return [np.asarray(b, dtype=np.float64) for b in stats["token_bits"]]
 
 
 def plot_bits_heatmap(bits_maps: Sequence[np.ndarray], t: int = 0, scale: int | None = None,
@@ -416,34 +397,14 @@ def copy_rate_per_scale(tokens: Sequence[torch.Tensor]) -> np.ndarray:
                      for tok in tokens])
 
 
-@torch.no_grad()
-def copy_gate_trace(codec, stats: dict) -> np.ndarray:
+def copy_gate_trace(codec, stats) -> np.ndarray:
     """The copy gate g of every block as the coder used it: (T, K), the mean over the block's tokens
     (one value per block for ``"count"``); NaN for intra frames and for ``copy_gate="none"``.
 
-    Walks the coding order with the encoder's tokens (``new_gop`` + ``walk_blocks``, as
-    ``token_bits_maps``), with the GOP and gate recorded in ``stats["options"]``, and reads the gate the
-    codec put in ``state.copy`` before each block was coded.
+    Read from the ``EncodeResult`` of ``codec.encode_with_stats`` (``gate``: recorded by the coding walk
+    before each block was coded); ``codec`` is not run again.
     """
-    tokens, latent_hw = stats["tokens"], tuple(stats["latent_hw"])
-    options = stats.get("options", {})
-    gop, gate_name = options.get("gop", codec.config.gop), options.get("copy_gate", codec.config.copy_gate)
-    schedule = codec.quantizer.schedule(latent_hw)
-    T, K = tokens[0].shape[0], len(schedule)
-    gate_TK = np.full((T, K), np.nan)
-    with deterministic(codec.config.coding_threads):
-        for g0 in range(0, T, gop):
-            n = min(gop, T - g0)
-
-            def on_block(t, s, logits_LV):
-                copy = state.copy.get((t, s))
-                if copy is not None:
-                    gate_TK[g0 + t, s] = float(copy[1].mean())
-                return tokens[s][g0 + t]
-
-            state, known = codec.new_gop(latent_hw, schedule, n, gate_name)
-            codec.walk_blocks(state, known, range(K), on_block, n)
-    return gate_TK
+    return np.asarray(stats["gate"], dtype=np.float64)
 
 
 def plot_copy_statistics(copy_rate_K, bits_per_token: Mapping[str, Sequence[float]]) -> Figure:

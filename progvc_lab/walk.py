@@ -1,0 +1,242 @@
+"""The coding walk: the ONE order in which the blocks of a GOP are visited, and what each block sees.
+
+Encoder, decoder, detail sampler and every analysis tool (``analyze``, the bits heatmap, the copy-gate
+trace, ``bench``, the course) consume the same generator, so they compute the same logits and the same
+integer CDFs by construction::
+
+    walk = codec.walk(latent_hw, schedule, n_frames)        # a fresh coding state for one GOP
+    for block in walk.blocks(range(K)):                     # scale-major: (t=0, s=0), (1, 0), ..., (T-1, K-1)
+        block.logits   # (L, V) the context model's output for block (t, s), L = h_s * w_s
+        block.cdf      # (L, V + 1) int16 integer CDFs exactly as coded (copy gate included)
+        block.symbols = ...    # the consumer decides the tokens: chosen (encoder), decoded, sampled
+        block.bits     # (L,) float64 model bits -log2 p(symbol) of each token under block.cdf
+
+The consumer must set ``block.symbols`` before asking for the next block: the tokens of block (t, s)
+are context for all later blocks (frame t+1 at scale s reads them as "previous tokens", finer scales
+read them through f_hat).
+
+**f_hat, scale by scale.** The context input of scale s is f_hat of the scales < s, area-down to
+(h_s, w_s). The walk accumulates f_hat as the scales complete (``f_hat += phi_s(up(codebook[tokens_s]))``)
+instead of rebuilding it from all coarser scales at every scale; the additions happen in the same
+order as ``Quantizer.tokens_to_latent`` (from zeros, scale 0 first), so the numbers are bit-identical
+to ``Quantizer.context_input`` (tested). ``blocks(..., contribution=f)`` lets the decoder's latent fill
+add code vectors that are not codebook entries (the ``mean`` sampler's expected codes) instead.
+
+**Copy-aware probabilities** (``copy_gate``, recorded in the stream header). For block (t, s), t > 0,
+the coded distribution is ``g * onehot(prev) + (1 - g) * softmax(logits)`` where prev is frame t-1's
+token at the same scale and position. The gate is an integer count kept identically by encoder and
+decoder per (GOP, scale[, context]): ``g = (hits + 2) / (seen + 3)`` over the earlier P frames of the
+GOP at that scale, a hit being a token equal to its predecessor. ``"count"``: one count per scale;
+``"context"``: 9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token
+one scale coarser in frame t a copy" (each 0 / 1 / unknown); ``"none"``: off. The gate of scale s reads
+only scale-s tokens of earlier frames, so truncation safety is untouched.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .stages.entropy import logits_to_cdf, symbol_bits
+from .stages.masks import decode_order
+from .stages.quantizer import area_down
+
+COPY_GATES = ("none", "count", "context")   # "learned": reserved for a stage-2 gate head
+COPY_PRIOR = (2, 3)             # g = (hits + a) / (seen + b): measured best with RDO (see README)
+
+
+class WalkError(RuntimeError):
+    """The walk was driven wrongly (a block's symbols not set, scales out of order)."""
+
+
+@dataclass(eq=False)
+class Block:
+    """One block (GOP ``gop``, frame ``t`` of the GOP, scale ``s``) of the coding walk."""
+    gop: int
+    t: int
+    s: int
+    start: int                          # first frame of the GOP in the video
+    logits: torch.Tensor                # (L, V) float32
+    walk: "GopWalk" = field(repr=False)
+    symbols: torch.Tensor | None = None  # (L,) int64, set by the consumer
+    _cdf: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def frame(self) -> int:
+        """The block's frame in the video."""
+        return self.start + self.t
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(h_s, w_s) of the block's token map."""
+        return tuple(self.walk.schedule[self.s])
+
+    @property
+    def prev(self) -> torch.Tensor | None:
+        """Frame t-1's tokens at this scale, (L,), or None in the GOP's intra frame."""
+        return self.walk.state.tokens[(self.t - 1, self.s)].flatten() if self.t > 0 else None
+
+    @property
+    def gate(self) -> torch.Tensor | None:
+        """The copy gate g of every token (L,) float64 the CDF was built with, or None (intra frame, off)."""
+        copy = self.walk.state.copy.get((self.t, self.s))
+        return None if copy is None else copy[1]
+
+    @property
+    def cdf(self) -> torch.Tensor:
+        """The integer CDFs (L, V + 1) the block is coded with: ``logits_to_cdf`` plus the copy gate."""
+        if self._cdf is None:
+            copy = self.walk.state.copy.get((self.t, self.s))
+            self._cdf = logits_to_cdf(self.logits) if copy is None else \
+                logits_to_cdf(self.logits, copy_symbols=copy[0], gate=copy[1])
+        return self._cdf
+
+    @property
+    def bits(self) -> torch.Tensor:
+        """Model bits of each token, -log2 p(symbol) under ``cdf``: (L,) float64 (what the coder pays,
+        up to its termination)."""
+        if self.symbols is None:
+            raise WalkError(f"block ({self.t}, {self.s}): set block.symbols before asking for its bits")
+        return symbol_bits(self.cdf, self.symbols)
+
+    @property
+    def model_bits(self) -> float:
+        return float(self.bits.sum())
+
+
+class GopWalk:
+    """The coding state of one GOP and the generator of its blocks (see the module docstring).
+
+    ``tokens[s][t]``: the (h_s, w_s) tokens of block (t, s) once known; ``token_map(s)`` stacks a
+    complete scale, (n, h_s, w_s). ``state``: the context model's ``CodingState`` (keys/values of the
+    coded blocks, copy-gate counts).
+    """
+
+    def __init__(self, context_model, quantizer, latent_hw, schedule, n_frames: int, *, copy_gate: str = "count",
+                 gop: int = 0, start: int = 0):
+        if copy_gate not in COPY_GATES:
+            hint = " (a learned gate needs a model with a gate head, trained in stage 2)" \
+                if copy_gate == "learned" else ""
+            raise ValueError(f"unknown copy gate {copy_gate!r}; choose one of {COPY_GATES}{hint}")
+        self.context_model, self.quantizer = context_model, quantizer
+        self.latent_hw, self.schedule = tuple(latent_hw), [tuple(x) for x in schedule]
+        self.n, self.gop, self.start = n_frames, gop, start
+        self.state = context_model.new_state(self.latent_hw, self.schedule, n_frames)
+        self.state.copy_gate = copy_gate
+        decode_order(self.state.allowed_BB, len(self.schedule))  # raises if scale-major order is invalid
+        self.tokens: list[list[torch.Tensor | None]] = [[None] * n_frames for _ in self.schedule]
+        self.next_scale = 0              # the walk continues at this scale
+        self._f_hat = None               # f_hat of the first _f_hat_scales scales, (n, C, h, w)
+        self._f_hat_scales = 0
+        self._contributions: dict[int, Callable | None] = {}
+
+    # ---- the walk ---------------------------------------------------------------------------------
+    def blocks(self, scales: Iterable[int], contribution: Callable[[int], torch.Tensor | None] | None = None
+               ) -> Iterator[Block]:
+        """Yield the blocks of ``scales`` (consecutive, continuing where the walk stopped), frame by
+        frame within a scale. After each yield the consumer must have set ``block.symbols``.
+
+        ``contribution(s)`` -> (n, C, h, w) or None: what scale s adds to f_hat for the context of the
+        finer scales (default, and when it returns None: ``phi_s(up(codebook[tokens_s]))``)."""
+        cm = self.context_model
+        for s in scales:
+            if s != self.next_scale:
+                raise WalkError(f"the walk is at scale {self.next_scale}; scales must follow on (asked for {s})")
+            self._contributions[s] = contribution
+            ctx_NChw = self.context(s)
+            for t in range(self.n):
+                logits = cm.block_logits(self.state, t, s, ctx_NChw[t])
+                self.state.copy[(t, s)] = self._copy_context(t, s)
+                block = Block(self.gop, t, s, self.start, logits, self)
+                yield block
+                self._accept(block)
+            self.next_scale = s + 1
+
+    def _accept(self, block: Block):
+        t, s = block.t, block.s
+        h, w = self.schedule[s]
+        sym = block.symbols
+        if sym is None:
+            raise WalkError(f"block ({t}, {s}): set block.symbols before asking for the next block")
+        if sym.numel() != h * w:
+            raise WalkError(f"block ({t}, {s}) has {h * w} tokens; got {sym.numel()} symbols")
+        tok = sym.reshape(h, w)
+        self.state.tokens[(t, s)] = tok
+        self.tokens[s][t] = tok
+        self._count_copies(t, s, tok)
+
+    def token_map(self, s: int) -> torch.Tensor:
+        """The tokens of scale s for every frame of the GOP, (n, h_s, w_s)."""
+        if any(x is None for x in self.tokens[s]):
+            raise WalkError(f"scale {s} is not complete")
+        return torch.stack(self.tokens[s])
+
+    def token_maps(self, upto: int | None = None) -> list[torch.Tensor]:
+        return [self.token_map(s) for s in range(self.next_scale if upto is None else upto)]
+
+    # ---- f_hat, accumulated scale by scale --------------------------------------------------------
+    def f_hat(self, upto: int) -> torch.Tensor:
+        """f_hat of the first ``upto`` (complete) scales, (n, C, h, w): accumulated, each scale added once."""
+        if self._f_hat is None:
+            device = self.quantizer.codebook.weight.device if hasattr(self.quantizer.codebook, "weight") else None
+            self._f_hat = torch.zeros(self.n, self.quantizer.latent_dim, *self.latent_hw, device=device)
+        if upto < self._f_hat_scales:
+            raise WalkError(f"f_hat already holds {self._f_hat_scales} scales; cannot go back to {upto}")
+        while self._f_hat_scales < upto:
+            j = self._f_hat_scales
+            hook = self._contributions.get(j)
+            z = hook(j) if hook is not None else None
+            if z is None:
+                z = self.quantizer.scale_contribution(self.token_map(j), j, self.latent_hw)
+            self._f_hat = self._f_hat + z
+            self._f_hat_scales += 1
+        return self._f_hat
+
+    def context(self, s: int) -> torch.Tensor:
+        """The context input of scale s for every frame, (n, C, h_s, w_s): f_hat of scales < s area-down
+        to scale s (zeros at s = 0), equal to ``Quantizer.context_input`` of the tokens."""
+        size = self.schedule[s]
+        if s == 0:
+            return self.f_hat(0).new_zeros(self.n, self.quantizer.latent_dim, *size)
+        return area_down(self.f_hat(s), size)
+
+    # ---- copy-aware probabilities -----------------------------------------------------------------
+    def _copy_context(self, t, s):
+        """(prev tokens (L,), gate (L,) float64, context ids (L,)) of block (t, s), or None (I frame / off)."""
+        state = self.state
+        if state.copy_gate == "none" or t == 0:
+            return None
+        prev = state.tokens[(t - 1, s)].flatten()
+        if state.copy_gate == "context":
+            # was this position's token in frame t-1 a copy (0 / 1 / 2 = unknown at t = 1), and was the
+            # co-located token one scale coarser in frame t a copy (0 / 1 / 2 = none at s = 0)
+            before = (prev == state.tokens[(t - 2, s)].flatten()).long() if t >= 2 else torch.full_like(prev, 2)
+            up = self.parent_copied(t, s).long() if s > 0 else torch.full_like(prev, 2)
+            ctx = before * 3 + up
+        else:
+            ctx = torch.zeros_like(prev)
+        hits, seen = state.copy_counts.setdefault(s, (torch.zeros(9, dtype=torch.int64),
+                                                      torch.zeros(9, dtype=torch.int64)))
+        a, b = COPY_PRIOR
+        gate = (hits[ctx] + a).double() / (seen[ctx] + b).double()
+        return prev, gate, ctx
+
+    def _count_copies(self, t, s, tok):
+        copy = self.state.copy.get((t, s))
+        if copy is None:
+            return
+        prev, _, ctx = copy
+        hits, seen = self.state.copy_counts[s]
+        hits.index_add_(0, ctx, (tok.flatten() == prev).long())
+        seen.index_add_(0, ctx, torch.ones_like(ctx))
+
+    def parent_copied(self, t, s) -> torch.Tensor:
+        """(L,) bool: the co-located token one scale coarser is the same in frames t-1 and t (t, s > 0)."""
+        state = self.state
+        h, w = state.schedule[s]
+        ph, pw = state.schedule[s - 1]
+        same = state.tokens[(t, s - 1)] == state.tokens[(t - 1, s - 1)]
+        ys = torch.arange(h) * ph // h
+        xs = torch.arange(w) * pw // w
+        return same[ys][:, xs].flatten()
