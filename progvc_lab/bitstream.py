@@ -92,6 +92,10 @@ FINGERPRINT_BYTES = 4
 # Any other name (a user's registered quantizer or coder) is written out in the header instead.
 QUANTIZERS = ("vq",)
 MASKS = ("progvc_sparse", "var", "infinitystar")
+# The built-in masks a stream can be cut after any scale of (``stages.masks.is_truncation_safe``; a
+# test keeps this list equal to it). A stream of any other mask was coded for its scales_sent and is
+# never truncated (its unsent scales were synthesized as context, see ``codec``).
+TRUNCATION_SAFE_MASKS = ("progvc_sparse", "progvc_sparse_parent")
 CODERS = ("torchac", "constriction")
 COPY_GATES = ("none", "count", "context")   # "learned" (a model head) would be escaped until it exists
 _ESCAPE = 3
@@ -594,12 +598,21 @@ def _boundaries(h: Header, table) -> list[int]:
     return out
 
 
-def truncate(data: bytes, scales: int) -> bytes:
+def truncate(data: bytes, scales: int, mask_safe: bool | None = None) -> bytes:
     """Keep the first ``scales`` scales of a stream, without re-encoding. A cut stream can be truncated
-    to scales that every GOP holds (the result is complete, with new checks)."""
+    to scales that every GOP holds (the result is complete, with new checks).
+
+    Only streams of a truncation-safe mask can be cut (``TRUNCATION_SAFE_MASKS``; ``mask_safe=True``
+    vouches for a user's own mask); any other is refused with a clear message, unless ``scales`` keeps
+    all the scales it has."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stream = read_stream(data, limits=Limits(max_pixels=MAX_SIDE ** 2, max_frames=MAX_FRAMES, max_gop=65535))
+    safe = stream.header.mask in TRUNCATION_SAFE_MASKS if mask_safe is None else mask_safe
+    if not safe and (scales != stream.header.scales_sent or stream.report.salvaged):
+        raise BitstreamError(f"this stream's mask {stream.header.mask!r} is not truncation safe: its blocks read "
+                             f"finer scales of earlier frames, so it decodes only at the {stream.header.scales_sent} "
+                             "scales it was encoded for; re-encode it with fewer scales (encode --scales K)")
     have = min(stream.report.scales_per_gop)
     if not 0 <= scales <= have:
         held = f"the stream has {stream.header.scales_sent}" if stream.report.complete else \

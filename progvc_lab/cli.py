@@ -221,6 +221,8 @@ def cmd_encode(args) -> int:
     targets = [x is not None for x in (args.rdo_lambda, args.target_bpp, args.target_bytes)]
     if sum(targets) > 1:
         raise UsageError("give at most one of --lambda, --target-bpp and --target-bytes")
+    if args.scales is not None and any(targets[1:]):
+        raise UsageError("--scales and --target-bpp/--target-bytes both choose the scales: give one")
     for name, value in (("--lambda", args.rdo_lambda), ("--target-bpp", args.target_bpp)):
         if value is not None and not (math.isfinite(value) and value >= (0 if name == "--lambda" else 1e-9)):
             raise UsageError(f"{name} must be a finite number {'>= 0' if name == '--lambda' else '> 0'}, got {value}")
@@ -241,7 +243,8 @@ def cmd_encode(args) -> int:
                  f"({c['encodes']} encodes, budget {c['budget_bytes']} bytes)")
     else:
         with _frame_bar(T, "encode", args.progress) as bar:
-            data, stats = codec.encode_with_stats(frames, fps, verify=args.verify, progress=bar, **options)
+            data, stats = codec.encode_with_stats(frames, fps, verify=args.verify, progress=bar,
+                                                  scales=args.scales, **options)
         chose = ""
     seconds = time.perf_counter() - t0
     _write_bytes(out, data, args.force)
@@ -482,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search lambda and the number of scales for the best quality within B bits per pixel")
     p.add_argument("--target-bytes", type=_positive("--target-bytes"), metavar="N",
                    help="as --target-bpp, for a file of at most N bytes")
+    p.add_argument("--scales", type=_positive("--scales"), metavar="K",
+                   help="send only the first K scales (a truncation-safe model: the full stream cut after K; a "
+                        "model whose mask is not truncation safe, e.g. var: coded for exactly K scales)")
     p.add_argument("--copy-gate", choices=("none", "count", "context"),
                    help="copy-aware probabilities for P frames (default: count; none = off; context = 9 counts per scale)")
     p.add_argument("--coder", choices=("constriction", "torchac"),

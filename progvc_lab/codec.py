@@ -56,7 +56,7 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -68,7 +68,7 @@ from . import bitstream
 from .bitstream import BitstreamError, Header, Stream
 from .stages import protocols, registry
 from .stages.entropy import CODERS, code_lengths, get_coder
-from .stages.masks import build_mask, is_truncation_safe
+from .stages.masks import build_mask, coding_order, is_truncation_safe
 from .stages.quantizer import area_down
 from .stages.sampler import DetailSampler
 from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk  # noqa: F401  (the coding walk; re-exported)
@@ -175,10 +175,11 @@ class Codec(nn.Module):
             raise ValueError("tokenizer, quantizer and context model disagree on the latent dimension")
         if quantizer.num_scales != context_model.config.num_scales:
             raise ValueError("quantizer and context model disagree on the number of scales")
-        allowed = build_mask(context_model.config.mask, 2, quantizer.num_scales, context_model.config.window)
-        if not is_truncation_safe(allowed, quantizer.num_scales):
-            raise ValueError(f"mask {context_model.config.mask!r} is not truncation safe; the codec "
-                             "stores scales coarse-to-fine and needs a mask like 'progvc_sparse'")
+        allowed = build_mask(context_model.config.mask, 4, quantizer.num_scales, context_model.config.window)
+        coding_order(allowed, quantizer.num_scales)   # raises for a mask that fits no coding order
+        # A mask that is not truncation safe is coded frame-major with a fixed number of sent scales
+        # (``encode(scales=k)``): the unsent ones are synthesized on both sides (``walk.synthesize``).
+        self.truncation_safe = is_truncation_safe(allowed, quantizer.num_scales)
         tokenizer.to(memory_format=torch.channels_last)  # see _nhwc: the conv layers' weights too
         self.eval()
 
@@ -394,7 +395,7 @@ class Codec(nn.Module):
         return torch.cat(out)
 
     def walk(self, latent_hw, schedule, n_frames: int, copy_gate: str | None = None, *, gop: int = 0,
-             start: int = 0) -> GopWalk:
+             start: int = 0, sent: int | None = None) -> GopWalk:
         """A fresh coding walk over one GOP (``progvc_lab.walk``): THE coding order.
 
         Encoder, decoder, the detail sampler and the analysis tools (``viz.token_bits_maps``, the course)
@@ -404,18 +405,18 @@ class Codec(nn.Module):
         gate = self.config.copy_gate if copy_gate is None else copy_gate
         try:
             return GopWalk(self.context_model, self.quantizer, latent_hw, schedule, n_frames, copy_gate=gate,
-                           gop=gop, start=start)
+                           gop=gop, start=start, sent=sent)
         except ValueError as e:
             raise CodecError(str(e)) from None
 
     # ---- encode ----------------------------------------------------------------------------------
-    def encode(self, video, fps=None, verify: bool = False, **options) -> bytes:
+    def encode(self, video, fps=None, verify: bool = False, scales: int | None = None, **options) -> bytes:
         """Video (T, 3, H, W) float RGB in [0, 1] (or a ``FrameReader``) -> .pgvc bytes. ``verify``
         decodes what was written and compares tokens (a self-check; it doubles the time).
 
         ``options`` override ``config`` for this call: ``gop``, ``copy_gate``, ``rdo_lambda``,
         ``rdo_candidates``; ``progress`` (see ``encode_with_stats``)."""
-        data, _ = self.encode_with_stats(video, fps, verify, **options)
+        data, _ = self.encode_with_stats(video, fps, verify, scales=scales, **options)
         return data
 
     def _options(self, options: dict) -> CodecConfig:
@@ -452,7 +453,7 @@ class Codec(nn.Module):
         video = self.check_video(video)
         return TensorFrames(video, 25 if fps is None else fps), (Fraction(25) if fps is None else fps)
 
-    def encode_with_stats(self, video, fps=None, verify: bool = False, progress=None,
+    def encode_with_stats(self, video, fps=None, verify: bool = False, progress=None, scales: int | None = None,
                           **options) -> tuple[bytes, "EncodeResult"]:
         """Encode and return (bytes, ``EncodeResult``): tokens, per-token model bits, per-block bits, copy
         gates and RDO distortion, per-chunk sizes, the header, times.
@@ -460,8 +461,29 @@ class Codec(nn.Module):
         ``video``: a tensor (T, 3, H, W) or a ``data.streaming.FrameReader`` (``open_frames(path)``), which
         is read one GOP at a time, so memory does not grow with the clip. ``fps`` defaults to the
         reader's (25 for a tensor). ``progress(frames_done)`` is called after every GOP.
+
+        ``scales=k`` sends the first k scales. With a truncation-safe mask that is the full stream cut
+        after k (``bitstream.truncate``). With a mask that is not (``var``, ``infinitystar``) the stream
+        is coded frame-major and scales k..K-1 are never sent: encoder and decoder both synthesize them
+        (seeded sampling from their integer CDFs, ``walk.synthesize``) as the context later frames read;
+        such a stream decodes at exactly k scales and cannot be truncated.
         """
         cfg = self._options(options)
+        K = self.quantizer.num_scales
+        if scales is not None and not (isinstance(scales, int) and 1 <= scales <= K):
+            raise CodecError(f"scales must be an integer in 1..{K}, got {scales!r}")
+        if scales is not None and scales < K and self.truncation_safe:
+            data, res = self.encode_with_stats(video, fps, verify, progress, **options)
+            res.data = data = bitstream.truncate(data, scales)
+            res.header = bitstream.read_stream(data).header
+            res.chunk_bytes[:, scales:] = 0
+            for arr in (res.model_bits, res.rdo_distortion):
+                arr[:, scales:] = 0
+            for b in res.token_bits[scales:]:
+                b[...] = 0
+            res.tokens = res.tokens[:scales]
+            return data, res
+        sent = K if scales is None else scales
         source, fps = self._frame_source(video, fps)
         fps = Fraction(fps).limit_denominator(65535)
         if fps <= 0:
@@ -473,11 +495,10 @@ class Codec(nn.Module):
             raise CodecError(f"at most {bitstream.MAX_FRAMES} frames per stream, got {T}")
         if H > bitstream.MAX_SIDE or W > bitstream.MAX_SIDE or H < 2 or W < 2:
             raise CodecError(f"frame size {W}x{H} is outside 2..{bitstream.MAX_SIDE} pixels")
-        K = self.quantizer.num_scales
         latent_hw = self.tokenizer.latent_size(H, W)
         header = Header(fingerprint=self.fingerprint()[:bitstream.FINGERPRINT_BYTES], width=W, height=H,
                         fps_num=fps.numerator, fps_den=fps.denominator, num_frames=T, gop=cfg.gop,
-                        latent_hw=latent_hw, num_scales=K, scales_sent=K, quantizer=self.quantizer.name,
+                        latent_hw=latent_hw, num_scales=K, scales_sent=sent, quantizer=self.quantizer.name,
                         mask=self.context_model.config.mask, window=self.context_model.config.window,
                         coder=cfg.coder, copy_gate=cfg.copy_gate, coding_threads=cfg.coding_threads)
         coder = get_coder(cfg.coder)
@@ -504,12 +525,14 @@ class Codec(nn.Module):
                 gop_tokens, chunks = self._encode_gop(f_gop, cfg, header, coder, g, result)
             for s in range(K):
                 tokens[s].append(gop_tokens[s])
-                stream.chunks[(g, s)] = chunks[s]
-                stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
-                result.chunk_bytes[g, s] = len(chunks[s])
+                if s < sent:
+                    stream.chunks[(g, s)] = chunks[s]
+                    stream.crcs[(g, s)] = bitstream.tokens_crc(tokens_bytes(gop_tokens[s]))
+                    result.chunk_bytes[g, s] = len(chunks[s])
             if progress is not None:
                 progress(g0 + n)
-        result.tokens = [torch.cat(x) for x in tokens]
+        tokens = [torch.cat(x) for x in tokens]
+        result.tokens, result.synthesized = tokens[:sent], tokens[sent:]
         result.data = data = bitstream.write_stream(stream)
         result.seconds_total = time.perf_counter() - t0
         if verify:
@@ -527,10 +550,14 @@ class Codec(nn.Module):
         GOP's rows of ``result`` (per-token bits, model bits, gate, RDO distortion) in place."""
         n, K, g0 = f_NChw.shape[0], header.num_scales, g * header.gop
         writers = [coder.chunk_encoder() for _ in range(K)]
-        walk = self.walk(header.latent_hw, header.schedule, n, cfg.copy_gate, gop=g, start=g0)
-        chooser = _TokenChooser(self.quantizer, f_NChw, cfg, walk.tokens)
+        walk = self.walk(header.latent_hw, header.schedule, n, cfg.copy_gate, gop=g, start=g0,
+                         sent=header.scales_sent)
+        chooser = (_FrameTokenChooser if walk.frame_major else _TokenChooser)(self.quantizer, f_NChw, cfg, walk.tokens)
         for block in walk.blocks(range(K)):
             t, s = block.t, block.s
+            if not block.sent:          # never sent: the decoder's synthesis, as context for later blocks
+                block.symbols = block.synthesize()
+                continue
             block.symbols, dist = chooser.choose(t, s, block.cdf, block.prev)
             writers[s].add(block.cdf, block.symbols)
             bits_L = block.bits
@@ -555,6 +582,9 @@ class Codec(nn.Module):
         """
         from . import metrics
 
+        if not self.truncation_safe:
+            raise CodecError(f"a target rate is searched by truncating one encode; this model's mask "
+                             f"{self.context_model.config.mask!r} is not truncation safe: choose scales= and rdo_lambda= instead")
         source, fps = self._frame_source(video, fps)
         video = self.check_video(source.read_all())
         T, _, H, W = video.shape
@@ -711,6 +741,14 @@ class Codec(nn.Module):
         k_all = h.scales_sent if scales is None else scales
         if not 0 <= k_all <= h.scales_sent:
             raise ValueError(f"cannot decode {k_all} scales: the stream carries {h.scales_sent} of {h.num_scales}")
+        if not self.truncation_safe:
+            if rep.salvaged:
+                raise BitstreamError(f"the stream is cut, and its mask {h.mask!r} is not truncation safe: later "
+                                     "blocks read the scales that were lost, so nothing after the cut can be decoded; "
+                                     "get the whole stream")
+            if k_all != h.scales_sent:
+                raise CodecError(f"this stream's mask {h.mask!r} is not truncation safe: it decodes only at the "
+                                 f"{h.scales_sent} scales it was encoded for, not {k_all}; encode with scales={k_all}")
         if isinstance(sampler, str):
             sampler = registry.get("detail_sampler", sampler)(**sampler_args)
         protocols.check("detail_sampler", sampler)
@@ -722,12 +760,14 @@ class Codec(nn.Module):
         for g in range(h.num_gops):
             n = h.gop_frames(g)
             k = rep.scales_decoded[g]   # this GOP's complete scales
-            last = h.num_scales if sampler.predicts else k
+            last = h.num_scales if sampler.predicts or not self.truncation_safe else k
             readers = {s: coder.chunk_decoder(stream.chunks[(g, s)], n, f"chunk (GOP {g}, scale {s})")
                        for s in range(k)}
             with deterministic(h.coding_threads), _resource_errors(h):
                 gop_tokens, fills = self._decode_gop(stream, g, k, last, sampler, readers)
-            if sampler.latent_fill and k > k_min:
+            if not self.truncation_safe and not sampler.predicts:
+                gop_tokens = gop_tokens[:k]   # the synthesized scales were context only: zero-fill
+            if sampler.latent_fill and k > k_min and self.truncation_safe:
                 fills = [self.quantizer.codebook(gop_tokens[s]).permute(0, 3, 1, 2) for s in range(k_min, k)] + fills
             yield DecodedGop(g, g * h.gop, gop_tokens, fills, h)
 
@@ -735,8 +775,12 @@ class Codec(nn.Module):
         """Decode scales < k of GOP g, check their CRCs, fill scales k..last-1: (tokens, latent fills)."""
         h = stream.header
         n = h.gop_frames(g)
-        walk = self.walk(h.latent_hw, h.schedule, n, h.copy_gate, gop=g, start=g * h.gop)
-        for block in walk.blocks(range(k)):
+        walk = self.walk(h.latent_hw, h.schedule, n, h.copy_gate, gop=g, start=g * h.gop, sent=k)
+        # a mask that is not truncation safe: one pass over every scale, the unsent ones synthesized
+        for block in walk.blocks(range(k if self.truncation_safe else h.num_scales)):
+            if not block.sent:
+                block.symbols = block.synthesize()
+                continue
             try:
                 block.symbols = readers[block.s].next(block.cdf)
             except Exception as e:
@@ -745,6 +789,8 @@ class Codec(nn.Module):
             if bitstream.tokens_crc(tokens_bytes(walk.token_map(s))) != stream.crcs[(g, s)]:
                 raise BitstreamError(f"chunk (GOP {g}, scale {s}) is corrupted: its tokens fail their check "
                                      "(the chunk, its place in the stream or the header was changed)")
+        if not self.truncation_safe:   # the stream fixes its unsent scales: the synthesis is the fill
+            return walk.token_maps(last), []
         fills = self._fill_blocks(walk, k, sampler) if sampler.predicts else []
         return walk.token_maps(last), fills
 
@@ -886,7 +932,8 @@ class EncodeResult:
     """What the encoder knew, returned by ``Codec.encode_with_stats`` beside the bytes, so that no tool
     re-runs the Transformer or re-parses the stream to learn it.
 
-    ``tokens[s]``: (T, h_s, w_s) int64; ``token_bits[s]``: (T, h_s, w_s) float64, the model bits
+    ``tokens[s]``: (T, h_s, w_s) int64, the sent scales; ``synthesized``: the token maps of the scales a
+    stream of a mask that is not truncation safe does not send (empty otherwise); ``token_bits[s]``: (T, h_s, w_s) float64, the model bits
     -log2 p of every token under its coded integer CDF (``Block.bits``); ``model_bits``: (T, K) their
     sums per block; ``gate``: (T, K) the mean copy gate of each block (NaN: intra frame or gate off);
     ``rdo_distortion``: (T, K) the RDO's latent squared error per block; ``chunk_bytes``: (G, K) bytes of
@@ -907,6 +954,7 @@ class EncodeResult:
     token_bits: list
     chunk_bytes: np.ndarray
     tokens: list = None
+    synthesized: list = field(default_factory=list)
     seconds_tokenize: float = 0.0
     seconds_total: float = 0.0
     seconds_verify: float | None = None
@@ -979,7 +1027,9 @@ class _TokenChooser:
         """(tokens (L,), distortion of the choice: A_s * sum ||r - e||^2)."""
         if s != self.scale:
             self._start_scale(s)
-        dist_LV = self.dist_NLV[t]
+        return self._choose(self.dist_NLV[t], self.r2_NL[t], cdf_LV1, prev_L)
+
+    def _choose(self, dist_LV, r2_L, cdf_LV1, prev_L):
         lam = float(self.cfg.rdo_lambda)
         if lam == 0:
             sym = dist_LV.argmin(1)
@@ -995,6 +1045,25 @@ class _TokenChooser:
                     allowed.scatter_(1, prev_L.reshape(-1, 1), True)
                 cost_LV = cost_LV.masked_fill(~allowed, float("inf"))
             sym = cost_LV.argmin(1)
-        d = (dist_LV.gather(1, sym[:, None]).squeeze(1) + self.r2_NL[t]).sum() * self.area
+        d = (dist_LV.gather(1, sym[:, None]).squeeze(1) + r2_L).sum() * self.area
         return sym, float(d)
 
+
+class _FrameTokenChooser(_TokenChooser):
+    """``_TokenChooser`` for a frame-major walk (a mask that is not truncation safe): frame t's residual
+    at scale s is built from frame t's own tokens of scales < s, one frame at a time."""
+
+    def __init__(self, quantizer, f_NChw, cfg: CodecConfig, known):
+        super().__init__(quantizer, f_NChw, cfg, known)
+        self.rest = {}   # t -> (scales removed, f_rest (1, C, h, w))
+
+    def choose(self, t, s, cdf_LV1, prev_L):
+        done, f_rest = self.rest.get(t, (0, self.f_rest[t:t + 1]))
+        while done < s:
+            f_rest = f_rest - self.q.scale_contribution(self.known[done][t][None], done, self.latent_hw)
+            done += 1
+        self.rest[t] = (done, f_rest)
+        size = self.q.schedule(self.latent_hw)[s]
+        r = area_down(f_rest, size)
+        self.area = (self.latent_hw[0] * self.latent_hw[1]) / (size[0] * size[1])
+        return self._choose(self.q.code_distances(r), (r * r).sum(1).reshape(-1), cdf_LV1, prev_L)

@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .stages.entropy import logits_to_cdf, symbol_bits
-from .stages.masks import decode_order
+import numpy as np
+
+from .stages.entropy import TOTAL, logits_to_cdf, symbol_bits
+from .stages.masks import coding_order
 from .stages.quantizer import area_down
 
 COPY_GATES = ("none", "count", "context")   # "learned": reserved for a stage-2 gate head
@@ -48,6 +50,35 @@ COPY_PRIOR = (2, 3)             # g = (hits + a) / (seen + b): measured best wit
 
 class WalkError(RuntimeError):
     """The walk was driven wrongly (a block's symbols not set, scales out of order)."""
+
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 (Steele, Lea, Flood 2014) on uint64 arrays: a fixed, portable integer hash."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+        return x ^ (x >> np.uint64(31))
+
+
+def synthesize(cdf_LV1: torch.Tensor, gop: int, t: int, s: int) -> torch.Tensor:
+    """Seeded sampling from integer CDFs: one token per row, (L,) int64, a pure function of the CDF
+    and (gop, t, s), identical on every machine (integer hash, integer CDF, no float).
+
+    How a stream made with a mask that is not truncation safe stands in for the scales it does not
+    send: encoder and decoder both draw them with this function, so the blocks that read them see
+    the same tokens on both sides. Token i of block (gop, t, s) takes u = the top 16 bits of
+    SplitMix64(key(gop, t, s) + i) and picks the symbol v with cdf[v] <= u < cdf[v + 1]."""
+    L = cdf_LV1.shape[0]
+    key = _splitmix64(np.array([(gop << 40) ^ (t << 16) ^ s], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        u = _splitmix64(key + np.arange(L, dtype=np.uint64)) >> np.uint64(64 - 16)
+    u_L1 = torch.from_numpy(u.astype(np.int64)).reshape(L, 1)
+    assert TOTAL == 1 << 16
+    return (cdf_LV1[:, 1:] <= u_L1).sum(1)
 
 
 @dataclass(eq=False)
@@ -104,6 +135,16 @@ class Block:
     def model_bits(self) -> float:
         return float(self.bits.sum())
 
+    @property
+    def sent(self) -> bool:
+        """False for a block of a scale the stream does not carry (s >= ``walk.sent``): its tokens are
+        ``synthesize``-d on both sides (only streams of masks that are not truncation safe have these)."""
+        return self.s < self.walk.sent
+
+    def synthesize(self) -> torch.Tensor:
+        """The seeded sample from ``cdf`` that stands in for an unsent block (see ``synthesize``)."""
+        return synthesize(self.cdf, self.gop, self.t, self.s)
+
 
 class GopWalk:
     """The coding state of one GOP and the generator of its blocks (see the module docstring).
@@ -114,7 +155,7 @@ class GopWalk:
     """
 
     def __init__(self, context_model, quantizer, latent_hw, schedule, n_frames: int, *, copy_gate: str = "count",
-                 gop: int = 0, start: int = 0):
+                 gop: int = 0, start: int = 0, sent: int | None = None):
         if copy_gate not in COPY_GATES:
             hint = " (a learned gate needs a model with a gate head, trained in stage 2)" \
                 if copy_gate == "learned" else ""
@@ -124,12 +165,18 @@ class GopWalk:
         self.n, self.gop, self.start = n_frames, gop, start
         self.state = context_model.new_state(self.latent_hw, self.schedule, n_frames)
         self.state.copy_gate = copy_gate
-        decode_order(self.state.allowed_BB, len(self.schedule))  # raises if scale-major order is invalid
+        K = len(self.schedule)
+        self.order = coding_order(self.state.allowed_BB, K)   # raises if no order fits the mask
+        self.frame_major = n_frames > 1 and K > 1 and self.order[1] == (0, 1)
+        self.sent = K if sent is None else sent              # scales the stream carries
+        if not 0 <= self.sent <= K:
+            raise ValueError(f"a walk over {K} scales cannot send {self.sent}")
         self.tokens: list[list[torch.Tensor | None]] = [[None] * n_frames for _ in self.schedule]
         self.next_scale = 0              # the walk continues at this scale
         self._f_hat = None               # f_hat of the first _f_hat_scales scales, (n, C, h, w)
         self._f_hat_scales = 0
         self._contributions: dict[int, Callable | None] = {}
+        self._frame_f_hat: dict[int, tuple[int, torch.Tensor]] = {}   # frame-major: t -> (scales, f_hat)
 
     # ---- the walk ---------------------------------------------------------------------------------
     def blocks(self, scales: Iterable[int], contribution: Callable[[int], torch.Tensor | None] | None = None
@@ -140,6 +187,10 @@ class GopWalk:
         ``contribution(s)`` -> (n, C, h, w) or None: what scale s adds to f_hat for the context of the
         finer scales (default, and when it returns None: ``phi_s(up(codebook[tokens_s]))``)."""
         cm = self.context_model
+        scales = list(scales)
+        if self.frame_major:
+            yield from self._frame_major_blocks(scales)
+            return
         for s in scales:
             if s != self.next_scale:
                 raise WalkError(f"the walk is at scale {self.next_scale}; scales must follow on (asked for {s})")
@@ -152,6 +203,33 @@ class GopWalk:
                 yield block
                 self._accept(block)
             self.next_scale = s + 1
+
+    def _frame_major_blocks(self, scales):
+        """Frame-major order (a mask that is not truncation safe): one pass over all scales."""
+        K = len(self.schedule)
+        if scales != list(range(K)) or self.next_scale != 0:
+            raise WalkError(f"a frame-major walk (mask {self.context_model.config.mask!r}) visits all {K} scales "
+                            "in one pass: blocks(range(K))")
+        for t in range(self.n):
+            for s in range(K):
+                logits = self.context_model.block_logits(self.state, t, s, self._frame_context(t, s))
+                self.state.copy[(t, s)] = self._copy_context(t, s)
+                block = Block(self.gop, t, s, self.start, logits, self)
+                yield block
+                self._accept(block)
+        self.next_scale = K
+
+    def _frame_context(self, t: int, s: int) -> torch.Tensor:
+        """Frame t's f_hat of its scales < s at scale s's size (C, h_s, w_s), accumulated per frame."""
+        done, f = self._frame_f_hat.get(t, (0, None))
+        if f is None:
+            f = torch.zeros(1, self.quantizer.latent_dim, *self.latent_hw)
+        while done < s:
+            f = f + self.quantizer.scale_contribution(self.tokens[done][t][None], done, self.latent_hw)
+            done += 1
+        self._frame_f_hat[t] = (done, f)
+        size = self.schedule[s]
+        return f.new_zeros(self.quantizer.latent_dim, *size) if s == 0 else area_down(f, size)[0]
 
     def _accept(self, block: Block):
         t, s = block.t, block.s

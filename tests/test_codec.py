@@ -363,9 +363,9 @@ def test_codec_error_is_a_value_error():
     assert issubclass(CodecError, ValueError) and issubclass(BitstreamError, ValueError)
 
 
-def test_mask_must_be_truncation_safe():
-    with pytest.raises(ValueError, match="truncation safe"):
-        make_tiny_codec(mask="var")
+def test_mask_that_is_not_truncation_safe_is_a_fixed_k_variant():
+    codec = make_tiny_codec(mask="var")     # allowed: coded frame-major for a fixed k (test_mask_variants)
+    assert not codec.truncation_safe and make_tiny_codec().truncation_safe
 
 
 # ---- samplers ------------------------------------------------------------------------------------------------

@@ -23,12 +23,14 @@ Three masks (T = 3 frames, K = 3 scales; rows = query, cols = key, # = allowed):
 * ``infinitystar``: InfinityStar's default ("context_from_largest_no = 1"): a block sees itself and the
   finest scale of the previous frame; coarser scales of its own frame reach it only through its input.
 * ``progvc_sparse``: a block sees its own frame at coarser-or-equal scales and the *same* scale in the
-  W previous frames.
+  W previous frames. ``progvc_sparse_parent`` also sees the next-coarser scale of those frames.
 
 **Truncation safety.** A stream cut after scale k is decodable iff no block at scale s < k needs a
 block at a scale >= k, i.e. iff every allowed key has ``s_key <= s_query``. ``progvc_sparse`` has this
-property; ``var`` and ``infinitystar`` do not (their blocks read the finest scale of the previous
-frame), so with them the cut point would have to be fixed at encode time.
+property (so does every scale-monotone mask: ``is_truncation_safe`` is exactly that test); ``var``
+and ``infinitystar`` do not (their blocks read the finest scale of the previous frame), so with them
+the cut point is fixed at encode time: the codec codes such a mask frame-major (``coding_order``), sends
+k scales and synthesizes the others identically on both sides.
 
 Everything here is a pure function of integers: no model, no torch state, easy to test and to plot.
 """
@@ -84,6 +86,17 @@ def progvc_sparse_mask(num_frames: int, num_scales: int, window: int = 1) -> tor
     return same_frame_coarser | same_scale_recent
 
 
+@register_mask("progvc_sparse_parent")
+def progvc_sparse_parent_mask(num_frames: int, num_scales: int, window: int = 1) -> torch.Tensor:
+    """``progvc_sparse`` plus the next-coarser scale of the ``window`` previous frames: block (t, s) also
+    reads (t', s - 1) for t - W <= t' < t (still scale-monotone, so still truncation safe)."""
+    t_B, s_B = block_index(num_frames, num_scales)
+    tq, sq = t_B[:, None], s_B[:, None]
+    tk, sk = t_B[None, :], s_B[None, :]
+    parent_recent = (sk == sq - 1) & (tk < tq) & (tk >= tq - window)
+    return progvc_sparse_mask(num_frames, num_scales, window) | parent_recent
+
+
 def build_mask(name: str, num_frames: int, num_scales: int, window: int = 1) -> torch.Tensor:
     """Boolean ``allowed[q, k]`` of shape (T*K, T*K) for the mask called ``name``."""
     if name not in MASKS:
@@ -102,23 +115,49 @@ def is_truncation_safe(allowed_BB: torch.Tensor, num_scales: int) -> bool:
     return not bool(reads_finer.any())
 
 
-def decode_order(allowed_BB: torch.Tensor, num_scales: int) -> list[tuple[int, int]]:
-    """The order the codec visits blocks in: scale-major (all frames of scale 0, then scale 1, ...).
+def coding_order(allowed_BB: torch.Tensor, num_scales: int) -> list[tuple[int, int]]:
+    """The order the codec visits the blocks of a GOP in.
 
-    Scale-major is what lets the bitstream store scales coarse-to-fine. It is a valid order for a mask
-    iff every key of a block comes earlier (or is the block itself); we check and say so otherwise.
+    **Scale-major** (all frames of scale 0, then scale 1, ...) whenever the mask allows it: that is what
+    lets the bitstream store scales coarse-to-fine and a stream be cut after any scale. It is valid
+    iff every key of a block comes earlier (or is the block itself), which holds for every truncation
+    safe mask. Otherwise **frame-major** (frame 0 scales 0..K-1, then frame 1, ...), the order VAR's
+    block-causal mask was made for: a stream coded so is decodable only at the scale count it was
+    encoded for (the codec synthesizes the unsent scales on both sides, see ``codec``). A mask valid in
+    neither order is refused with the first block that breaks it.
     """
     num_frames = allowed_BB.shape[0] // num_scales
-    order = [(t, s) for s in range(num_scales) for t in range(num_frames)]
+    scale_major = [(t, s) for s in range(num_scales) for t in range(num_frames)]
+    frame_major = [(t, s) for t in range(num_frames) for s in range(num_scales)]
+    problem = None
+    for order in (scale_major, frame_major):
+        problem = _first_violation(allowed_BB, num_scales, order)
+        if problem is None:
+            return order
+    (t, s), (tk, sk) = problem
+    raise ValueError(f"this mask lets block (t={t}, s={s}) read block (t={tk}, s={sk}), which neither "
+                     "scale-major nor frame-major coding has decoded by then; no coding order fits it")
+
+
+def _first_violation(allowed_BB, num_scales, order):
     position = {blk: i for i, blk in enumerate(order)}
     for (t, s) in order:
-        q = t * num_scales + s
-        for k in torch.nonzero(allowed_BB[q]).flatten().tolist():
+        for k in torch.nonzero(allowed_BB[t * num_scales + s]).flatten().tolist():
             if position[(k // num_scales, k % num_scales)] > position[(t, s)]:
-                raise ValueError(
-                    f"this mask lets block (t={t}, s={s}) read block (t={k // num_scales}, "
-                    f"s={k % num_scales}), which scale-major coding has not decoded yet; "
-                    "the codec needs a truncation-safe mask such as 'progvc_sparse'")
+                return (t, s), (k // num_scales, k % num_scales)
+    return None
+
+
+def decode_order(allowed_BB: torch.Tensor, num_scales: int) -> list[tuple[int, int]]:
+    """Scale-major order, checked: raises if the mask is not valid in it (see ``coding_order``)."""
+    num_frames = allowed_BB.shape[0] // num_scales
+    order = [(t, s) for s in range(num_scales) for t in range(num_frames)]
+    problem = _first_violation(allowed_BB, num_scales, order)
+    if problem is not None:
+        (t, s), (tk, sk) = problem
+        raise ValueError(
+            f"this mask lets block (t={t}, s={s}) read block (t={tk}, s={sk}), which scale-major coding "
+            "has not decoded yet; the codec needs a truncation-safe mask such as 'progvc_sparse'")
     return order
 
 
