@@ -639,7 +639,7 @@ def describe(data: bytes) -> dict:
         "fps": f"{h.fps_num}/{h.fps_den}", "num_frames": h.num_frames, "gop": h.gop,
         "num_gops": h.num_gops, "latent_hw": list(h.latent_hw), "schedule": [list(x) for x in h.schedule],
         "num_scales": h.num_scales, "scales_sent": rep.scales_sent, "quantizer": h.quantizer, "mask": h.mask,
-        "window": h.window, "coding_threads": h.coding_threads, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data),
+        "window": h.window, "truncation_safe": h.mask in TRUNCATION_SAFE_MASKS, "coding_threads": h.coding_threads, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data),
         "header_bytes": header_bytes, "table_bytes": table_bytes, "bytes_per_scale": per_scale,
         "bytes_per_gop": per_gop, "bpp": len(data) * 8 / (h.num_frames * h.width * h.height),
         "incomplete_bytes": incomplete, "complete": rep.complete, "scales_per_gop": rep.scales_per_gop,

@@ -363,7 +363,9 @@ def format_info(info: dict, name: str = "") -> str:
                    + ("" if info.get("complete", True) else
                       f", complete per GOP: {' '.join(map(str, info['scales_per_gop']))}")),
         ("schedule", " ".join(f"{h}x{w}" for h, w in info["schedule"])),
-        ("quantizer / mask", f"{info['quantizer']} / {info['mask']} (window {info['window']})"),
+        ("quantizer / mask", f"{info['quantizer']} / {info['mask']} (window {info['window']})"
+                             + ("" if info.get("truncation_safe", True) else
+                                f"; not truncation safe: decodes at exactly {info['scales_sent']} scales")),
         ("entropy coder", info["coder"]), ("copy gate", info["copy_gate"]),
         ("size", f"{info['total_bytes']} bytes = header {info['header_bytes']} + table {info['table_bytes']} "
                  f"+ data {sum(info['bytes_per_scale'])}"

@@ -482,15 +482,24 @@ NB["03_context_model_and_masks"] = [
     check_progvc_sparse_mask(progvc_sparse_mask)
     ''', exercise=True),
     stuck("progvc_sparse_mask"),
-    md("The codec checks the property when it is built: a mask that is not truncation safe is refused."),
+    md("""
+    The codec checks the property when it is built. A mask that is not truncation safe still makes a
+    codec, of another kind: it codes frame-major for a number of scales fixed at encode time (the scales
+    it does not send are synthesized, identically, by encoder and decoder, as the context later frames
+    read), and it refuses to cut its streams.
+    """),
     code('''
+    from progvc_lab import bitstream
     from progvc_lab.codec import Codec
-    from progvc_lab.stages import ContextModel
+    from progvc_lab.course.unsafe import with_mask
 
+    var_codec = Codec(codec.tokenizer, codec.quantizer, with_mask(codec.context_model, "var"))
+    print("progvc_sparse codec truncation safe:", codec.truncation_safe, "| var codec:", var_codec.truncation_safe)
+    data_var = var_codec.encode(video[:3], fps, scales=3)      # sends 3 scales; decodes at exactly 3
     try:
-        Codec(codec.tokenizer, codec.quantizer, ContextModel(mask="var"))
-    except ValueError as e:
-        print("ValueError:", e)
+        bitstream.truncate(data_var, 2)
+    except bitstream.BitstreamError as e:
+        print("BitstreamError:", e)
     '''),
     md(r'''
     **Takeaways and links.**

@@ -1,7 +1,8 @@
 """Unsafe masks, made visible: code a GOP frame by frame under any mask, cut it, and decode what is left.
 
-The codec refuses masks that are not truncation safe (``masks.decode_order`` raises), so this module
-codes with the context model directly, in **frame-major** order (frame 0 scales 0..K-1, then frame 1,
+The codec codes a mask that is not truncation safe for a fixed number of scales and synthesizes the
+unsent ones identically on both sides (``walk.synthesize``), so its streams never desynchronise; to
+show what goes wrong without that, this module codes with the context model directly, in **frame-major** order (frame 0 scales 0..K-1, then frame 1,
 ...), the order VAR's block-causal mask was made for::
 
     from progvc_lab.course import unsafe
