@@ -601,3 +601,25 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"progvc-lab {progvc_lab.__version__}"
+
+
+def test_encode_scales_and_a_mask_that_is_not_truncation_safe(files, capsys):
+    """`encode --scales k`: a safe model writes the full stream cut after k; a `var` model codes for
+    exactly k scales, decodes at k, and `truncate` / `decode --scales` refuse it with one clear line."""
+    rc, _, _ = run(capsys, "encode", files / "in.y4m", "-o", files / "k3.pgvc", "--model", files / "m.pt", "--scales", 3)
+    assert rc == 0 and (files / "k3.pgvc").read_bytes() == bitstream.truncate((files / "a.pgvc").read_bytes(), 3)
+    make_tiny_codec(seed=0, mask="var").save(files / "var.pt")
+    rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", files / "var3.pgvc", "--model", files / "var.pt",
+                     "--scales", 3, "--verify")
+    assert rc == 0 and "verified" in out
+    rc, out, _ = run(capsys, "info", files / "var3.pgvc")
+    assert rc == 0 and "not truncation safe: decodes at exactly 3 scales" in out
+    rc, out, _ = run(capsys, "decode", files / "var3.pgvc", "-o", files / "var3.y4m", "--model", files / "var.pt")
+    assert rc == 0 and "3 of 6 scales" in out
+    expect_error(capsys, "not truncation safe", "truncate", files / "var3.pgvc", "-o", files / "var2.pgvc", "--scales", 2)
+    expect_error(capsys, "decodes only at the 3 scales", "decode", files / "var3.pgvc", "-o", files / "var2.y4m",
+                 "--model", files / "var.pt", "--scales", 2)
+    expect_error(capsys, "--scales and --target-bpp", "encode", files / "in.y4m", "-o", files / "x.pgvc",
+                 "--model", files / "m.pt", "--scales", 2, "--target-bpp", 0.1)
+    expect_error(capsys, "scales must be an integer in 1..6", "encode", files / "in.y4m", "-o", files / "x.pgvc",
+                 "--model", files / "m.pt", "--scales", 9)
