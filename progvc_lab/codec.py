@@ -208,12 +208,29 @@ class Codec(nn.Module):
         stages = [registry.build(kind, config[kind], trust_class_paths) for kind in STAGES]
         return cls(*stages, **config.get("codec", {}))
 
-    def save(self, path, meta: dict | None = None):
+    def save(self, path, meta: dict | None = None, base: str | None = None):
         """Tensors and plain values only (``Codec.load`` reads with ``weights_only=True``): each stage as
-        ``{class_path, init_args}``, the weights, and the model fingerprint, which ``load`` checks."""
+        ``{class_path, init_args}``, the weights, and the model fingerprint, which ``load`` checks.
+
+        ``base``: a shipped model name; the file then holds only the stages that differ from it (a
+        *variant*, e.g. another context model on the shipped tokenizer: a few MB instead of the whole
+        codec), and ``load`` takes the others from the shipped file."""
         config = {**self.stage_config(), "codec": asdict(self.config)}
-        torch.save({"config": config, "state_dict": self.state_dict(), "meta": meta or {},
-                    "fingerprint": self.fingerprint().hex()}, path)
+        state = self.state_dict()
+        record = {"fingerprint": self.fingerprint().hex(), "meta": meta or {}}
+        if base is not None:
+            if base not in PRETRAINED:
+                raise ValueError(f"base must be a shipped model name {sorted(PRETRAINED)}, got {base!r}")
+            other = Codec.load(PRETRAINED[base])
+            theirs, their_config = other.state_dict(), other.stage_config()
+            keep = [kind for kind in STAGES if config[kind] != their_config[kind] or any(
+                not torch.equal(v, theirs[k]) for k, v in state.items() if k.startswith(kind + "."))]
+            if not keep:
+                raise ValueError(f"this codec is {base!r} itself: nothing to save as a variant")
+            config = {**{kind: config[kind] for kind in keep}, "codec": config["codec"]}
+            state = {k: v for k, v in state.items() if k.split(".", 1)[0] in keep}
+            record["base"] = base
+        torch.save({"config": config, "state_dict": state, **record}, path)
 
     @classmethod
     def load(cls, path, *, trust_class_paths: bool = False) -> "Codec":
@@ -233,6 +250,17 @@ class Codec(nn.Module):
         for key in ("config", "state_dict"):
             if key not in ckpt:
                 raise CheckpointError(f"{path} is not a progvc_lab codec checkpoint (no '{key}' entry)")
+        if "base" in ckpt:   # a variant: the stages it does not hold come from a shipped model
+            base = ckpt["base"]
+            if not isinstance(base, str) or base not in PRETRAINED or PRETRAINED[base].resolve() == path.resolve():
+                raise CheckpointError(f"{path}: a variant of {base!r}, which is not a shipped model "
+                                      f"({sorted(PRETRAINED)})")
+            if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["state_dict"], dict):
+                raise CheckpointError(f"{path}: 'config' and 'state_dict' must be mappings")
+            parent = load_tensors(PRETRAINED[base], "codec checkpoint")
+            ckpt = {**ckpt, "config": {**parent["config"], **ckpt["config"]},
+                    "state_dict": {**{k: v for k, v in parent["state_dict"].items()
+                                      if k.split(".", 1)[0] not in ckpt["config"]}, **ckpt["state_dict"]}}
         config = check_codec_config(ckpt["config"], path, {"coder": sorted(CODERS), "mask": sorted(MASKS),
                                                            "copy_gate": COPY_GATES}, trust_class_paths)
         state = dict(check_state_dict(ckpt["state_dict"], path))

@@ -191,3 +191,37 @@ def test_a_hub_name_is_sent_to_the_hub(hub_calls, tmp_path, monkeypatch):
 def test_the_shipped_model_loads_through_the_checks():
     codec = Codec.from_pretrained("tiny")
     assert codec.config.coding_threads >= 1 and os.fspath(codec.fingerprint().hex())
+
+
+def test_a_variant_stores_only_what_differs_from_a_shipped_model(tmp_path):
+    """``save(base="tiny")``: only the changed stage is stored; loading rebuilds the same codec (same
+    fingerprint, same streams); a variant of something that is not shipped is refused."""
+    from progvc_lab.codec import PRETRAINED
+    from progvc_lab.course.unsafe import with_mask
+
+    if not PRETRAINED["tiny"].is_file():
+        pytest.skip("the shipped checkpoint is missing")
+    tiny = Codec.from_pretrained("tiny")
+    cm = with_mask(tiny.context_model, "var")
+    with torch.no_grad():
+        cm.head.bias.add_(0.01)                      # a trained variant's weights differ too
+    variant = Codec(tiny.tokenizer, tiny.quantizer, cm)
+    path = tmp_path / "tiny_var.pt"
+    variant.save(path, base="tiny")
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["base"] == "tiny" and set(ckpt["config"]) == {"context_model", "codec"}
+    assert all(k.startswith("context_model.") for k in ckpt["state_dict"])
+    assert path.stat().st_size < PRETRAINED["tiny"].stat().st_size / 2
+    again = Codec.load(path)
+    assert again.fingerprint() == variant.fingerprint() != tiny.fingerprint()
+    assert again.context_model.config.mask == "var" and not again.truncation_safe
+    video = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    assert again.encode(video, scales=3) == variant.encode(video, scales=3)
+    with pytest.raises(ValueError, match="nothing to save"):
+        tiny.save(tmp_path / "same.pt", base="tiny")
+    with pytest.raises(ValueError, match="shipped model name"):
+        variant.save(tmp_path / "x.pt", base="nonesuch")
+    ckpt["base"] = "nonesuch"
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="not a shipped model"):
+        Codec.load(tmp_path / "bad.pt")

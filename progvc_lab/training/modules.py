@@ -413,10 +413,12 @@ class ContextModule(_Base):
             _, _, source = _load_source(finetune_from, trust_class_paths)
             if source is None:
                 raise ValueError(f"finetune_from={finetune_from}: a codec checkpoint is needed (it has the context model)")
-            if type(source.context_model) is not type(context_model) or \
-                    registry.init_args(source.context_model) != registry.init_args(context_model):
+            # the mask may differ (same weights, another attention pattern: a mask variant starts here)
+            theirs, mine = ({k: v for k, v in registry.init_args(m).items() if k != "mask"}
+                            for m in (source.context_model, context_model))
+            if type(source.context_model) is not type(context_model) or theirs != mine:
                 raise ValueError(f"finetune_from={finetune_from}: its context model {registry.init_args(source.context_model)} "
-                                 f"differs from this run's {registry.init_args(context_model)}")
+                                 f"differs from this run's {registry.init_args(context_model)} (only the mask may differ)")
             context_model.load_state_dict(source.context_model.state_dict())
         for p in list(self.tokenizer.parameters()) + list(self.quantizer.parameters()):
             p.requires_grad_(False)
