@@ -7,6 +7,7 @@ with the shipped ``tiny-bsq`` model.
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 
 from progvc_lab import bitstream
 from progvc_lab.bitstream import BitstreamError
-from progvc_lab.codec import Codec
+from progvc_lab.codec import PRETRAINED, Codec
+from progvc_lab.data import read_video, sample_clip_path
 from progvc_lab.stages import ContextModel, ConvTokenizer, MultiScaleResidualQuantizer, protocols, registry
 from progvc_lab.stages.bsq import BinarySphericalQuantizer, bit_matrix, bits_to_ids, ids_to_bits
 
@@ -56,7 +58,7 @@ def test_bit_packing_is_msb_first_and_round_trips():
 def test_tokens_are_the_signs_of_the_projection():
     q = BinarySphericalQuantizer(bits=5, latent_dim=8, num_scales=3)
     r = torch.randn(2, 8, 3, 4)
-    u = q.down(r.permute(0, 2, 3, 1))
+    u = q.codebook.down(r.permute(0, 2, 3, 1))
     assert torch.equal(ids_to_bits(q.nearest_code(r), 5), (u > 0).long())
     assert torch.allclose(q.project(r).norm(dim=-1), torch.ones(2, 3, 4))
 
@@ -70,7 +72,7 @@ def test_code_distances_equal_brute_force_and_pick_the_sign_pattern():
     assert dist.shape == (3 * 2 * 3, 16)
     r_LC = r.permute(0, 2, 3, 1).reshape(-1, 6)
     for L, v in itertools.product(range(len(r_LC)), range(16)):
-        u = q.down(r_LC[L])
+        u = q.codebook.down(r_LC[L])
         u_hat = u / u.norm()
         code = torch.tensor([1.0 if (v >> (3 - i)) & 1 else -1.0 for i in range(4)]) / 2  # / sqrt(4)
         r2 = float(r_LC[L] @ r_LC[L])
@@ -78,7 +80,12 @@ def test_code_distances_equal_brute_force_and_pick_the_sign_pattern():
     assert torch.equal(dist.argmin(1).view(3, 2, 3), q.nearest_code(r))
     # the implied codebook: every sign pattern through the up-projection, deterministic
     assert torch.equal(q.codebook(torch.tensor([5, 0])), q.codebook.weight[[5, 0]])
-    assert torch.allclose(q.codebook.weight[5], q.codebook.up(torch.tensor([-1.0, 1, -1, 1]) / 2), atol=1e-6)  # 0101
+    assert torch.allclose(q.codebook.weight[5], torch.tensor([-1.0, 1, -1, 1]) / 2 @ q.codebook.down.weight, atol=1e-6)  # 0101
+    W = q.codebook.down.weight    # orthonormal rows: every code has length 1, the sign code is also the L2-nearest
+    assert torch.allclose(W @ W.T, torch.eye(4), atol=1e-5)
+    assert torch.allclose(q.codebook.weight.norm(dim=1), torch.ones(16), atol=1e-5)
+    e_VC = q.codebook.weight
+    assert torch.equal(((r_LC[:, None, :] - e_VC[None]) ** 2).sum(-1).argmin(1).view(3, 2, 3), q.nearest_code(r))
 
 
 def test_tokens_to_latent_of_tokenize_equals_forward():
@@ -93,7 +100,8 @@ def test_tokens_to_latent_of_tokenize_equals_forward():
         f_k, _, _ = q(f, upto=k)
         assert torch.allclose(q.tokens_to_latent(tok, (6, 7), upto=k), f_k, atol=1e-5)
     loss.backward()  # the straight-through codes carry gradient into the down-projection
-    assert q.down.weight.grad is not None and q.down.weight.grad.abs().sum() > 0
+    original = q.codebook.down.parametrizations.weight.original
+    assert original.grad is not None and original.grad.abs().sum() > 0
     assert q.code_usage.sum() > 0
     stats = q.usage_stats()
     assert 1 <= stats["perplexity"] <= 64 and stats["dead"] + stats["used"] <= 64 + stats["used"]
@@ -250,3 +258,20 @@ def test_vq_usage_stats():
     assert q.usage_stats()["perplexity"] == 0.0   # no training hits yet
     one = q.usage_stats([torch.zeros(5, dtype=torch.long)])
     assert one["perplexity"] == pytest.approx(1.0) and one["dead"] == 7
+
+
+# ---- the shipped model on a real clip -----------------------------------------------------------------
+def test_shipped_bsq_model_codes_a_real_clip():
+    if not PRETRAINED.get("tiny-bsq") or not PRETRAINED["tiny-bsq"].is_file():
+        pytest.fail("progvc_lab/checkpoints/tiny_bsq.pt is missing")
+    codec = Codec.from_pretrained("tiny-bsq", coding_threads=1)
+    assert type(codec.quantizer) is BinarySphericalQuantizer and codec.context_model.config.head == "bitwise"
+    assert codec.fingerprint() != Codec.from_pretrained("tiny").fingerprint()
+    video, _ = read_video(sample_clip_path("foreman"), max_frames=3)
+    for coder in ("torchac", "constriction"):
+        data, stats = codec.encode_with_stats(video, coder=coder)
+        for k in range(codec.quantizer.num_scales + 1):
+            assert same_tokens(codec.decode_tokens(bitstream.truncate(data, k))[0], stats["tokens"][:k]), (coder, k)
+    # the trained context model beats a uniform code of 9 bits per token
+    assert 8 * len(data) < 9 * sum(t.numel() for t in stats["tokens"])
+    assert math.isfinite(codec.quantizer.usage_stats(stats["tokens"])["perplexity"])
