@@ -90,7 +90,7 @@ FINGERPRINT_BYTES = 4
 # The 2-bit name tables are wire format (an id's meaning never changes): the built-in stages' registry
 # names (``stages.registry``; a test keeps them equal), spelt out here so that this module needs no torch.
 # Any other name (a user's registered quantizer or coder) is written out in the header instead.
-QUANTIZERS = ("vq",)
+QUANTIZERS = ("vq", "bsq")
 MASKS = ("progvc_sparse", "var", "infinitystar")
 # The built-in masks a stream can be cut after any scale of (``stages.masks.is_truncation_safe``; a
 # test keeps this list equal to it). A stream of any other mask was coded for its scales_sent and is

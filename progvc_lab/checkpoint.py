@@ -40,12 +40,13 @@ LIMITS: dict[str, dict[str, tuple]] = {
     "quantizer": {
         "codebook_size": (_INT, 2, 32768),  # token ids are stored as int16 for the CRCs
         "latent_dim": (_INT, 1, 1024), "num_scales": (_INT, 1, 32),
-        "beta": (_FLOAT, 0.0, 100.0), "phi_mix": (_FLOAT, 0.0, 1.0),
+        "beta": (_FLOAT, 0.0, 100.0), "phi_mix": (_FLOAT, 0.0, 1.0), "lookup": (_STR, ("l2", "cosine")),
     },
     "context_model": {
         "codebook_size": (_INT, 2, 32768), "latent_dim": (_INT, 1, 1024), "num_scales": (_INT, 1, 32),
         "width": (_INT, 4, 4096), "depth": (_INT, 1, 64), "heads": (_INT, 1, 128),
         "mlp_ratio": (_INT, 1, 16), "mask": (_STR, None), "window": (_INT, 0, 64),
+        "head": (_STR, ("categorical", "bitwise")),
     },
     "codec": {
         "gop": (_INT, 1, 65535), "coder": (_STR, None), "coding_threads": (_INT, 1, 1024),

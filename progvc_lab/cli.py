@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
-    model_help = "shipped model name ('tiny') or a .pt file saved with Codec.save (default: tiny)"
+    model_help = "shipped model name ('tiny', 'tiny-bsq') or a .pt file saved with Codec.save (default: tiny)"
 
     p = sub.add_parser("demo", help="encode a sample clip once, decode every truncation level, plot",
                        description="Encode a clip once and decode every truncation level k = 1..K. Writes "

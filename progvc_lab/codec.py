@@ -74,7 +74,7 @@ from .stages.sampler import DetailSampler
 from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk  # noqa: F401  (the coding walk; re-exported)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
-PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt"}
+PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "tiny_bsq.pt"}
 
 
 class CodecError(ValueError):

@@ -141,8 +141,9 @@ def test_the_builtins_are_registered_with_their_names_and_configs():
     assert registry.init_args(codec.tokenizer)["width"] == 8
     sampler = registry.get("detail_sampler", "sample")(temperature=1.5)
     assert isinstance(sampler, DetailSampler) and sampler.name == "sample" and sampler.config.temperature == 1.5
-    with pytest.raises(ValueError, match="unknown quantizer 'bsq'; choose one of vq"):
-        registry.get("quantizer", "bsq")
+    assert registry.get("quantizer", "bsq").__name__ == "BinarySphericalQuantizer"
+    with pytest.raises(ValueError, match="unknown quantizer 'lfq'; choose one of vq, bsq"):
+        registry.get("quantizer", "lfq")
     with pytest.raises(ValueError, match="'conv' is already registered"):
         registry.register("tokenizer", "conv")(PatchTokenizer)
 

@@ -21,6 +21,24 @@ compute the same function:
   keys/values of the blocks it may attend to. Encoder and decoder call exactly this function in
   exactly the same order, so their logits (and hence integer CDFs) are bit-identical. Never code with
   ``forward``: a different matrix shape reduces in a different order.
+
+Two output heads (``head=``):
+
+* ``"categorical"`` (default, the shipped model): ``nn.Linear(D, V)``, one logit per token id.
+* ``"bitwise"`` (for BSQ tokens, ``bsq.py``; Infinity's head): ``nn.Linear(D, d)`` with V = 2^d, one
+  logit l_i per bit of the token id (MSB first), the bits independent given the context. The model
+  still returns V-ary values, the log-probabilities of the factorised distribution::
+
+      log p(v) = sum_i [ b_i(v) logsigmoid(l_i) + (1 - b_i(v)) logsigmoid(-l_i) ]      (fixed (V, d) bits b)
+
+  They sum to one in probability, so ``logits_to_cdf`` (a softmax), the codec, both coders and the
+  training cross-entropy take them unchanged; the cross-entropy of id v is exactly the sum of the d
+  per-bit binary cross-entropies (``bit_logits`` gives the l_i). Coding v with the V-ary CDF of this
+  product distribution costs -log2 p(v) = the sum of the d bits' -log2 p(b_i) model bits, what d
+  binary CDFs would cost (Infinity codes bits; up to the integer CDFs' rounding, which is slightly
+  coarser for one V-ary CDF than for d binary ones at V = 2^12). We keep the V-ary path because it
+  is the one every variant shares: one CDF function, one coder interface, one sampler, one stream
+  format.
 """
 from __future__ import annotations
 
@@ -46,6 +64,18 @@ class ContextModelConfig:
     mlp_ratio: int = 4
     mask: str = "progvc_sparse"  # see masks.py
     window: int = 1              # W: previous frames a block may attend to (progvc_sparse)
+    # output head: "categorical" (V logits) or "bitwise" (d = log2 V bit logits, see module docstring);
+    # recorded only when not "categorical" (``registry.init_args``): older models keep their fingerprints
+    head: str = field(default="categorical", metadata={"omit_default": True})
+
+
+HEADS = ("categorical", "bitwise")
+
+
+def bits_of_ids(bits: int) -> torch.Tensor:
+    """(2^d, d) float: row v = the bits of id v, MSB first (as ``bsq.bit_matrix``)."""
+    ids = torch.arange(1 << bits, dtype=torch.int64)
+    return ((ids[:, None] >> torch.arange(bits - 1, -1, -1)) & 1).float()
 
 
 def pos2d(h: int, w: int, dim: int) -> torch.Tensor:
@@ -103,10 +133,15 @@ class CodingState:
 class ContextModel(nn.Module):
     def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6, width: int = 128,
                  depth: int = 4, heads: int = 4, mlp_ratio: int = 4, mask: str = "progvc_sparse",
-                 window: int = 1):
+                 window: int = 1, head: str = "categorical"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        bits = codebook_size.bit_length() - 1
+        if head == "bitwise" and (1 << bits) != codebook_size:
+            raise ValueError(f"a bitwise head needs codebook_size = 2^d (token = d bits), got {codebook_size}")
         self.config = ContextModelConfig(codebook_size, latent_dim, num_scales, width, depth, heads,
-                                         mlp_ratio, mask, window)
+                                         mlp_ratio, mask, window, head)
         build_mask(mask, 1, num_scales, window)  # fail early on an unknown mask name
         V, D = codebook_size, width
         self.none_id = V
@@ -118,7 +153,10 @@ class ContextModel(nn.Module):
         self.pos_proj = nn.Linear(D, D, bias=False)
         self.layers = nn.ModuleList(Layer(D, heads, mlp_ratio) for _ in range(depth))
         self.ln_out = nn.LayerNorm(D)
-        self.head = nn.Linear(D, V)
+        self.bits = bits if head == "bitwise" else None
+        self.head = nn.Linear(D, bits if head == "bitwise" else V)
+        if head == "bitwise":  # the fixed bits of every id; not saved (a function of V)
+            self.register_buffer("bits_Vd", bits_of_ids(bits), persistent=False)
         for emb in (self.prev_embed, self.level_embed, self.frame_embed):
             nn.init.normal_(emb.weight, std=0.02)
         # The baseline we must beat: a static per-scale token histogram, counted on the training
@@ -154,12 +192,8 @@ class ContextModel(nn.Module):
         return x + self.pos_proj(pos2d(h, w, x.shape[-1]).to(x.device))
 
     # ---- training: one teacher-forced pass -------------------------------------------------------
-    def forward(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
-        """Logits for every token of a batch of GOPs.
-
-        ctx_inputs[s]: (B, T, C, h_s, w_s); tokens[s]: (B, T, h_s, w_s).
-        Returns logits (B, L, V), tokens in frame-major block order (see ``flatten_tokens``).
-        """
+    def _head_out(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
+        """The teacher-forced pass up to the head: (B, L, V) or, bitwise, (B, L, d)."""
         B, T = tokens[0].shape[:2]
         K = len(tokens)
         blocks, lengths = [], []
@@ -173,6 +207,30 @@ class ContextModel(nn.Module):
         for layer in self.layers:
             x = layer(x, mask_LL)
         return self.head(self.ln_out(x))
+
+    def head_to_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The head's output (..., V) or, bitwise, (..., d) bit logits -> V-ary logits (..., V).
+
+        Bitwise: log p(v) = sum_i b_i(v) logsigmoid(l_i) + (1 - b_i(v)) logsigmoid(-l_i)."""
+        if self.config.head == "categorical":
+            return out
+        return F.logsigmoid(out) @ self.bits_Vd.T + F.logsigmoid(-out) @ (1 - self.bits_Vd).T
+
+    def forward(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
+        """Logits for every token of a batch of GOPs.
+
+        ctx_inputs[s]: (B, T, C, h_s, w_s); tokens[s]: (B, T, h_s, w_s).
+        Returns logits (B, L, V) (bitwise head: log-probabilities), in frame-major block order
+        (see ``flatten_tokens``).
+        """
+        return self.head_to_logits(self._head_out(ctx_inputs, tokens))
+
+    def bit_logits(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
+        """Per-bit logits (B, L, d) of the bitwise head (teacher forced, like ``forward``); bit i of
+        id v is ``(v >> (d-1-i)) & 1``, its probability ``sigmoid(l_i)``. For analysis."""
+        if self.config.head != "bitwise":
+            raise ValueError("bit_logits needs a context model with head='bitwise'")
+        return self._head_out(ctx_inputs, tokens)
 
     @staticmethod
     def flatten_tokens(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +273,7 @@ class ContextModel(nn.Module):
             v_all = torch.cat([state.kv[blk][i][1] for blk in keys] + [v], dim=2)
             x = layer.finish(x, F.scaled_dot_product_attention(q, k_all, v_all))
         state.kv[(t, s)] = cache
-        return self.head(self.ln_out(x))[0]
+        return self.head_to_logits(self.head(self.ln_out(x))[0])
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -21,7 +21,9 @@ per dimension, so non-square frames get non-square scales and the last scale is 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -47,16 +49,56 @@ class QuantizerConfig:
     num_scales: int = 6         # K
     beta: float = 0.25          # commitment weight
     phi_mix: float = 0.5        # a in phi(x) = (1-a) x + a conv(x)
+    # "l2" | "cosine": nearest code by distance, or by angle (residual and codes normalised first).
+    # Recorded only when not "l2" (``registry.init_args``), so older models keep their fingerprints.
+    lookup: str = field(default="l2", metadata={"omit_default": True})
+
+
+LOOKUPS = ("l2", "cosine")
+
+
+def usage_stats(code_usage: torch.Tensor, codebook_size: int, tokens=None, top: int = 5,
+                threshold: float = 1e-3) -> dict:
+    """How a codebook is used: ``perplexity`` (exp of the entropy of the code histogram: V when all
+    codes are equally used, 1 when one code takes everything), ``dead`` (codes with a share below
+    ``threshold`` / V), ``used``, ``top`` [(id, share)] of the ``top`` most frequent codes (lowest id
+    first on ties), ``total`` (the count).
+
+    ``tokens`` ([(..., h_s, w_s)] per scale): count those; None: the training EMA ``code_usage``."""
+    if tokens is not None:
+        counts = torch.zeros(codebook_size, dtype=torch.float64)
+        for tok in tokens:
+            counts += torch.bincount(tok.flatten().cpu().long(), minlength=codebook_size).double()
+    else:
+        counts = code_usage.detach().double().cpu()
+    total = float(counts.sum())
+    if total <= 0:
+        return {"perplexity": 0.0, "dead": codebook_size, "used": 0, "top": [], "total": 0.0}
+    p = counts / total
+    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    share, ids = torch.sort(p, descending=True, stable=True)  # ties: lowest id first
+    share, ids = share[:top], ids[:top]
+    return {"perplexity": math.exp(entropy), "dead": int((p < threshold / codebook_size).sum()),
+            "used": int((counts > 0).sum()), "total": total,
+            "top": [(int(i), float(v)) for i, v in zip(ids, share) if v > 0]}
 
 
 @register("quantizer", "vq")
 class MultiScaleResidualQuantizer(nn.Module):
-    """VQ codebook shared by all scales, one phi conv per scale."""
+    """VQ codebook shared by all scales, one phi conv per scale.
+
+    ``lookup="l2"`` (default): nearest code by Euclidean distance. ``"cosine"``: by angle, residual
+    and codes normalised before the argmin (codes of very different lengths then compete on
+    direction only; the code vector added to f_hat is still the stored one, unnormalised).
+    """
 
     def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6,
-                 beta: float = 0.25, phi_mix: float = 0.5):
+                 beta: float = 0.25, phi_mix: float = 0.5, lookup: str = "l2"):
         super().__init__()
-        self.config = QuantizerConfig(codebook_size, latent_dim, num_scales, beta, phi_mix)
+        if lookup not in LOOKUPS:
+            raise ValueError(f"lookup must be one of {', '.join(LOOKUPS)}, got {lookup!r}")
+        self.config = QuantizerConfig(codebook_size, latent_dim, num_scales, beta, phi_mix, lookup)
+        self.lookup = lookup
         self.codebook_size, self.latent_dim, self.num_scales = codebook_size, latent_dim, num_scales
         self.beta, self.phi_mix = beta, phi_mix
         self.codebook = nn.Embedding(codebook_size, latent_dim)
@@ -73,14 +115,20 @@ class MultiScaleResidualQuantizer(nn.Module):
         """||e_v||^2 - 2 <r, e_v> for every position and code: (N*h*w, V), positions row-major.
 
         Add ||r||^2 for the squared distance (the same for every code, so argmin does not need it).
+        ``lookup="cosine"``: ``||r||^2 * ||r/|r| - e_v/|e_v| ||^2 - ||r||^2`` (the angular error in
+        units of the residual's energy, so the codec's rate-distortion trade-off keeps its scale).
         """
         N, C, h, w = r_NChw.shape
         r_LC = r_NChw.permute(0, 2, 3, 1).reshape(-1, C)
         e_VC = self.codebook.weight
+        if self.lookup == "cosine":
+            cos_LV = F.normalize(r_LC, dim=1, eps=1e-12) @ F.normalize(e_VC, dim=1, eps=1e-12).T
+            return (r_LC * r_LC).sum(1, keepdim=True) * (1 - 2 * cos_LV)
         return (e_VC * e_VC).sum(1)[None, :] - 2 * r_LC @ e_VC.T
 
     def nearest_code(self, r_NChw: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest codebook vector (L2) for every position: (N, h, w) int64."""
+        """Index of the nearest codebook vector (L2, or angle with ``lookup="cosine"``) for every
+        position: (N, h, w) int64."""
         N, _, h, w = r_NChw.shape
         return self.code_distances(r_NChw).argmin(1).view(N, h, w)
 
@@ -98,6 +146,10 @@ class MultiScaleResidualQuantizer(nn.Module):
         """sum_v p(v) codebook[v] per position: (L, V) probabilities, positions row-major -> (C, h_s, w_s)."""
         z_LC = probs_LV.to(self.codebook.weight.dtype) @ self.codebook.weight
         return z_LC.T.reshape(self.latent_dim, *size)
+
+    def usage_stats(self, tokens: list[torch.Tensor] | None = None, top: int = 5, threshold: float = 1e-3) -> dict:
+        """Perplexity, dead codes and top codes of ``tokens`` (or of the training EMA ``code_usage``)."""
+        return usage_stats(self.code_usage, self.codebook_size, tokens, top, threshold)
 
     def _phi(self, x: torch.Tensor, s: int) -> torch.Tensor:
         return (1 - self.phi_mix) * x + self.phi_mix * self.phi[s](x)

@@ -7,7 +7,7 @@
 
     get("tokenizer", "patch")  -> PatchTokenizer        names("tokenizer") -> ("conv", "patch")
 
-Built-ins: tokenizer "conv", quantizer "vq", context model "transformer", entropy coders
+Built-ins: tokenizer "conv", quantizers "vq" and "bsq" (``bsq.py``), context model "transformer", entropy coders
 "constriction" and "torchac" (``entropy.CODERS`` *is* this registry's table of coders), detail
 samplers "zero", "argmax", "mean", "sample", "copy" (factories of ``sampler.DetailSampler``).
 
@@ -144,7 +144,10 @@ def init_args(stage) -> dict:
 
     cfg = getattr(stage, "config", None)
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return dataclasses.asdict(cfg)
+        # a field marked ``metadata={"omit_default": True}`` (an option added after models shipped) is
+        # left out at its default, so those models keep their config, checkpoints and fingerprints
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if not (f.metadata.get("omit_default") and getattr(cfg, f.name) == f.default)}
     if isinstance(cfg, Mapping):
         return dict(cfg)
     raise TypeError(f"{type(stage).__name__}.config must be a dataclass or a dict of its constructor's "
