@@ -74,7 +74,9 @@ from .stages.sampler import DetailSampler
 from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk  # noqa: F401  (the coding walk; re-exported)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
-PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "tiny_bsq.pt"}
+PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "tiny_bsq.pt",
+              # mask variants of tiny (only their context model is stored: Codec.save(base="tiny"))
+              "tiny-var": CHECKPOINT_DIR / "tiny_var.pt", "tiny-infinitystar": CHECKPOINT_DIR / "tiny_infinitystar.pt"}
 
 
 class CodecError(ValueError):

@@ -85,3 +85,23 @@ def test_copy_gate_and_rdo_save_rate(codec, foreman):
     plain = codec.encode(akiyo, fps=fps, copy_gate="none", rdo_lambda=0, gop=8)
     gated = codec.encode(akiyo, fps=fps, rdo_lambda=0)
     assert len(gated) < 0.7 * len(plain), (len(plain), len(gated))
+
+
+@pytest.mark.parametrize("name,mask", [("tiny-var", "var"), ("tiny-infinitystar", "infinitystar")])
+def test_shipped_mask_variants_load_and_round_trip(name, mask):
+    """The shipped mask variants: variant files (only a context model) on top of tiny; each decodes a real
+    clip at the k it was encoded for with the encoder's tokens."""
+    from progvc_lab.data import read_video, sample_clip_path
+
+    codec = Codec.from_pretrained(name)
+    tiny = Codec.from_pretrained("tiny")
+    assert codec.context_model.config.mask == mask and not codec.truncation_safe
+    for stage in ("tokenizer", "quantizer"):   # taken from tiny: the variant stores none of them
+        mine, theirs = getattr(codec, stage).state_dict(), getattr(tiny, stage).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert codec.fingerprint() != tiny.fingerprint()
+    video, fps = read_video(sample_clip_path("akiyo"), max_frames=3)
+    video = video[:, :, :64, :96].contiguous()
+    data, res = codec.encode_with_stats(video, fps, scales=4)
+    tokens, _ = codec.decode_tokens(data)
+    assert len(tokens) == 4 and all(torch.equal(a, b) for a, b in zip(tokens, res.tokens))
