@@ -32,12 +32,13 @@ import torch
 
 from progvc_lab import bitstream, evaluate, rdeval
 from progvc_lab.codec import Codec
+from progvc_lab.resources import REPO_ROOT, results_dir, shared_path
 from progvc_lab.stages import DetailSampler
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = REPO_ROOT
+RESULTS = results_dir()
 CLIPS = [ROOT / "data" / "foreman_qcif_30f.y4m", ROOT / "data" / "akiyo_qcif_30f.y4m",
-         ROOT.parent / "shared" / "data" / "clips" / "bigbuckbunny_416x240_60f.y4m"]
+         shared_path("data", "clips", "bigbuckbunny_416x240_60f.y4m")]
 KEYS = ("psnr-y", "ms-ssim-rgb", "st-lpips", "gmsd", "texture-ratio", "temporal-ratio", "latent-mse",
         "fill-energy", "argmax-acc")
 STRIP_FRAME, STRIP_K = 15, 4

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from progvc_lab import evaluate
 from progvc_lab.data import sample_clip_path
+from progvc_lab.resources import REPO_ROOT, shared_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 CLIPS = [sample_clip_path("foreman"), sample_clip_path("akiyo"),
-         ROOT.parent / "shared" / "data" / "clips" / "bigbuckbunny_416x240_60f.y4m"]
+         shared_path("data", "clips", "bigbuckbunny_416x240_60f.y4m")]
 
 
 def main():

@@ -27,9 +27,9 @@ import torch
 from . import metrics
 from .codec import Codec
 from .data import read_video
+from .resources import REPO_ROOT, shared_path  # noqa: F401  (REPO_ROOT: kept importable from here)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_CLIPS = REPO_ROOT.parent / "shared" / "data" / "clips"
+SHARED_CLIPS = shared_path("data", "clips")
 
 
 # ---- loading ---------------------------------------------------------------------------------------

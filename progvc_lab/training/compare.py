@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from ..data import DATA_DIR
+from ..resources import shared_path
+
 CLIPS = {
-    "Akiyo": (REPO / "data/akiyo_qcif_30f.y4m", 30),
-    "Foreman": (REPO / "data/foreman_qcif_30f.y4m", 30),
-    "Big Buck Bunny": (REPO.parent / "shared/data/clips/bigbuckbunny_416x240_60f.y4m", 30),
+    "Akiyo": (DATA_DIR / "akiyo_qcif_30f.y4m", 30),
+    "Foreman": (DATA_DIR / "foreman_qcif_30f.y4m", 30),
+    "Big Buck Bunny": (shared_path("data", "clips", "bigbuckbunny_416x240_60f.y4m"), 30),
 }
 
 
