@@ -32,6 +32,7 @@ import torch
 
 from progvc_lab import bitstream, evaluate, rdeval
 from progvc_lab.codec import Codec
+from progvc_lab.data import load_clip
 from progvc_lab.resources import REPO_ROOT, results_dir, shared_path
 from progvc_lab.stages import DetailSampler
 
@@ -66,7 +67,7 @@ def temporal_energy(v: torch.Tensor) -> float:
 @torch.no_grad()
 def study_clip(codec: Codec, path: Path, frames: int, ks, samplers: dict, strip_dir: Path,
                on_k=None) -> dict:
-    video, fps = evaluate.load_clip(path, frames)
+    video, fps = load_clip(path, frames)
     t0 = time.perf_counter()
     data, stats = codec.encode_with_stats(video, fps)
     print(f"{path.stem}: {len(video)} frames {video.shape[-1]}x{video.shape[-2]}, encode "
@@ -226,7 +227,7 @@ def main():
         if not clip.is_file():
             print(f"(skipping {clip.name}: not present)")
             continue
-        video, _ = evaluate.load_clip(clip, 1)
+        video, _ = load_clip(clip, 1)
         g = "short" if video.shape[-1] * video.shape[-2] > args.short_for_large else args.grid
         res = study_clip(codec, clip, args.frames, ks, grid(g), parts,
                          on_k=lambda d: part.write_text(json.dumps({**d, "model": args.model, "grid": g}, indent=1)))

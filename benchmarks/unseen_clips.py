@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from progvc_lab import evaluate
-from progvc_lab.data import sample_clip_path
+from progvc_lab.data import load_clip, sample_clip_path
 from progvc_lab.resources import REPO_ROOT, shared_path
 
 ROOT = REPO_ROOT
@@ -35,7 +35,7 @@ def main():
         if not clip.is_file():
             print(f"(skipping {clip.name}: not present)")
             continue
-        video, fps = evaluate.load_clip(clip, args.frames)
+        video, fps = load_clip(clip, args.frames)
         res = evaluate.rate_points(codec, video, fps, name=clip.stem)
         stats = codec.analyze(video, fps=fps)
         results.append(res)
