@@ -32,12 +32,14 @@ import torch
 
 from progvc_lab import bitstream, evaluate, rdeval
 from progvc_lab.codec import Codec
+from progvc_lab.data import load_clip
+from progvc_lab.resources import REPO_ROOT, results_dir, shared_path
 from progvc_lab.stages import DetailSampler
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = REPO_ROOT
+RESULTS = results_dir()
 CLIPS = [ROOT / "data" / "foreman_qcif_30f.y4m", ROOT / "data" / "akiyo_qcif_30f.y4m",
-         ROOT.parent / "shared" / "data" / "clips" / "bigbuckbunny_416x240_60f.y4m"]
+         shared_path("data", "clips", "bigbuckbunny_416x240_60f.y4m")]
 KEYS = ("psnr-y", "ms-ssim-rgb", "st-lpips", "gmsd", "texture-ratio", "temporal-ratio", "latent-mse",
         "fill-energy", "argmax-acc")
 STRIP_FRAME, STRIP_K = 15, 4
@@ -65,7 +67,7 @@ def temporal_energy(v: torch.Tensor) -> float:
 @torch.no_grad()
 def study_clip(codec: Codec, path: Path, frames: int, ks, samplers: dict, strip_dir: Path,
                on_k=None) -> dict:
-    video, fps = evaluate.load_clip(path, frames)
+    video, fps = load_clip(path, frames)
     t0 = time.perf_counter()
     data, stats = codec.encode_with_stats(video, fps)
     print(f"{path.stem}: {len(video)} frames {video.shape[-1]}x{video.shape[-2]}, encode "
@@ -225,7 +227,7 @@ def main():
         if not clip.is_file():
             print(f"(skipping {clip.name}: not present)")
             continue
-        video, _ = evaluate.load_clip(clip, 1)
+        video, _ = load_clip(clip, 1)
         g = "short" if video.shape[-1] * video.shape[-2] > args.short_for_large else args.grid
         res = study_clip(codec, clip, args.frames, ks, grid(g), parts,
                          on_k=lambda d: part.write_text(json.dumps({**d, "model": args.model, "grid": g}, indent=1)))

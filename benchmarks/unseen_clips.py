@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 from progvc_lab import evaluate
-from progvc_lab.data import sample_clip_path
+from progvc_lab.data import load_clip, sample_clip_path
+from progvc_lab.resources import REPO_ROOT, shared_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 CLIPS = [sample_clip_path("foreman"), sample_clip_path("akiyo"),
-         ROOT.parent / "shared" / "data" / "clips" / "bigbuckbunny_416x240_60f.y4m"]
+         shared_path("data", "clips", "bigbuckbunny_416x240_60f.y4m")]
 
 
 def main():
@@ -34,7 +35,7 @@ def main():
         if not clip.is_file():
             print(f"(skipping {clip.name}: not present)")
             continue
-        video, fps = evaluate.load_clip(clip, args.frames)
+        video, fps = load_clip(clip, args.frames)
         res = evaluate.rate_points(codec, video, fps, name=clip.stem)
         stats = codec.analyze(video, fps=fps)
         results.append(res)

@@ -161,14 +161,14 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
 
     For each n in ``threads`` both the process's torch threads and the codec's ``coding_threads`` are
     set to n (and restored afterwards). Returns a JSON-ready dict (``runs``: one per thread count)."""
-    from .data import read_video, sample_clip_path
+    from .data import load_clip, sample_clip_path
     from .evaluate import load_codec
 
     codec = load_codec(model)
     clip = Path(clip) if clip is not None else sample_clip_path()
     if not clip.exists():
         raise FileNotFoundError(f"{clip}: no such clip")
-    video, fps = read_video(clip, max_frames=frames)
+    video, fps = load_clip(clip, frames)
     T, _, H, W = video.shape
     K = codec.quantizer.num_scales
     log(f"clip {clip}: {T} frames {W}x{H} at {float(fps):.2f} fps; model "

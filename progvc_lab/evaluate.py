@@ -26,10 +26,10 @@ import torch
 
 from . import metrics
 from .codec import Codec
-from .data import read_video
+from .data.clips import default_clips, load_clip, shared_clips_dir  # noqa: F401  (kept importable from here)
+from .resources import REPO_ROOT  # noqa: F401  (kept importable from here)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_CLIPS = REPO_ROOT.parent / "shared" / "data" / "clips"
+SHARED_CLIPS = shared_clips_dir()
 
 
 # ---- loading ---------------------------------------------------------------------------------------
@@ -40,23 +40,6 @@ def load_codec(model: str | Path | Codec = "tiny") -> Codec:
     if Path(model).suffix in (".pt", ".pth", ".ckpt") and not Path(model).exists():
         raise FileNotFoundError(f"no model file at {model} (give a .pt saved with Codec.save, or 'tiny')")
     return Codec.from_pretrained(str(model))
-
-
-def load_clip(path: str | Path, frames: int | None = None) -> tuple[torch.Tensor, Fraction]:
-    """Frames (T, 3, H, W) in [0, 1] and fps of a video file (.y4m natively, mp4/mkv via PyAV)."""
-    if frames is not None and frames < 1:
-        raise ValueError(f"--frames must be at least 1, got {frames}")
-    return read_video(path, max_frames=frames)
-
-
-def default_clips() -> list[Path]:
-    """The shipped clips (``data/*.y4m``) and, where present, ``../shared/data/clips/*.y4m``."""
-    from .data import DATA_DIR
-
-    clips = sorted(Path(DATA_DIR).glob("*.y4m"))
-    if SHARED_CLIPS.is_dir():
-        clips += sorted(SHARED_CLIPS.glob("*.y4m"))
-    return clips
 
 
 # ---- one clip: every truncation level ------------------------------------------------------------------

@@ -395,7 +395,8 @@ def evaluate_clips(clips=None, model="tiny", samplers=("zero",), baselines=("x26
     """The whole evaluation: a JSON-ready document with every clip (see ``evaluate_clip``)."""
     from tqdm.auto import tqdm
 
-    from .evaluate import default_clips, load_codec
+    from .data.clips import default_clips
+    from .evaluate import load_codec
 
     samplers = tuple(samplers)
     bad = [s for s in samplers if s not in SAMPLERS]

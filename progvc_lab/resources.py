@@ -6,6 +6,12 @@ wheel carries the same files as package data under ``progvc_lab/assets/data`` an
 folders at build time, so nothing is stored twice in the repository), found here with
 ``importlib.resources``. The checkout's folders win when both exist, so an edited clip or config in a
 clone is the one used.
+
+This is the one module that knows the repository's folders (``tests/test_imports.py`` checks that no
+other package module climbs from ``__file__``): ``REPO_ROOT``, ``project_root()`` (the checkout, else
+the current folder), the shipped ``data``/``configs`` (``shipped_dir``), the optional sibling
+``../shared`` folder (``shared_path`` / ``shared_dir``, None when absent), ``results_dir()``
+(``benchmarks/results``) and ``cache_dir()``.
 """
 from __future__ import annotations
 
@@ -19,6 +25,32 @@ KINDS = ("data", "configs")
 def in_checkout() -> bool:
     """True when this package runs from a source tree (the repository's pyproject.toml is beside it)."""
     return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "progvc_lab").is_dir()
+
+
+def project_root() -> Path:
+    """The folder relative paths of configs are taken from: the checkout's root, else the current folder."""
+    return REPO_ROOT if in_checkout() else Path.cwd()
+
+
+def shared_path(*parts: str) -> Path:
+    """Where ``../shared`` (or a path inside it) would be: beside the project root; it may not exist."""
+    return (project_root().parent / "shared").joinpath(*parts)
+
+
+def shared_dir(*parts: str) -> Path | None:
+    """``../shared`` (or a path inside it) when it exists (CI and developer machines), else None."""
+    path = shared_path(*parts)
+    return path if path.exists() else None
+
+
+def results_dir() -> Path:
+    """``benchmarks/results``: the committed benchmark results."""
+    return project_root() / "benchmarks" / "results"
+
+
+def cache_dir(name: str) -> Path:
+    """``.cache/<name>`` in a checkout, ``~/.cache/progvc_lab/<name>`` in an installed package."""
+    return REPO_ROOT / ".cache" / name if in_checkout() else Path.home() / ".cache" / "progvc_lab" / name
 
 
 def shipped_dir(kind: str) -> Path:

@@ -253,3 +253,57 @@ def test_a_torch_import_through_another_module_is_caught():
     # ...but a module-level import in it would
     graph["progvc_lab"] = imports_of("from . import codec\n", "progvc_lab", True, KNOWN)
     assert heavy_path("progvc_lab.bitstream", graph)[-1] == "torch"
+
+
+# --- one place knows the repository's folders (progvc_lab.resources) -------------------------------
+PATHS_MODULE = f"{PACKAGE}.resources"
+
+
+def folder_climbs(source: str) -> list[int]:
+    """Lines where a path is computed from ``__file__`` above the module's own folder: ``.parents[i]``,
+    two or more ``.parent``, ``os.path.dirname`` twice, or a ``".."`` next to it. (``Path(__file__).parent``,
+    the module's own folder, is allowed: package data beside the module.)"""
+    tree = ast.parse(source)
+    parent_of = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    lines = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Name) and node.id == "__file__"):
+            continue
+        climbs, cur = 0, node
+        while cur in parent_of:
+            up = parent_of[cur]
+            if isinstance(up, ast.Attribute) and up.attr == "parent":
+                climbs += 1
+            elif isinstance(up, ast.Attribute) and up.attr == "parents":
+                climbs += 2  # parents[0] is the own folder; any use of .parents is flagged
+            elif isinstance(up, ast.Call) and getattr(up.func, "attr", getattr(up.func, "id", "")) == "dirname":
+                climbs += 1
+            elif isinstance(up, (ast.BinOp, ast.Call)) and any(
+                    isinstance(n, ast.Constant) and isinstance(n.value, str) and ".." in n.value
+                    for n in ast.walk(up)):
+                climbs += 2
+            elif not isinstance(up, (ast.Attribute, ast.Call, ast.Subscript, ast.BinOp, ast.keyword)):
+                break
+            cur = up
+        if climbs >= 2:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_paths_module_climbs_from_its_file():
+    bad = {name: folder_climbs(path.read_text()) for name, path in package_modules().items() if name != PATHS_MODULE}
+    bad = {name: lines for name, lines in bad.items() if lines}
+    assert not bad, f"compute repository folders in {PATHS_MODULE} and import them: {bad}"
+    assert folder_climbs((PACKAGE_DIR / "resources.py").read_text()), "the paths module itself should be seen"
+
+
+@pytest.mark.parametrize("source,flagged", [
+    ("from pathlib import Path\nROOT = Path(__file__).resolve().parents[1]\n", True),
+    ("from pathlib import Path\nROOT = Path(__file__).resolve().parent.parent / 'data'\n", True),
+    ("import os\nROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n", True),
+    ("import os\nROOT = os.path.join(os.path.dirname(__file__), '..', 'shared')\n", True),
+    ("from pathlib import Path\nHERE = Path(__file__).resolve().parent / 'checkpoints'\n", False),
+    ("NAME = __file__\n", False),
+])
+def test_the_folder_check_sees_a_climb(source, flagged):
+    assert bool(folder_climbs(source)) is flagged, source

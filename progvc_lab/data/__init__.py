@@ -18,6 +18,7 @@ from .video import read_video, write_video
 from .y4m import VideoFormatError, Y4MVideo, read_y4m, read_y4m_header, write_y4m
 
 from ..resources import shipped_dir  # noqa: E402
+from .clips import default_clips, load_clip, shared_clips, shipped_clips  # noqa: E402
 
 DATA_DIR = shipped_dir("data")  # the repository's data/ folder, or the installed package's copy of it
 
@@ -54,5 +55,6 @@ def sample_clip_path(name: str = "foreman") -> Path:
 __all__ = [
     "VideoFormatError", "Y4MVideo", "read_y4m", "read_y4m_header", "write_y4m",
     "read_video", "write_video", "yuv420_to_rgb", "rgb_to_yuv420", "rgb_to_yuv444_float",
-    "synthetic_clip", "camera_motion_clip", "sample_clip_path", "DATA_DIR", *_LAZY,
+    "synthetic_clip", "camera_motion_clip", "sample_clip_path", "DATA_DIR",
+    "default_clips", "load_clip", "shared_clips", "shipped_clips", *_LAZY,
 ]

@@ -38,9 +38,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from ..resources import REPO_ROOT, project_root
 from .dataset import ClipDataset, build_clip_cache, list_media_files, split_by_source, synthetic_frames_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HELD_OUT_NAMES = ("akiyo", "foreman", "carphone", "container", "bigbuckbunny", "big_buck_bunny")
 DEFAULT_TRAIN_SOURCES = [
     "data",  # shipped clips: all held out at present, listed so new shipped clips are used
@@ -61,8 +61,6 @@ def resolve_path(path: str | Path) -> Path:
     """A config path: absolute paths are kept; ``data/...`` is the shipped data folder (the checkout's
     or the installed package's); other relative paths are relative to the repository root in a
     checkout, to the current folder in an installed package."""
-    from ..resources import in_checkout
-
     path = Path(path).expanduser()
     if path.is_absolute():
         return path
@@ -70,7 +68,7 @@ def resolve_path(path: str | Path) -> Path:
         from . import DATA_DIR
 
         return (DATA_DIR / Path(*path.parts[1:])).resolve()
-    return ((REPO_ROOT if in_checkout() else Path.cwd()) / path).resolve()
+    return (project_root() / path).resolve()
 
 
 class VideoDataModule(LightningDataModule):

@@ -48,6 +48,7 @@ import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from einops import rearrange  # noqa: E402
 
 from .synthetic import MOTIONS, camera_motion_clip, synthetic_clip  # noqa: E402
 from .video import VIDEO_EXTENSIONS, read_video_uint8  # noqa: E402
@@ -103,9 +104,9 @@ def _resize_max_side(frames_THW3: np.ndarray, max_side: int | None) -> np.ndarra
     H, W = frames_THW3.shape[1:3]
     scale = max_side / max(H, W)
     size = (max(1, round(H * scale)), max(1, round(W * scale)))
-    x = torch.from_numpy(frames_THW3).permute(0, 3, 1, 2).float()
+    x = rearrange(torch.from_numpy(frames_THW3), "t h w c -> t c h w").float()
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return rearrange(x.round().clamp(0, 255).to(torch.uint8), "t c h w -> t h w c").contiguous().numpy()
 
 
 def _frame_rows(files: Sequence[str], max_frames_per_source: int | None, max_side: int | None) -> Iterator[dict]:
@@ -175,7 +176,7 @@ def frames_dataset_from_clips(clips: dict[str, torch.Tensor | np.ndarray]) -> da
     for name, clip in clips.items():
         clip = torch.as_tensor(clip)
         if clip.is_floating_point():
-            clip = (clip.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+            clip = rearrange((clip.clamp(0, 1) * 255).round().to(torch.uint8), "t c h w -> t h w c")
         arr = clip.contiguous().numpy()
         for t, frame in enumerate(arr):
             for key, value in zip(FEATURES, (name, "video" if len(arr) > 1 else "image", t, *frame.shape[:2], frame.tobytes())):
@@ -312,7 +313,7 @@ class ClipDataset(torch.utils.data.Dataset):
             frame_ids = _pingpong(window_start, self.clip_len, num_rows)
             lo = min(frame_ids)
             frames_THW3 = self._load(row_start + lo, max(frame_ids) - lo + 1)[np.array(frame_ids) - lo]
-            clip = self._random_crop(torch.from_numpy(frames_THW3).permute(0, 3, 1, 2).float().div_(255), rng)
+            clip = self._random_crop(rearrange(torch.from_numpy(frames_THW3), "t h w c -> t c h w").float().div_(255), rng)
         if self.flip and rng.random() < 0.5:
             clip = clip.flip(-1)
         return clip.contiguous()

@@ -100,10 +100,9 @@ def model_bits(cdf_LV1: torch.Tensor, symbols_L: torch.Tensor) -> float:
 def _ensure_extension_dir():
     # torchac compiles C++ at first import; keep the build in the project's cache so it happens once.
     if "TORCH_EXTENSIONS_DIR" not in os.environ:
-        root = Path(__file__).resolve().parents[2]
-        cache = root / ".cache" / "torch_extensions" if (root / "pyproject.toml").exists() else \
-            Path.home() / ".cache" / "progvc_lab" / "torch_extensions"
-        os.environ["TORCH_EXTENSIONS_DIR"] = str(cache)
+        from ..resources import cache_dir  # the one place that knows the folders (no torch, no codec)
+
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(cache_dir("torch_extensions"))
     # build with the environment's own ninja: two ninja versions on PATH rebuild each other's output
     bindir = str(Path(sys.executable).parent)
     if (Path(bindir) / "ninja").exists() and bindir not in os.environ.get("PATH", "").split(os.pathsep):

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from ..data import DATA_DIR
+from ..resources import shared_path
+
 CLIPS = {
-    "Akiyo": (REPO / "data/akiyo_qcif_30f.y4m", 30),
-    "Foreman": (REPO / "data/foreman_qcif_30f.y4m", 30),
-    "Big Buck Bunny": (REPO.parent / "shared/data/clips/bigbuckbunny_416x240_60f.y4m", 30),
+    "Akiyo": (DATA_DIR / "akiyo_qcif_30f.y4m", 30),
+    "Foreman": (DATA_DIR / "foreman_qcif_30f.y4m", 30),
+    "Big Buck Bunny": (shared_path("data", "clips", "bigbuckbunny_416x240_60f.y4m"), 30),
 }
 
 
@@ -56,7 +58,7 @@ def stage1_points(model, video: torch.Tensor, batch: int = 10) -> list[dict]:
 def stage1_table(models: dict[str, str], clips: dict | None = None) -> dict:
     """``stage1_points`` for codec checkpoints or ``stage1.pt`` files, on every clip."""
     from ..codec import Codec
-    from ..data import read_video
+    from ..data import load_clip
     from .modules import load_stage1
 
     out = {}
@@ -68,7 +70,7 @@ def stage1_table(models: dict[str, str], clips: dict | None = None) -> dict:
         out[name] = {}
         for clip, (clip_path, frames) in (clips or CLIPS).items():
             if Path(clip_path).is_file():
-                out[name][clip] = stage1_points(model, read_video(clip_path)[0][:frames])
+                out[name][clip] = stage1_points(model, load_clip(clip_path, frames)[0])
     return out
 
 
@@ -79,7 +81,7 @@ def best_msssim_at(points: list[dict], max_bpp: float = 0.05):
 
 def evaluate_models(models: dict[str, str], clips: dict | None = None, json_path: str | None = None) -> dict:
     from ..codec import Codec
-    from ..data import read_video
+    from ..data import load_clip
     from ..evaluate import rate_points
 
     results = {}
@@ -90,8 +92,7 @@ def evaluate_models(models: dict[str, str], clips: dict | None = None, json_path
             if not Path(clip_path).is_file():
                 print(f"skipping {clip}: {clip_path} not found")
                 continue
-            video, fps = read_video(clip_path)
-            video = video[:frames]
+            video, fps = load_clip(clip_path, frames)
             t0 = time.perf_counter()
             rp = rate_points(codec, video, fps, name=clip)
             points = [{k: p[k] for k in ("k", "bytes", "bpp", "psnr_rgb", "psnr_yuv", "ms_ssim", "decode_fps")}
