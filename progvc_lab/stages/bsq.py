@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizer import area_down, scale_schedule, upsample, usage_stats
+from .quantizer import ResidualPyramid, area_down, scale_schedule, upsample, usage_stats
 from .registry import register
 
 MAX_BITS = 12  # V = 4096: the 16-bit integer CDFs give every symbol >= 1 of 65536 counts
@@ -118,7 +118,7 @@ class BSQConfig:
 
 
 @register("quantizer", "bsq")
-class BinarySphericalQuantizer(nn.Module):
+class BinarySphericalQuantizer(ResidualPyramid, nn.Module):
     """Multi-scale residual BSQ: per scale, a token = the d sign bits of the projected residual."""
 
     def __init__(self, bits: int = 9, latent_dim: int = 16, num_scales: int = 6, beta: float = 0.25,
@@ -215,14 +215,7 @@ class BinarySphericalQuantizer(nn.Module):
         for p in partials:
             loss = loss + F.mse_loss(p, f_NChw.detach()) + self.config.beta_latent * F.mse_loss(f_NChw, p.detach())
         loss = loss / len(partials)
-        k = self.num_scales if upto is None else upto
-        f_hat_k = partials[k - 1]
-        f_st = f_NChw + (f_hat_k - f_NChw).detach() if k == self.num_scales else f_hat_k
-        if self.training:
-            with torch.no_grad():
-                hits = torch.cat([t.flatten() for t in tokens]).bincount(minlength=self.codebook_size)
-                self.code_usage.mul_(0.99).add_(hits.float(), alpha=0.01)
-        return f_st, tokens, loss
+        return self.training_output(f_NChw, partials, tokens, upto), tokens, loss
 
     def _entropy_term(self, u_hat: torch.Tensor) -> torch.Tensor:
         """(mean per-token bit entropy - entropy of the batch-mean bits) / d, in nats."""
@@ -242,32 +235,5 @@ class BinarySphericalQuantizer(nn.Module):
         return 0
 
     # ---- decoder side (from tokens only) -------------------------------------------------------
-    def tokens_to_latent(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int],
-                         upto: int | None = None, codes: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """f_hat from the first ``upto`` scales of ``tokens``, plus code maps ``codes`` for the next ones."""
-        k = len(tokens) if upto is None else upto
-        if k > len(tokens):
-            raise ValueError(f"asked for {k} scales but only {len(tokens)} token maps are given")
-        codes = list(codes or [])
-        if k + len(codes) > self.num_scales:
-            raise ValueError(f"{k} token scales and {len(codes)} code scales exceed {self.num_scales} scales")
-        N = tokens[0].shape[0] if tokens else codes[0].shape[0]
-        f_hat = torch.zeros(N, self.latent_dim, *latent_hw, device=self.gain.device)
-        for s in range(k):
-            f_hat = f_hat + self.scale_contribution(tokens[s], s, latent_hw)
-        for j, z in enumerate(codes):
-            f_hat = f_hat + self.code_contribution(z, k + j, latent_hw)
-        return f_hat
-
-    def context_input(self, tokens: list[torch.Tensor], s: int, latent_hw: tuple[int, int],
-                      num_frames: int | None = None) -> torch.Tensor:
-        """f_hat of scales < s, area-down to scale s: (N, C, h_s, w_s); zeros at s = 0."""
-        size = self.schedule(latent_hw)[s]
-        if s == 0:
-            N = tokens[0].shape[0] if tokens else num_frames
-            return torch.zeros(N, self.latent_dim, *size, device=self.gain.device)
-        return area_down(self.tokens_to_latent(tokens, latent_hw, upto=s), size)
-
-    def context_inputs(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int]) -> list[torch.Tensor]:
-        """``context_input`` for every scale (teacher forcing)."""
-        return [self.context_input(tokens, s, latent_hw) for s in range(len(tokens))]
+    def pyramid_device(self) -> torch.device:
+        return self.gain.device

@@ -83,8 +83,65 @@ def usage_stats(code_usage: torch.Tensor, codebook_size: int, tokens=None, top: 
             "top": [(int(i), float(v)) for i, v in zip(ids, share) if v > 0]}
 
 
+class ResidualPyramid:
+    """What every multi-scale residual quantizer shares: the decoder side (from tokens only),
+    ``f_hat = sum_s scale_contribution(tokens_s, s)`` and the context inputs built from it, and the end
+    of a training pass. A class mixing it in provides ``scale_contribution``, ``code_contribution``,
+    ``schedule``, ``latent_dim``, ``num_scales``, ``codebook_size``, ``code_usage`` and ``pyramid_device()``."""
+
+    def training_output(self, f_NChw, partials, tokens, upto):
+        """The f_hat the decoder trains on: all scales straight-through to f; fewer (scale dropout):
+        the partial sum itself. Also counts code hits (``code_usage``, for dead-code restarts)."""
+        k = self.num_scales if upto is None else upto
+        f_hat_k = partials[k - 1]
+        f_st = f_NChw + (f_hat_k - f_NChw).detach() if k == self.num_scales else f_hat_k
+        if self.training:
+            with torch.no_grad():
+                hits = torch.cat([t.flatten() for t in tokens]).bincount(minlength=self.codebook_size)
+                self.code_usage.mul_(0.99).add_(hits.float(), alpha=0.01)
+        return f_st
+
+    def tokens_to_latent(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int],
+                         upto: int | None = None, codes: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """f_hat from the first ``upto`` scales of ``tokens`` (all given ones by default).
+
+        ``codes``: code-vector maps (N, C, h_s, w_s) for the scales after those, k, k+1, ... (a latent-space
+        fill such as the expected code): each adds ``code_contribution``; the token scales are exact.
+        """
+        k = len(tokens) if upto is None else upto
+        if k > len(tokens):
+            raise ValueError(f"asked for {k} scales but only {len(tokens)} token maps are given")
+        codes = list(codes or [])
+        if k + len(codes) > self.num_scales:
+            raise ValueError(f"{k} token scales and {len(codes)} code scales exceed {self.num_scales} scales")
+        N = tokens[0].shape[0] if tokens else codes[0].shape[0]
+        f_hat = torch.zeros(N, self.latent_dim, *latent_hw, device=self.pyramid_device())
+        for s in range(k):
+            f_hat = f_hat + self.scale_contribution(tokens[s], s, latent_hw)
+        for j, z in enumerate(codes):
+            f_hat = f_hat + self.code_contribution(z, k + j, latent_hw)
+        return f_hat
+
+    def context_input(self, tokens: list[torch.Tensor], s: int, latent_hw: tuple[int, int],
+                      num_frames: int | None = None) -> torch.Tensor:
+        """What the context model sees for scale s: f_hat of scales < s, area-down to scale s size.
+
+        (N, C, h_s, w_s); zeros for s = 0 (the context model puts its start token there).
+        The ONE function that builds context inputs, used by training, encoder and decoder.
+        """
+        size = self.schedule(latent_hw)[s]
+        if s == 0:
+            N = tokens[0].shape[0] if tokens else num_frames
+            return torch.zeros(N, self.latent_dim, *size, device=self.pyramid_device())
+        return area_down(self.tokens_to_latent(tokens, latent_hw, upto=s), size)
+
+    def context_inputs(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int]) -> list[torch.Tensor]:
+        """``context_input`` for every scale (teacher forcing)."""
+        return [self.context_input(tokens, s, latent_hw) for s in range(len(tokens))]
+
+
 @register("quantizer", "vq")
-class MultiScaleResidualQuantizer(nn.Module):
+class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
     """VQ codebook shared by all scales, one phi conv per scale.
 
     ``lookup="l2"`` (default): nearest code by Euclidean distance. ``"cosine"``: by angle, residual
@@ -151,6 +208,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         """Perplexity, dead codes and top codes of ``tokens`` (or of the training EMA ``code_usage``)."""
         return usage_stats(self.code_usage, self.codebook_size, tokens, top, threshold)
 
+    def pyramid_device(self) -> torch.device:
+        return self.codebook.weight.device
+
     def _phi(self, x: torch.Tensor, s: int) -> torch.Tensor:
         return (1 - self.phi_mix) * x + self.phi_mix * self.phi[s](x)
 
@@ -172,14 +232,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         for f_hat in f_hats:
             loss = loss + F.mse_loss(f_hat, f_NChw.detach()) + self.beta * F.mse_loss(f_NChw, f_hat.detach())
         loss = loss / len(f_hats)
-        k = self.num_scales if upto is None else upto
-        f_hat_k = f_hats[k - 1]  # all scales: straight-through to f; fewer: f_hat_k itself
-        f_st = f_NChw + (f_hat_k - f_NChw).detach() if k == self.num_scales else f_hat_k
-        if self.training:
-            with torch.no_grad():
-                hits = torch.cat([t.flatten() for t in tokens]).bincount(minlength=self.codebook_size)
-                self.code_usage.mul_(0.99).add_(hits.float(), alpha=0.01)
-        return f_st, tokens, loss
+        return self.training_output(f_NChw, f_hats, tokens, upto), tokens, loss
 
     def _residual_loop(self, f_NChw, keep_partials=False):
         """The encoder loop of the module docstring. Returns (tokens, partial f_hats, residuals r_s)."""
@@ -213,40 +266,3 @@ class MultiScaleResidualQuantizer(nn.Module):
         return len(dead)
 
     # ---- decoder side (from tokens only) -------------------------------------------------------
-    def tokens_to_latent(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int],
-                         upto: int | None = None, codes: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """f_hat from the first ``upto`` scales of ``tokens`` (all given ones by default).
-
-        ``codes``: code-vector maps (N, C, h_s, w_s) for the scales after those, k, k+1, ... (a latent-space
-        fill such as the expected code): each adds ``code_contribution``; the token scales are exact.
-        """
-        k = len(tokens) if upto is None else upto
-        if k > len(tokens):
-            raise ValueError(f"asked for {k} scales but only {len(tokens)} token maps are given")
-        codes = list(codes or [])
-        if k + len(codes) > self.num_scales:
-            raise ValueError(f"{k} token scales and {len(codes)} code scales exceed {self.num_scales} scales")
-        N = tokens[0].shape[0] if tokens else codes[0].shape[0]
-        f_hat = torch.zeros(N, self.latent_dim, *latent_hw, device=self.codebook.weight.device)
-        for s in range(k):
-            f_hat = f_hat + self.scale_contribution(tokens[s], s, latent_hw)
-        for j, z in enumerate(codes):
-            f_hat = f_hat + self.code_contribution(z, k + j, latent_hw)
-        return f_hat
-
-    def context_input(self, tokens: list[torch.Tensor], s: int, latent_hw: tuple[int, int],
-                      num_frames: int | None = None) -> torch.Tensor:
-        """What the context model sees for scale s: f_hat of scales < s, area-down to scale s size.
-
-        (N, C, h_s, w_s); zeros for s = 0 (the context model puts its start token there).
-        The ONE function that builds context inputs, used by training, encoder and decoder.
-        """
-        size = self.schedule(latent_hw)[s]
-        if s == 0:
-            N = tokens[0].shape[0] if tokens else num_frames
-            return torch.zeros(N, self.latent_dim, *size, device=self.codebook.weight.device)
-        return area_down(self.tokens_to_latent(tokens, latent_hw, upto=s), size)
-
-    def context_inputs(self, tokens: list[torch.Tensor], latent_hw: tuple[int, int]) -> list[torch.Tensor]:
-        """``context_input`` for every scale (teacher forcing)."""
-        return [self.context_input(tokens, s, latent_hw) for s in range(len(tokens))]
