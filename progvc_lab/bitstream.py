@@ -92,10 +92,18 @@ FINGERPRINT_BYTES = 4
 # Any other name (a user's registered quantizer or coder) is written out in the header instead.
 QUANTIZERS = ("vq", "bsq")
 MASKS = ("progvc_sparse", "var", "infinitystar")
-# The built-in masks a stream can be cut after any scale of (``stages.masks.is_truncation_safe``; a
-# test keeps this list equal to it). A stream of any other mask was coded for its scales_sent and is
-# never truncated (its unsent scales were synthesized as context, see ``codec``).
+# Built-in masks by truncation safety (``stages.masks.is_truncation_safe``; a test keeps these lists
+# equal to it). A stream of a mask that is not safe was coded for its scales_sent (its unsent scales
+# were synthesized as context, see ``codec``) and is never truncated. A user's own mask is unknown
+# here (this module has no torch): ``truncate`` takes the caller's word (``mask_safe``), else cuts it,
+# and a codec whose mask is not safe refuses a stream cut so (its checks fail, never a wrong video).
 TRUNCATION_SAFE_MASKS = ("progvc_sparse", "progvc_sparse_parent")
+NOT_TRUNCATION_SAFE_MASKS = ("var", "infinitystar")
+
+
+def mask_truncation_safe(name: str) -> bool | None:
+    """True / False for a built-in mask, None for a mask this module does not know."""
+    return True if name in TRUNCATION_SAFE_MASKS else False if name in NOT_TRUNCATION_SAFE_MASKS else None
 CODERS = ("torchac", "constriction")
 COPY_GATES = ("none", "count", "context")   # "learned" (a model head) would be escaped until it exists
 _ESCAPE = 3
@@ -602,14 +610,13 @@ def truncate(data: bytes, scales: int, mask_safe: bool | None = None) -> bytes:
     """Keep the first ``scales`` scales of a stream, without re-encoding. A cut stream can be truncated
     to scales that every GOP holds (the result is complete, with new checks).
 
-    Only streams of a truncation-safe mask can be cut (``TRUNCATION_SAFE_MASKS``; ``mask_safe=True``
-    vouches for a user's own mask); any other is refused with a clear message, unless ``scales`` keeps
-    all the scales it has."""
+    A stream of a mask that is not truncation safe (``NOT_TRUNCATION_SAFE_MASKS``, or ``mask_safe=False``
+    for a user's own mask) is refused with a clear message, unless ``scales`` keeps all it has."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stream = read_stream(data, limits=Limits(max_pixels=MAX_SIDE ** 2, max_frames=MAX_FRAMES, max_gop=65535))
-    safe = stream.header.mask in TRUNCATION_SAFE_MASKS if mask_safe is None else mask_safe
-    if not safe and (scales != stream.header.scales_sent or stream.report.salvaged):
+    safe = mask_truncation_safe(stream.header.mask) if mask_safe is None else mask_safe
+    if safe is False and (scales != stream.header.scales_sent or stream.report.salvaged):
         raise BitstreamError(f"this stream's mask {stream.header.mask!r} is not truncation safe: its blocks read "
                              f"finer scales of earlier frames, so it decodes only at the {stream.header.scales_sent} "
                              "scales it was encoded for; re-encode it with fewer scales (encode --scales K)")
@@ -639,7 +646,7 @@ def describe(data: bytes) -> dict:
         "fps": f"{h.fps_num}/{h.fps_den}", "num_frames": h.num_frames, "gop": h.gop,
         "num_gops": h.num_gops, "latent_hw": list(h.latent_hw), "schedule": [list(x) for x in h.schedule],
         "num_scales": h.num_scales, "scales_sent": rep.scales_sent, "quantizer": h.quantizer, "mask": h.mask,
-        "window": h.window, "truncation_safe": h.mask in TRUNCATION_SAFE_MASKS, "coding_threads": h.coding_threads, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data),
+        "window": h.window, "truncation_safe": mask_truncation_safe(h.mask), "coding_threads": h.coding_threads, "coder": h.coder, "copy_gate": h.copy_gate, "total_bytes": len(data),
         "header_bytes": header_bytes, "table_bytes": table_bytes, "bytes_per_scale": per_scale,
         "bytes_per_gop": per_gop, "bpp": len(data) * 8 / (h.num_frames * h.width * h.height),
         "incomplete_bytes": incomplete, "complete": rep.complete, "scales_per_gop": rep.scales_per_gop,

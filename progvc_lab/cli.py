@@ -364,7 +364,7 @@ def format_info(info: dict, name: str = "") -> str:
                       f", complete per GOP: {' '.join(map(str, info['scales_per_gop']))}")),
         ("schedule", " ".join(f"{h}x{w}" for h, w in info["schedule"])),
         ("quantizer / mask", f"{info['quantizer']} / {info['mask']} (window {info['window']})"
-                             + ("" if info.get("truncation_safe", True) else
+                             + ("" if info.get("truncation_safe", True) is not False else
                                 f"; not truncation safe: decodes at exactly {info['scales_sent']} scales")),
         ("entropy coder", info["coder"]), ("copy gate", info["copy_gate"]),
         ("size", f"{info['total_bytes']} bytes = header {info['header_bytes']} + table {info['table_bytes']} "

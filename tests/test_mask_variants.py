@@ -67,7 +67,7 @@ def test_builtin_masks_safety_and_order(name):
         assert sorted(order) == sorted((t, s) for t in range(T) for s in range(K))
         if safe:
             assert order == [(t, s) for s in range(K) for t in range(T)]       # scale-major
-    assert (name in bitstream.TRUNCATION_SAFE_MASKS) == is_truncation_safe(build_mask(name, 4, 4, 1), 4)
+    assert bitstream.mask_truncation_safe(name) == is_truncation_safe(build_mask(name, 4, 4, 1), 4)
 
 
 def test_a_mask_that_fits_no_order_is_refused():
@@ -187,3 +187,19 @@ def foreman4():
 
     video, _ = read_video(sample_clip_path("foreman"), max_frames=3)
     return video[:, :, :64, :96].contiguous()
+
+
+def test_a_cut_stream_of_a_users_unsafe_mask_fails_its_checks(clip):
+    """bitstream (no torch) cannot know a user's mask: it cuts the stream; the codec then refuses it
+    (chunk checks), never a wrong video."""
+    register_mask("my_var")(MASKS["var"])
+    try:
+        codec = make_tiny_codec(seed=2, gop=3, mask="my_var")
+        assert not codec.truncation_safe and bitstream.mask_truncation_safe("my_var") is None
+        data = codec.encode(clip, scales=4)
+        with pytest.raises(bitstream.BitstreamError, match="not truncation safe"):
+            bitstream.truncate(data, 2, mask_safe=False)
+        with pytest.raises(bitstream.BitstreamError, match="corrupted"):
+            codec.decode_tokens(bitstream.truncate(data, 2))
+    finally:
+        del MASKS["my_var"]
