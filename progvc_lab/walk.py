@@ -186,7 +186,6 @@ class GopWalk:
 
         ``contribution(s)`` -> (n, C, h, w) or None: what scale s adds to f_hat for the context of the
         finer scales (default, and when it returns None: ``phi_s(up(codebook[tokens_s]))``)."""
-        cm = self.context_model
         scales = list(scales)
         if self.frame_major:
             yield from self._frame_major_blocks(scales)
@@ -197,11 +196,7 @@ class GopWalk:
             self._contributions[s] = contribution
             ctx_NChw = self.context(s)
             for t in range(self.n):
-                logits = cm.block_logits(self.state, t, s, ctx_NChw[t])
-                self.state.copy[(t, s)] = self._copy_context(t, s)
-                block = Block(self.gop, t, s, self.start, logits, self)
-                yield block
-                self._accept(block)
+                yield from self._visit(t, s, ctx_NChw[t])
             self.next_scale = s + 1
 
     def _frame_major_blocks(self, scales):
@@ -212,12 +207,16 @@ class GopWalk:
                             "in one pass: blocks(range(K))")
         for t in range(self.n):
             for s in range(K):
-                logits = self.context_model.block_logits(self.state, t, s, self._frame_context(t, s))
-                self.state.copy[(t, s)] = self._copy_context(t, s)
-                block = Block(self.gop, t, s, self.start, logits, self)
-                yield block
-                self._accept(block)
+                yield from self._visit(t, s, self._frame_context(t, s))
         self.next_scale = K
+
+    def _visit(self, t: int, s: int, ctx_Chw: torch.Tensor) -> Iterator[Block]:
+        """One block, in either order: logits, the copy gate's context, the consumer's symbols."""
+        logits = self.context_model.block_logits(self.state, t, s, ctx_Chw)
+        self.state.copy[(t, s)] = self._copy_context(t, s)
+        block = Block(self.gop, t, s, self.start, logits, self)
+        yield block
+        self._accept(block)
 
     def _frame_context(self, t: int, s: int) -> torch.Tensor:
         """Frame t's f_hat of its scales < s at scale s's size (C, h_s, w_s), accumulated per frame."""
