@@ -13,7 +13,8 @@
     progvc-lab eval     [CLIP ...] [--model] [--samplers zero,argmax,sample] [--baselines x264,x265|none]
                         [--json OUT.json] [--plot OUT.png] [--out outputs/eval] [--frames N]
                         [--no-perceptual] [--force]
-    progvc-lab bench    [--model] [--clip PATH] [--threads 1 2] [--frames N]
+    progvc-lab bench    [CLIP] [--model] [--threads 1 2] [--frames N] [--variants all|none|masks,quantizers,coders,samplers]
+                        [--models A,B] [--coders A,B] [--samplers A,B] [--no-speed] [--scaling] [--json OUT]
 
 Files named with ``-o`` are never replaced unless ``--force`` is given; they must be in a folder that
 exists. Outputs are written to a unique temporary file next to the target and then renamed: a failed
@@ -436,6 +437,10 @@ def _lambda_list(text: str) -> tuple[float, ...]:
     return tuple(parse(x.strip()) for x in text.split(","))
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -446,7 +451,20 @@ def cmd_bench(args) -> int:
     if args.scaling:
         doc = bench.run_scaling(args.model, clip, frames=tuple(args.scaling_frames), threads=args.threads[-1])
     else:
-        doc = bench.run_bench(args.model, clip, args.threads, args.frames, per_k=not args.no_per_k)
+        from . import bench_variants as bv
+
+        kinds = bv.parse_kinds(args.variants)   # refuse a bad --variants before anything runs
+        doc = {}
+        if not args.no_speed:
+            print("== speed")
+            doc = bench.run_bench(args.model, clip, args.threads, args.frames, per_k=not args.no_per_k)
+        if kinds:
+            print(f"\n== variants: {', '.join(kinds)}")
+            variants = bv.run_variants(clip, kinds, base=args.model, models=_names(args.models),
+                                       coders=_names(args.coders), samplers=_names(args.samplers),
+                                       frames=args.frames)
+            print(bv.format_variants(variants))
+            doc = {**doc, "variants": variants} if doc else variants
     if args.json:
         print(f"wrote {bench.write_json(doc, args.json, force=args.force)}")
     return 0
@@ -581,7 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="encode/decode frames/s, where the time goes, scaling with frames and size",
                        description="Times encode (with and without --verify) and decode at every k, splits the "
-                                   "time by stage, and prints the real-time factor. --scaling instead measures time "
+                                   "time by stage, and prints the real-time factor; then compares every shipped "
+                                   "variant (masks, quantizers, coders, samplers: bits per token per scale against "
+                                   "the unigram, estimated and actual bpp at every k, attention pairs, frames/s, "
+                                   "coder overhead, sampler quality at equal bytes). --scaling instead measures time "
                                    "per frame and peak memory for 30/100/300 frames and QCIF..CIF, each in a fresh "
                                    "process (streamed encode and decode, as the CLI does).")
     p.add_argument("clip_path", nargs="?", metavar="CLIP", help="video to time (default: the shipped foreman clip)")
@@ -594,6 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true", help="time and peak memory against frames and frame size")
     p.add_argument("--scaling-frames", type=_positive("--scaling-frames"), nargs="+", default=[30, 100, 300],
                    help="frame counts for --scaling (default: 30 100 300)")
+    p.add_argument("--variants", default="all", metavar="KINDS",
+                   help="compare the shipped variants: all (default), none, or a comma list of masks, "
+                        "quantizers, coders, samplers")
+    p.add_argument("--models", metavar="A,B", help="only these models among the mask and quantizer variants "
+                                                    "(shipped names or .pt files)")
+    p.add_argument("--coders", metavar="A,B", help="only these entropy coders (default: every registered one)")
+    p.add_argument("--samplers", metavar="A,B", help="only these detail samplers (default: all)")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed part (thread counts, split by stage)")
     p.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
     p.add_argument("--force", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_bench)
@@ -610,7 +639,8 @@ def _user_errors() -> tuple[type, ...]:
     """Errors this project raises on purpose about the user's input (never a bug's symptom)."""
     errors = [UsageError, BitstreamError, OSError]  # OSError: missing, unreadable, disk full, ...
     for module, name in (("progvc_lab.codec", "CodecError"), ("progvc_lab.data", "VideoFormatError"),
-                         ("progvc_lab.checkpoint", "CheckpointError")):
+                         ("progvc_lab.checkpoint", "CheckpointError"),
+                         ("progvc_lab.bench_variants", "VariantError")):
         mod = sys.modules.get(module)  # only if loaded: `info` must not import torch
         if mod is not None:
             errors.append(getattr(mod, name))

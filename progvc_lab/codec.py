@@ -935,9 +935,14 @@ class Codec(nn.Module):
         * ``oracle_unigram``: the clip's own per-scale histogram (its empirical entropy), which no
           real coder can reach without sending the histogram; shown for scale.
         """
-        data, stats = self.encode_with_stats(video, fps, **options)
-        bits = stats["model_bits"]
-        tokens = stats["tokens"]
+        _, stats = self.encode_with_stats(video, fps, **options)
+        return self.bit_statistics(stats)
+
+    def bit_statistics(self, result: "EncodeResult") -> dict:
+        """``analyze``'s figures from an ``EncodeResult`` the caller already has (no second encode); a
+        stream that sends k < K scales has figures for its k sent scales."""
+        data, tokens = result.data, result.tokens
+        bits = result.model_bits[:, :len(tokens)]
         per_scale = bits.sum(0)
         counts = np.array([t.numel() for t in tokens])
         unigram = np.array(self.context_model.unigram_bits(tokens))

@@ -371,7 +371,23 @@ def test_demo_eval_bench(files, capsys, tmp_path):
     assert [p["bytes"] for p in r["per_k"]] == sorted(p["bytes"] for p in r["per_k"])
     assert r["transformer_calls_per_gop"] == T * 6  # one GOP of T frames x 6 scales, one call per block
     assert r["realtime_factor"] == pytest.approx(r["decode_fps"] / 25)
+    # then the variants: a model file is its own mask and quantizer group; both coders, every sampler
+    for text in ("== variants", "bits per token by scale", "-- entropy coders", "-- detail samplers"):
+        assert text in out, text
+    v = doc["variants"]
+    assert list(v["models"]) == [str(files / "m.pt")]
+    assert set(v["coders"]) == {"torchac", "constriction"} and all(o["round_trip_every_k"] for o in v["coders"].values())
+    assert len(v["samplers"]["samplers"]) == 5
     expect_error(capsys, "exists", "bench", files / "in.y4m", "--model", files / "m.pt", "--json", tmp_path / "bench.json")
+    # narrowed: only the coders, no speed part
+    rc, out, _ = run(capsys, "bench", files / "in.y4m", "--model", files / "m.pt", "--no-speed", "--variants", "coders",
+                     "--coders", "constriction", "--json", tmp_path / "coders.json")
+    assert rc == 0 and "frames/s (" not in out and "-- entropy coders" in out
+    doc = json.loads((tmp_path / "coders.json").read_text())
+    assert doc["kinds"] == ["coders"] and list(doc["coders"]) == ["constriction"]
+    expect_error(capsys, "unknown kind 'mask'", "bench", files / "in.y4m", "--variants", "mask")
+    expect_error(capsys, "unknown sampler 'blur'", "bench", files / "in.y4m", "--model", files / "m.pt", "--no-speed",
+                 "--variants", "samplers", "--samplers", "blur")
 
 
 def test_bench_scaling_runs_each_point_in_its_own_process(files, capsys, tmp_path):

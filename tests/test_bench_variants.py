@@ -1,0 +1,119 @@
+"""``progvc-lab bench``'s comparison of the shipped variants (progvc_lab.bench_variants)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from progvc_lab import bench_variants as bv
+from progvc_lab.codec import Codec
+from progvc_lab.data import sample_clip_path
+
+FRAMES = 3
+
+
+def test_parse_kinds():
+    assert bv.parse_kinds(None) == bv.parse_kinds("all") == bv.KINDS
+    assert bv.parse_kinds("none") == ()
+    assert bv.parse_kinds("coders, samplers") == ("coders", "samplers")
+    with pytest.raises(bv.VariantError, match="unknown kind 'mask'"):
+        bv.parse_kinds("mask")
+
+
+def test_shipped_variants_are_read_from_the_models():
+    groups = bv.shipped_variants("tiny")
+    assert groups["masks"] == ["tiny", "tiny-var", "tiny-infinitystar"]
+    assert groups["quantizers"] == ["tiny", "tiny-bsq"]
+    # relative to another base, tiny is the variant
+    assert bv.shipped_variants("tiny-bsq")["quantizers"] == ["tiny-bsq", "tiny"]
+    assert bv.shipped_variants("tiny-bsq")["masks"] == ["tiny-bsq"]
+    with pytest.raises(bv.VariantError, match="not a shipped model"):
+        bv.shipped_variants("huge")
+
+
+def test_attention_pairs_against_var():
+    from progvc_lab import bitstream
+
+    codec = Codec.from_pretrained("tiny")
+    video = torch.rand(4, 3, 64, 64)
+    header = bitstream.read_stream(codec.encode(video)).header
+    ours = bv.attention_pairs(codec, header)
+    var = bv.attention_pairs(Codec.from_pretrained("tiny-var"), header)
+    assert var["fraction_of_var"] == 1.0 and var["pairs"] == ours["var_pairs"]
+    assert 0 < ours["fraction_of_var"] < 1   # the sparse mask computes fewer pairs than block-causal
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return bv.run_variants(sample_clip_path("foreman"), frames=FRAMES, perceptual=False, log=lambda *_: None)
+
+
+def test_every_variant_is_measured(doc):
+    assert set(doc["models"]) == {"tiny", "tiny-var", "tiny-infinitystar", "tiny-bsq"}
+    K = 6
+    for name, m in doc["models"].items():
+        assert [p["k"] for p in m["per_k"]] == list(range(1, K + 1)), name
+        assert [p["bytes"] for p in m["per_k"]] == sorted(p["bytes"] for p in m["per_k"]), name
+        assert m["per_k"][-1]["bytes"] == m["bytes"]
+        for p in m["per_k"]:
+            # the file holds the model's bits plus the container and the coder's termination
+            assert p["bytes"] >= p["model_bytes"], (name, p)
+            assert p["bytes"] - p["model_bytes"] < 100, (name, p)
+        assert len(m["bits_per_token_per_scale"]) == len(m["unigram_bits_per_token_per_scale"]) == K
+        assert m["ratio_to_unigram"] < 1, name          # every shipped context model beats the unigram
+        assert m["encode_fps"] > 0 and m["decode_fps"] > 0
+        assert m["truncation_safe"] == (m["mask"] not in ("var", "infinitystar"))
+        assert m["seen_in_training"] is False
+    assert doc["models"]["tiny-bsq"]["quantizer"] == "bsq" and doc["models"]["tiny"]["quantizer"] == "vq"
+
+
+def test_coders_round_trip_and_report_their_overhead(doc):
+    coders = doc["coders"]
+    assert set(coders) == {"torchac", "constriction"}
+    for name, o in coders.items():
+        assert o["round_trip_every_k"], name
+        assert o["chunks"] == 6
+        assert o["bytes"] >= o["model_bytes"]
+    assert coders["torchac"]["calls"] == FRAMES * 6   # one string per block
+    assert coders["constriction"]["calls"] == 6       # one per (GOP, scale)
+    # same tokens: same model bits, whichever coder writes them
+    assert coders["torchac"]["model_bytes"] == pytest.approx(coders["constriction"]["model_bytes"])
+
+
+def test_samplers_decode_the_same_cut_stream(doc):
+    sp = doc["samplers"]
+    assert set(sp["samplers"]) == {"zero", "argmax", "mean", "sample", "copy"}
+    for rows in sp["samplers"].values():
+        assert [r["k"] for r in rows] == list(range(1, 6))
+        assert [r["bytes"] for r in rows] == [r["bytes"] for r in sp["samplers"]["zero"]]   # equal bytes
+        assert all(r["st-lpips"] is None for r in rows)                                     # perceptual off
+    # the zero fill here is the model report's decode of the same cut: one metric code, same numbers
+    for r, p in zip(sp["samplers"]["zero"], doc["models"]["tiny"]["per_k"]):
+        assert r["bytes"] == p["bytes"] and r["psnr-y"] == pytest.approx(p["psnr-y"])
+    # filling the unsent scales changes the picture
+    assert sp["samplers"]["sample"][3]["psnr-y"] != sp["samplers"]["zero"][3]["psnr-y"]
+    assert sp["full"]["bytes"] == doc["models"]["tiny"]["bytes"]
+
+
+def test_format_shows_every_table(doc):
+    text = bv.format_variants(doc)
+    for part in ("-- masks: tiny (progvc_sparse), tiny-var (var), tiny-infinitystar (infinitystar)",
+                 "-- quantizers: tiny (vq), tiny-bsq (bsq)", "bits per token by scale", "attn pairs",
+                 "-- entropy coders", "every k", "-- detail samplers", "k=5", "nothing to fill"):
+        assert part in text, part
+
+
+def test_narrowing_and_a_model_file(tmp_path):
+    path = tmp_path / "mine.pt"
+    Codec.from_pretrained("tiny").save(path)
+    doc = bv.run_variants(sample_clip_path("akiyo"), kinds=("masks", "coders"), models=["tiny", str(path)],
+                          coders=["constriction"], frames=2, log=lambda *_: None)
+    assert doc["groups"] == {"masks": ["tiny", str(path)]}
+    assert set(doc["models"]) == {"tiny", str(path)} and set(doc["coders"]) == {"constriction"}
+    assert "samplers" not in doc
+    # the same weights in a file: the same stream
+    assert doc["models"][str(path)]["bytes"] == doc["models"]["tiny"]["bytes"]
+    for bad, match in ((dict(models=["huge"]), "unknown model 'huge'"), (dict(coders=["zip"]), "unknown coder"),
+                       (dict(kinds=("samplers",), samplers=["blur"]), "unknown sampler 'blur'")):
+        with pytest.raises(bv.VariantError, match=match):
+            bv.run_variants(sample_clip_path("akiyo"), **{"kinds": ("masks", "coders"), **bad}, frames=1,
+                            log=lambda *_: None)
