@@ -183,14 +183,23 @@ def coder_report(codec: Codec, video: torch.Tensor, fps, coders=None) -> dict:
 
 def sampler_report(codec: Codec, video: torch.Tensor, fps, samplers=None, data: bytes | None = None,
                    perceptual: bool | None = None) -> dict:
-    """Each detail sampler on the same stream cut after k (equal bytes), k = 1 .. K-1, scored by the eval."""
-    from .perceptual import st_lpips_available
-    from .stages.sampler import MODES
+    """Each detail sampler on the same stream cut after k (equal bytes), k = 1 .. K-1, scored by the eval.
 
-    samplers = list(samplers or MODES)
-    unknown = [s for s in samplers if s not in MODES]
+    ``samplers``: registered names (default: all of them) or sampler objects (``stages.protocols.
+    DetailSampler``; a user's own class, labelled by its ``name``)."""
+    from .perceptual import st_lpips_available
+    from .stages import protocols, registry
+
+    known = registry.names("detail_sampler")
+    samplers = list(samplers or known)
+    unknown = [s for s in samplers if isinstance(s, str) and s not in known]
     if unknown:
-        raise VariantError(f"unknown sampler {unknown[0]!r}; choose from {', '.join(MODES)}")
+        raise VariantError(f"unknown sampler {unknown[0]!r}; choose from {', '.join(known)}")
+    for s in samplers:
+        if not isinstance(s, str) and protocols.missing("detail_sampler", s):
+            raise VariantError(f"{s!r} is not a detail sampler: it lacks "
+                               f"{', '.join(protocols.missing('detail_sampler', s))}")
+    labels = [s if isinstance(s, str) else getattr(s, "name", type(s).__name__) for s in samplers]
     if perceptual is None:
         perceptual = st_lpips_available()[0]
     T = video.shape[0]
@@ -199,12 +208,12 @@ def sampler_report(codec: Codec, video: torch.Tensor, fps, samplers=None, data: 
     if not codec.truncation_safe:
         raise VariantError("the samplers are compared on one stream cut after k: the model's mask must be "
                            "truncation safe")
-    rows = {name: [] for name in samplers}
+    rows = {label: [] for label in labels}
     for k in range(1, K):
         cut = bitstream.truncate(data, k)
-        for name in samplers:
-            out, sec = _timed(codec.decode, cut, sampler=name)
-            rows[name].append({"k": k, "bytes": len(cut), "decode_fps": T / sec,
+        for label, sampler in zip(labels, samplers):
+            out, sec = _timed(codec.decode, cut, sampler=sampler)
+            rows[label].append({"k": k, "bytes": len(cut), "decode_fps": T / sec,
                                **_quality(video, out, perceptual)})
     full, sec = _timed(codec.decode, data)
     return {"perceptual": bool(perceptual), "samplers": rows,
@@ -324,8 +333,68 @@ def format_variants(doc: dict) -> str:
             for name, rows in sp["samplers"].items():
                 r = rows[i]
                 lines.append(f"    {name:<8} {_f(r['psnr-y'], '{:6.2f}')}  {_f(r['ms-ssim-rgb'])}  "
-                             f"{_f(r['st-lpips'])}  {_f(r['texture-ratio'], '{:.2f}')}  {r['decode_fps']:5.1f} f/s")
+                             f"{_f(r['st-lpips'])}  {_f(r['texture-ratio'])}  {r['decode_fps']:5.1f} f/s")
         f = sp["full"]
         lines.append(f"  k={f['k']} ({f['bytes']} B, nothing to fill)  {_f(f['psnr-y'], '{:6.2f}')}  "
-                     f"{_f(f['ms-ssim-rgb'])}  {_f(f['st-lpips'])}  {_f(f['texture-ratio'], '{:.2f}')}")
+                     f"{_f(f['ms-ssim-rgb'])}  {_f(f['st-lpips'])}  {_f(f['texture-ratio'])}")
     return "\n".join(lines)
+
+
+def plot_variants(doc: dict, path: str | Path) -> Path:
+    """The comparison as one figure: bits per token by scale and the RD ladder of each model, the
+    coders' bytes at every k, and the samplers' quality at equal bytes (ST-LPIPS when measured, else
+    PSNR-Y). Panels whose kind was not run are left out."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = []
+    if doc.get("models"):
+        panels += ["bits", "rd"]
+    if doc.get("coders"):
+        panels.append("coders")
+    if doc.get("samplers"):
+        panels.append("samplers")
+    if not panels:
+        raise VariantError("nothing to plot: no variant kind was run")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    axes = dict(zip(panels, axes[0]))
+    for name, m in doc.get("models", {}).items():
+        label = f"{Path(name).name} ({m['mask']}, {m['quantizer']})"
+        K = len(m["bits_per_token_per_scale"])
+        line, = axes["bits"].plot(range(K), m["bits_per_token_per_scale"], "o-", label=label)
+        axes["bits"].plot(range(K), m["unigram_bits_per_token_per_scale"], ":", color=line.get_color())
+        axes["rd"].plot([p["bpp"] for p in m["per_k"]], [p["psnr-y"] for p in m["per_k"]], "o-", label=label)
+    if "bits" in axes:
+        axes["bits"].set(xlabel="scale s", ylabel="model bits per token (dotted: unigram)",
+                         title="what each model pays per token")
+        axes["bits"].legend(fontsize=7)
+        axes["rd"].set(xscale="log", xlabel="bpp (file, cut after k)", ylabel="PSNR-Y (dB)",
+                       title="k = 1..K, zero fill")
+    if "coders" in axes:
+        ax = axes["coders"]
+        for name, o in doc["coders"].items():
+            ks = range(1, len(o["bytes_per_k"]) + 1)
+            ax.plot(ks, o["bytes_per_k"], "o-", label=f"{name} ({o['calls']} calls)")
+        first = next(iter(doc["coders"].values()))
+        ax.plot(range(1, len(first["model_bytes_per_k"]) + 1), first["model_bytes_per_k"], "k--", label="model bits / 8")
+        ax.set(yscale="log", xlabel="k", ylabel="bytes", title="entropy coders, same tokens")
+        ax.legend(fontsize=7)
+    if "samplers" in axes:
+        ax = axes["samplers"]
+        sp = doc["samplers"]
+        key = "st-lpips" if sp["perceptual"] else "psnr-y"
+        for name, rows in sp["samplers"].items():
+            ax.plot([r["k"] for r in rows], [r[key] for r in rows], "o-", label=name)
+        ax.set(xlabel="k (equal bytes at each k)", ylabel="ST-LPIPS (lower is better)" if key == "st-lpips"
+               else "PSNR-Y (dB)", title="detail samplers on one cut stream")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"variants on {Path(doc['clip']).name} ({doc['frames']} frames {doc['width']}x{doc['height']})",
+                 fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -445,9 +445,11 @@ def cmd_bench(args) -> int:
     from . import bench
 
     clip = args.clip_path or args.clip
-    for path in (args.json,):
+    for path in (args.json, args.plot):
         if path and Path(path).exists() and not args.force:
             raise FileExistsError(f"{path} exists; pass --force to replace it")
+    if args.plot and (args.scaling or args.variants == "none"):
+        raise UsageError("--plot draws the variant comparison: it needs --variants (not none) and no --scaling")
     if args.scaling:
         doc = bench.run_scaling(args.model, clip, frames=tuple(args.scaling_frames), threads=args.threads[-1])
     else:
@@ -465,6 +467,8 @@ def cmd_bench(args) -> int:
                                        frames=args.frames)
             print(bv.format_variants(variants))
             doc = {**doc, "variants": variants} if doc else variants
+            if args.plot:
+                print(f"wrote {bv.plot_variants(variants, args.plot)}")
     if args.json:
         print(f"wrote {bench.write_json(doc, args.json, force=args.force)}")
     return 0
@@ -624,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samplers", metavar="A,B", help="only these detail samplers (default: all)")
     p.add_argument("--no-speed", action="store_true", help="skip the speed part (thread counts, split by stage)")
     p.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
-    p.add_argument("--force", action="store_true", help="replace --json if it exists")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw the variant comparison")
+    p.add_argument("--force", action="store_true", help="replace --json / --plot if they exist")
     p.set_defaults(func=cmd_bench)
     return parser
 

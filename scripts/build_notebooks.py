@@ -850,6 +850,139 @@ NB["07_swapping_a_stage"] = [
     we export the demo codec's to a file that stage 2 loads.
     '''),
     SETUP,
+    md(r'''
+    ## One line per swap, one benchmark to compare
+
+    Before training anything: every kind of stage can be swapped with **one line**, and
+    `progvc_lab.bench_variants` (what `progvc-lab bench CLIP` prints) measures what changed on the same
+    clip, everything else equal.
+
+    | stage | the one line | shipped variants |
+    |---|---|---|
+    | context model (mask) | `Codec.from_pretrained("tiny-var")` | `tiny` (progvc_sparse), `tiny-var`, `tiny-infinitystar` |
+    | quantizer | `Codec.from_pretrained("tiny-bsq")` | `tiny` (VQ codebook), `tiny-bsq` (bitwise BSQ) |
+    | entropy coder | `codec.encode(video, fps, coder="torchac")` | `constriction` (default), `torchac` |
+    | detail sampler | `codec.decode(cut, sampler="sample")` | `zero`, `argmax`, `mean`, `sample`, `copy`, or your own object |
+    | tokenizer | `Codec(tokenizer=other.tokenizer, quantizer=..., context_model=...)` | (retrain: below) |
+
+    A mask or a quantizer changes what the context model learns, so each shipped variant is its own
+    trained model (`configs/tiny_var_stage2.yaml`, `configs/tiny_bsq_stage1.yaml`, ...). A coder or a
+    sampler changes nothing that was trained: it is a keyword of `encode` or `decode`.
+    '''),
+    code('''
+    from progvc_lab import bench_variants as bv
+    from progvc_lab.codec import Codec
+
+    models = {name: Codec.from_pretrained(name) for name in ("tiny", "tiny-var", "tiny-infinitystar", "tiny-bsq")}
+    for name, m in models.items():
+        d = bv.describe(m)
+        print(f"{name:>18}: mask {d['mask']:<13} quantizer {d['quantizer']:<4} truncation safe: {d['truncation_safe']}")
+    clip = video[:4]   # 4 frames keep this quick; progvc-lab bench uses the whole clip
+    # each model: encode once (a mask that is not truncation safe: once per k), decode at every k, score
+    reports = {name: bv.model_report(m, clip, fps, name) for name, m in models.items()}
+    '''),
+    code('''
+    import matplotlib.pyplot as plt
+
+    K = codec.quantizer.num_scales
+    fig, (ax_bits, ax_rd) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, r in reports.items():
+        ax_bits.plot(range(K), r["bits_per_token_per_scale"], "o-", label=name)
+        ax_rd.plot([p["bpp"] for p in r["per_k"]], [p["psnr-y"] for p in r["per_k"]], "o-", label=name)
+    ax_bits.plot(range(K), reports["tiny"]["unigram_bits_per_token_per_scale"], "k--", label="unigram (tiny)")
+    ax_bits.set(xlabel="scale s", ylabel="model bits per token", title="what each variant pays per token")
+    ax_rd.set(xscale="log", xlabel="bpp (file bytes, cut after k)", ylabel="PSNR-Y (dB)", title="k = 1..K, zero fill")
+    ax_bits.legend(fontsize=8)
+    ax_rd.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+
+    print(f"{'model':>18} {'bytes':>6} {'vs unigram':>10} {'attention pairs':>15} {'of VAR':>6} {'enc f/s':>7} {'dec f/s':>7}")
+    for name, r in reports.items():
+        a = r["attention"]
+        print(f"{name:>18} {r['bytes']:>6} {r['ratio_to_unigram']:>10.2f} {a['pairs']:>15,} {a['fraction_of_var']:>6.2f} "
+              f"{r['encode_fps']:>7.1f} {r['decode_fps']:>7.1f}")
+    '''),
+    md(r'''
+    Read the table with the chapter's caveats. The three masks code within a few percent of each other
+    (each context model was fine-tuned for 400 steps from the same start), while progvc_sparse computes
+    a fraction of VAR's attention pairs (it falls with the GOP length: VAR's grow with its square) and is the only one of the three whose stream can be cut after
+    any k; VAR's and InfinityStar's streams are encoded once per k. BSQ pays more bits and loses PSNR at
+    the full pyramid: its 9 bits per token span a 9-dimensional subspace of the 16-channel latent
+    (tutorial 07 has the measured story).
+
+    The coder and the sampler are keywords. The coders code **the same tokens**; only the bytes around
+    them differ (torchac: one string per block, each with its termination; constriction: one per scale
+    of a GOP). The samplers fill **the same cut stream**, so each k is an equal-bytes comparison.
+    '''),
+    code('''
+    coders = bv.coder_report(codec, clip, fps)          # each coder encodes, then decodes at every k
+    for name, o in coders.items():
+        print(f"{name:>13}: {o['calls']:>3} calls, {o['chunks']} chunks, {o['model_bytes']:7.1f} model bytes in "
+              f"{o['bytes']:5.0f} chunk bytes ({o['overhead_bytes_per_call']:.2f} B per call), file bytes at k = 1..K "
+              f"{o['bytes_per_k']}, same tokens back at every k: {o['round_trip_every_k']}")
+    '''),
+    code('''
+    class PreviousFrame:
+        """A detail sampler of our own: an unsent token repeats frame t-1's token there (argmax on frame 0).
+
+        It needs only the members of progvc_lab.stages.protocols.DetailSampler: no subclassing, no registry."""
+        name, config, predicts, latent_fill, mean_context = "previous", {}, True, False, "latent"
+
+        def probabilities(self, logits_LV):
+            return torch.softmax(logits_LV.double(), -1)
+
+        def choose(self, logits_LV, gop, t, s, prev_L=None, still_L=None):
+            return logits_LV.argmax(-1) if prev_L is None else prev_L.clone()
+
+
+    samplers = bv.sampler_report(codec, clip, fps, ["zero", "argmax", "mean", "sample", PreviousFrame()],
+                                 perceptual=False)   # perceptual=True adds ST-LPIPS (slower)
+    fig, (ax_p, ax_t) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, rows in samplers["samplers"].items():
+        ks = [r["k"] for r in rows]
+        ax_p.plot(ks, [r["psnr-y"] for r in rows], "o-", label=name)
+        ax_t.plot(ks, [r["texture-ratio"] for r in rows], "o-", label=name)
+    ax_p.set(xlabel="k (scales sent; equal bytes at each k)", ylabel="PSNR-Y (dB)")
+    ax_t.set(xlabel="k", ylabel="texture energy, decoded / original")
+    ax_p.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+    '''),
+    md(r'''
+    Zero fill has the best PSNR at every k: a guessed detail that is not the real one costs squared
+    error twice (the missing detail plus the wrong one). The samplers that draw tokens put texture
+    energy back (right panel), which a perceptual metric such as ST-LPIPS rewards and PSNR punishes;
+    `progvc-lab eval` and `progvc-lab bench` score both.
+
+    **The tokenizer** is the one stage a keyword cannot swap usefully: the quantizer's codebook and the
+    context model were trained on *its* latents. The swap itself is one line; the cell below puts
+    tiny-bsq's tokenizer (trained with another quantizer) under tiny's quantizer and context model.
+    '''),
+    code('''
+    mixed = Codec(tokenizer=models["tiny-bsq"].tokenizer, quantizer=codec.quantizer, context_model=codec.context_model)
+    r_mixed = bv.model_report(mixed, clip, fps, "tiny + tiny-bsq's tokenizer")
+    for name, r in (("tiny", reports["tiny"]), ("tiny with tiny-bsq's tokenizer", r_mixed)):
+        full = r["per_k"][-1]
+        print(f"{name:>31}: {full['bytes']:>5} bytes, PSNR-Y {full['psnr-y']:.2f} dB, MS-SSIM {full['ms-ssim-rgb']:.3f}")
+    print("fingerprints differ:", mixed.fingerprint() != codec.fingerprint(),
+          "(a stream of one is refused by the other)")
+    '''),
+    md(r'''
+    A new tokenizer is a new stage 1: train it (`progvc-lab train stage1 --config configs/tiny_stage1.yaml
+    --model.tokenizer.class_path your_module.YourTokenizer`), then stage 2 on its tokens. The rest of
+    this notebook does that for the context model, the cheaper stage, with two masks.
+
+    The same comparison from a shell, on any clip, with every shipped variant (a few minutes for 30
+    QCIF frames):
+
+    ```bash
+    progvc-lab bench data/foreman_qcif_30f.y4m --no-speed --json foreman_variants.json
+    progvc-lab bench my_clip.y4m --variants samplers --samplers zero,sample   # narrowed
+    ```
+
+    ## Retraining a variant through the same CLI
+    '''),
     code('''
     import tempfile
     from pathlib import Path

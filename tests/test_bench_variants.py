@@ -117,3 +117,17 @@ def test_narrowing_and_a_model_file(tmp_path):
         with pytest.raises(bv.VariantError, match=match):
             bv.run_variants(sample_clip_path("akiyo"), **{"kinds": ("masks", "coders"), **bad}, frames=1,
                             log=lambda *_: None)
+
+
+def test_plot_draws_every_kind_that_ran(doc, tmp_path):
+    import matplotlib.image as mpimg
+
+    path = bv.plot_variants(doc, tmp_path / "v.png")
+    height, width = mpimg.imread(path).shape[:2]
+    assert width > 3.5 * height        # four panels side by side
+    only_coders = {**{k: v for k, v in doc.items() if k not in ("models", "samplers")}}
+    height, width = mpimg.imread(bv.plot_variants(only_coders, tmp_path / "c.png")).shape[:2]
+    assert width < 1.5 * height
+    with pytest.raises(bv.VariantError, match="nothing to plot"):
+        bv.plot_variants({k: v for k, v in doc.items() if k not in ("models", "samplers", "coders")},
+                         tmp_path / "none.png")

@@ -381,8 +381,10 @@ def test_demo_eval_bench(files, capsys, tmp_path):
     expect_error(capsys, "exists", "bench", files / "in.y4m", "--model", files / "m.pt", "--json", tmp_path / "bench.json")
     # narrowed: only the coders, no speed part
     rc, out, _ = run(capsys, "bench", files / "in.y4m", "--model", files / "m.pt", "--no-speed", "--variants", "coders",
-                     "--coders", "constriction", "--json", tmp_path / "coders.json")
+                     "--coders", "constriction", "--json", tmp_path / "coders.json", "--plot", tmp_path / "c.png")
     assert rc == 0 and "frames/s (" not in out and "-- entropy coders" in out
+    assert (tmp_path / "c.png").stat().st_size > 0
+    expect_error(capsys, "--plot", "bench", files / "in.y4m", "--variants", "none", "--plot", tmp_path / "n.png")
     doc = json.loads((tmp_path / "coders.json").read_text())
     assert doc["kinds"] == ["coders"] and list(doc["coders"]) == ["constriction"]
     expect_error(capsys, "unknown kind 'mask'", "bench", files / "in.y4m", "--variants", "mask")
