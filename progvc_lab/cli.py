@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Progressive generative video compression: encode, truncate, decode, evaluate.",
         epilog="Files given with -o are never replaced without --force. Run 'progvc-lab demo' to start.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--trust-class-paths", action="store_true",
+                        help="let a model file name stage classes outside progvc_lab that are not registered "
+                             "(importing them runs their code: only for model files you made or trust)")
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
     model_help = "shipped model name ('tiny', 'tiny-bsq') or a .pt file saved with Codec.save (default: tiny)"
@@ -678,6 +681,21 @@ def _message(e: BaseException, args) -> str:
     return " ".join(msg.split("\n")[0].split()) if "\n" in msg else msg
 
 
+@contextlib.contextmanager
+def _trusting(trust: bool):
+    """``--trust-class-paths`` for this call only (``evaluate.TRUST_CLASS_PATHS``, restored after)."""
+    if not trust:
+        yield
+        return
+    from . import evaluate   # imports torch: only when asked (info and truncate must not)
+
+    old, evaluate.TRUST_CLASS_PATHS = evaluate.TRUST_CLASS_PATHS, True
+    try:
+        yield
+    finally:
+        evaluate.TRUST_CLASS_PATHS = old
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
@@ -704,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(debug=bool(argv[:i]), func=cmd_train, rest=argv[i + 1:])
     else:
         args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _trusting(getattr(args, "trust_class_paths", False)):
         warnings.showwarning = _show_warning
         try:
             rc = args.func(args)

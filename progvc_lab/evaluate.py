@@ -33,13 +33,20 @@ SHARED_CLIPS = shared_clips_dir()
 
 
 # ---- loading ---------------------------------------------------------------------------------------
-def load_codec(model: str | Path | Codec = "tiny") -> Codec:
-    """A codec from a shipped name ("tiny"), a .pt saved with ``Codec.save``, or a Codec (as is)."""
+# ``progvc-lab --trust-class-paths``: model files may name stage classes outside progvc_lab that are not
+# registered in this process (importing them runs their module). Off by default; the CLI sets it.
+TRUST_CLASS_PATHS = False
+
+
+def load_codec(model: str | Path | Codec = "tiny", *, trust_class_paths: bool | None = None) -> Codec:
+    """A codec from a shipped name ("tiny"), a .pt saved with ``Codec.save``, or a Codec (as is).
+    ``trust_class_paths``: see ``Codec.load`` (None: ``TRUST_CLASS_PATHS``, what the CLI's flag sets)."""
     if isinstance(model, Codec):
         return model
     if Path(model).suffix in (".pt", ".pth", ".ckpt") and not Path(model).exists():
         raise FileNotFoundError(f"no model file at {model} (give a .pt saved with Codec.save, or 'tiny')")
-    return Codec.from_pretrained(str(model))
+    trust = TRUST_CLASS_PATHS if trust_class_paths is None else trust_class_paths
+    return Codec.from_pretrained(str(model), trust_class_paths=trust)
 
 
 # ---- one clip: every truncation level ------------------------------------------------------------------

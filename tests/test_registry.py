@@ -246,6 +246,21 @@ def test_an_unregistered_class_path_is_refused_and_nothing_is_imported(tmp_path,
     assert marker.exists() and type(trusted.tokenizer).__name__ == "Evil"
     assert trusted.stage_names()["tokenizer"] == "conv"
     monkeypatch.delitem(sys.modules, "evil_stage_module")
+    marker.unlink()
+
+    # the command line: refused in one line that names the flag; the flag opts in for that call only
+    from progvc_lab import evaluate
+    from progvc_lab.cli import main as cli_main
+    from progvc_lab.data.video import write_video
+
+    write_video(tmp_path / "in.y4m", pattern_clip(2, 32, 48))
+    argv = ["encode", str(tmp_path / "in.y4m"), "-o", str(tmp_path / "x.pgvc"), "--model", str(tmp_path / "evil.pt")]
+    assert cli_main(argv) == 2
+    assert not marker.exists() and not (tmp_path / "x.pgvc").exists()
+    assert cli_main(["--trust-class-paths", *argv]) == 0
+    assert marker.exists() and (tmp_path / "x.pgvc").stat().st_size > 0
+    assert evaluate.TRUST_CLASS_PATHS is False          # restored after the call
+    monkeypatch.delitem(sys.modules, "evil_stage_module")
 
 
 @pytest.mark.parametrize("class_path,match", [

@@ -116,7 +116,7 @@ def resolve(kind: str, path, trust: bool = False) -> type:
         raise StageLookupError(
             f"refused {label} class_path {path!r}: it is not a registered stage, and importing a module "
             f"that a file names runs its code. If you trust it, import that module and register the class "
-            f"(progvc_lab.stages.registry.register({kind!r}, NAME)), or load with trust_class_paths=True")
+            f"(progvc_lab.stages.registry.register({kind!r}, NAME)), or load with trust_class_paths=True (progvc-lab --trust-class-paths)")
     module, _, attr = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), attr)
@@ -128,7 +128,7 @@ def resolve(kind: str, path, trust: bool = False) -> type:
     base = default(kind) if kind in DEFAULTS else None
     if ours and not trust and base is not None and not issubclass(cls, base):
         raise StageLookupError(f"refused {label} class_path {path!r}: inside progvc_lab only subclasses of "
-                               f"{class_path(base)} (or registered stages) load without trust_class_paths=True")
+                               f"{class_path(base)} (or registered stages) load without trust_class_paths=True (progvc-lab --trust-class-paths)")
     from .protocols import missing
 
     lacks = missing(kind, cls)
