@@ -272,7 +272,11 @@ def run_variants(clip: str | Path | None = None, kinds=KINDS, base: str = DEFAUL
     if "coders" in kinds:
         log("  entropy coders ...")
         doc["coders"] = coder_report(base_codec, video, fps, coders)
-    if "samplers" in kinds:
+    if "samplers" in kinds and not base_codec.truncation_safe:
+        doc["samplers_skipped"] = (f"{base}'s mask ({base_codec.context_model.config.mask}) is not truncation "
+                                   "safe: its streams cannot be cut, so there are no unsent scales to fill")
+        log(f"  detail samplers skipped: {doc['samplers_skipped']}")
+    elif "samplers" in kinds:
         log("  detail samplers ...")
         doc["samplers"] = sampler_report(base_codec, video, fps, samplers, perceptual=perceptual)
     return doc
@@ -322,6 +326,8 @@ def format_variants(doc: dict) -> str:
                          f"{o['overhead_bytes_per_call']:6.2f} {o['overhead_bytes_per_chunk']:7.2f} "
                          f"{100 * o['overhead_fraction_of_file']:6.1f}% {o['encode_fps']:7.1f} {o['decode_fps']:7.1f}  "
                          f"{'every k' if o['round_trip_every_k'] else 'FAILED':<10}  {o['bytes_per_k']}")
+    if "samplers_skipped" in doc:
+        lines.append(f"\n-- detail samplers skipped: {doc['samplers_skipped']}")
     if "samplers" in doc:
         sp = doc["samplers"]
         lines.append("\n-- detail samplers on the same cut stream (equal bytes at each k; PSNR-Y / MS-SSIM / "

@@ -131,3 +131,10 @@ def test_plot_draws_every_kind_that_ran(doc, tmp_path):
     with pytest.raises(bv.VariantError, match="nothing to plot"):
         bv.plot_variants({k: v for k, v in doc.items() if k not in ("models", "samplers", "coders")},
                          tmp_path / "none.png")
+
+
+def test_an_unsafe_base_skips_the_samplers_with_a_reason():
+    doc = bv.run_variants(sample_clip_path("akiyo"), kinds=("samplers",), base="tiny-var", frames=1,
+                          log=lambda *_: None)
+    assert "samplers" not in doc and "not truncation safe" in doc["samplers_skipped"]
+    assert "detail samplers skipped" in bv.format_variants(doc)
