@@ -7,7 +7,8 @@
 and reports frames/s, the real-time factor (decode frames/s over the clip's frame rate), where the
 time goes (``timed_stages`` wraps the methods of one codec instance and the entropy coder with
 ``time.perf_counter``; times are *exclusive*: a stage called inside another is not counted twice),
-Transformer calls per GOP and the entropy coder's bytes per call over the model's ideal bits.
+Transformer calls per GOP and the entropy coder's bytes per call over the model's ideal bits. Both
+coders on the same tokens, and every other variant, are ``bench_variants``' part of ``progvc-lab bench``.
 
 ``run_scaling`` measures how time and memory grow with frames (30, 100, 300) and with frame size
 (QCIF, 320x240, 416x240, CIF). Each point runs in a fresh child process that encodes a y4m file
@@ -149,10 +150,11 @@ def chunk_overhead(result) -> dict:
             "overhead_fraction_of_file": over / len(result.data)}
 
 
-def _quiet_decode(codec: Codec, data: bytes, **kw) -> torch.Tensor:
+def quiet(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with warnings silenced (a benchmark's decodes of cut streams warn)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return codec.decode(data, **kw)
+        return fn(*args, **kwargs)
 
 
 def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), frames: int | None = None,
@@ -197,7 +199,7 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                 enc_verify_s = time.perf_counter() - t0
                 timer.reset()
                 t0 = time.perf_counter()
-                _quiet_decode(codec, data)
+                quiet(codec.decode, data)
                 dec_s = time.perf_counter() - t0
                 dec_stages, dec_calls = dict(timer.seconds), dict(timer.calls)
                 dec_per_scale = {int(k): {"ms_per_call": 1000 * v[0] / v[1], "calls": v[1]}
@@ -208,7 +210,7 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                 for k in range(1, K + 1):
                     cut = bitstream.truncate(data, k)
                     t0 = time.perf_counter()
-                    _quiet_decode(codec, cut)
+                    quiet(codec.decode, cut)
                     sec = time.perf_counter() - t0 if k < K else dec_s
                     per_scale.append({"k": k, "bytes": len(cut), "decode_seconds": sec, "decode_fps": T / sec})
             run = {"threads": n, "bytes": len(data), "gops": gops,
@@ -222,20 +224,6 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
                    "per_k": per_scale, "coder_overhead": chunk_overhead(stats)}
             report["runs"].append(run)
             log(format_bench_run(run, float(fps)))
-        # both entropy coders on the same tokens (the coder does not change them): bytes and overhead
-        from .stages.entropy import CODERS
-
-        report["coders"] = {}
-        for name in CODERS:
-            d, st = codec.encode_with_stats(video, fps, coder=name)
-            o = chunk_overhead(st)
-            o["bytes_per_k"] = [len(bitstream.truncate(d, k)) for k in range(1, K + 1)]
-            report["coders"][name] = o
-        log("\n== entropy coders on the same tokens (file bytes at k = 1..K; overhead over the model's bits)")
-        for name, o in report["coders"].items():
-            log(f"  {name:<13} {o['bytes_per_k']}  {o['calls']} calls, {o['overhead_bytes_per_call']:.2f} bytes "
-                f"per call, {o['overhead_bytes_per_chunk']:.2f} per chunk, {100 * o['overhead_fraction_of_file']:.1f} % "
-                "of the file")
     finally:
         torch.set_num_threads(old_threads)
         codec.config.coding_threads = old_coding

@@ -28,13 +28,14 @@ JSON-ready dict and ``format_variants`` prints it as tables.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import bitstream
+from .bench import chunk_overhead
+from .bench import quiet as _quiet
 from .codec import PRETRAINED, Codec
 
 KINDS = ("masks", "quantizers", "coders", "samplers")
@@ -99,12 +100,6 @@ def attention_pairs(codec: Codec, header: bitstream.Header) -> dict:
     return {"pairs": ours, "pairs_per_token": ours / tokens, "var_pairs": var, "fraction_of_var": ours / var}
 
 
-def _quiet(fn, *a, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **kw)
-
-
 def _timed(fn, *a, **kw):
     t0 = time.perf_counter()
     out = _quiet(fn, *a, **kw)
@@ -155,7 +150,6 @@ def model_report(codec: Codec, video: torch.Tensor, fps, name: str = "") -> dict
 
 def coder_report(codec: Codec, video: torch.Tensor, fps, coders=None) -> dict:
     """Each entropy coder on the same tokens: bytes at every k, model bits vs bytes, chunk count, round trip."""
-    from .bench import chunk_overhead
     from .stages.entropy import CODERS
 
     coders = list(coders or CODERS)
@@ -202,12 +196,12 @@ def sampler_report(codec: Codec, video: torch.Tensor, fps, samplers=None, data: 
     labels = [s if isinstance(s, str) else getattr(s, "name", type(s).__name__) for s in samplers]
     if perceptual is None:
         perceptual = st_lpips_available()[0]
-    T = video.shape[0]
-    K = codec.quantizer.num_scales
-    data = data if data is not None else _quiet(codec.encode, video, fps)
     if not codec.truncation_safe:
         raise VariantError("the samplers are compared on one stream cut after k: the model's mask must be "
                            "truncation safe")
+    T = video.shape[0]
+    K = codec.quantizer.num_scales
+    data = data if data is not None else _quiet(codec.encode, video, fps)
     rows = {label: [] for label in labels}
     for k in range(1, K):
         cut = bitstream.truncate(data, k)

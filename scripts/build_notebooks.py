@@ -904,8 +904,8 @@ NB["07_swapping_a_stage"] = [
               f"{r['encode_fps']:>7.1f} {r['decode_fps']:>7.1f}")
     '''),
     md(r'''
-    Read the table with the chapter's caveats. The three masks code within a few percent of each other
-    (each context model was fine-tuned for 400 steps from the same start), while progvc_sparse computes
+    Read the table with the chapter's caveats. Compare the bytes column: the three masks code close to
+    each other (each context model was fine-tuned for 400 steps from the same start), while progvc_sparse computes
     a fraction of VAR's attention pairs (it falls with the GOP length: VAR's grow with its square) and is the only one of the three whose stream can be cut after
     any k; VAR's and InfinityStar's streams are encoded once per k. BSQ pays more bits and loses PSNR at
     the full pyramid: its 9 bits per token span a 9-dimensional subspace of the 16-channel latent
