@@ -14,7 +14,7 @@
                         [--json OUT.json] [--plot OUT.png] [--out outputs/eval] [--frames N]
                         [--no-perceptual] [--force]
     progvc-lab bench    [CLIP] [--model] [--threads 1 2] [--frames N] [--variants all|none|masks,quantizers,coders,samplers]
-                        [--models A,B] [--coders A,B] [--samplers A,B] [--no-speed] [--scaling] [--json OUT]
+                        [--models A,B] [--coders A,B] [--samplers A,B] [--no-speed] [--scaling] [--json OUT] [--plot OUT.png]
 
 Files named with ``-o`` are never replaced unless ``--force`` is given; they must be in a folder that
 exists. Outputs are written to a unique temporary file next to the target and then renamed: a failed
@@ -437,10 +437,6 @@ def _lambda_list(text: str) -> tuple[float, ...]:
     return tuple(parse(x.strip()) for x in text.split(","))
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
-
-
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -462,8 +458,9 @@ def cmd_bench(args) -> int:
             doc = bench.run_bench(args.model, clip, args.threads, args.frames, per_k=not args.no_per_k)
         if kinds:
             print(f"\n== variants: {', '.join(kinds)}")
-            variants = bv.run_variants(clip, kinds, base=args.model, models=_names(args.models),
-                                       coders=_names(args.coders), samplers=_names(args.samplers),
+            variants = bv.run_variants(clip, kinds, base=args.model, models=args.models and _csv_list(args.models),
+                                       coders=args.coders and _csv_list(args.coders),
+                                       samplers=args.samplers and _csv_list(args.samplers),
                                        frames=args.frames)
             print(bv.format_variants(variants))
             doc = {**doc, "variants": variants} if doc else variants
