@@ -15,6 +15,7 @@ from pathlib import Path
 from progvc_lab import evaluate
 from progvc_lab.data import load_clip, sample_clip_path
 from progvc_lab.resources import REPO_ROOT, shared_path
+from progvc_lab.viz.figures import plot_rd_curve
 
 ROOT = REPO_ROOT
 CLIPS = [sample_clip_path("foreman"), sample_clip_path("akiyo"),
@@ -57,7 +58,8 @@ def main():
             print(f"| {s} | {b:.3f} | {u:.3f} | {r:.3f} |")
         print(f"| all | | | **{stats['ratio_to_unigram']:.3f}** |")
     (out / "results.json").write_text(json.dumps(jsons, indent=2) + "\n")
-    evaluate.plot_rd_curve(results, out / "rd_curves.png", title="tiny model on held-out clips")
+    plot_rd_curve({r["name"]: r["points"] for r in results}, title="tiny model on held-out clips",
+                  path=out / "rd_curves.png")
     print(f"\nwrote {out / 'results.json'} and {out / 'rd_curves.png'}")
 
 

@@ -100,32 +100,6 @@ def to_compressai(result: dict, description: str = "") -> dict:
 
 
 # ---- figures --------------------------------------------------------------------------------------------
-def plot_rd_curve(results: list[dict], path: str | Path, title: str = "progvc_lab: one encode, K rate points"):
-    """bpp vs PSNR-RGB, one line per clip, each point labelled with its k."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for res in results:
-        bpp = [p["bpp"] for p in res["points"]]
-        psnr = [p["psnr_rgb"] for p in res["points"]]
-        ax.plot(bpp, psnr, "o-", label=res["name"])
-        for p in res["points"]:
-            ax.annotate(f"k={p['k']}", (p["bpp"], p["psnr_rgb"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("bpp (file bytes incl. header)")
-    ax.set_ylabel("PSNR-RGB (dB)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
 def plot_frames_by_k(result: dict, path: str | Path):
     """The original frame and the same frame decoded at every k, side by side."""
     import matplotlib
@@ -196,7 +170,11 @@ def run_demo(model="tiny", clip: str | Path | None = None, out: str | Path = "ou
     log("encode f/s: one encode for all k; dec f/s: decoding the truncated stream of each k")
     analysis = codec.analyze(video, fps)
     log(format_analysis(analysis))
-    files = {"rd_curve": plot_rd_curve([result], out / "rd_curve.png"),
+    from .viz.figures import plot_rd_curve
+
+    plot_rd_curve({result["name"]: result["points"]}, title="progvc_lab: one encode, K rate points",
+                  path=out / "rd_curve.png")
+    files = {"rd_curve": out / "rd_curve.png",
              "frames_by_k": plot_frames_by_k(result, out / "frames_by_k.png"),
              "results": out / "results.json"}
     files["results"].write_text(json.dumps(to_compressai(result), indent=2) + "\n")

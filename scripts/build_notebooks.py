@@ -2063,12 +2063,7 @@ NB["13_train_from_scratch"] = [
             curves[name].append({"k": k, "bytes": len(cut), "bpp": bpp(len(cut), T, H, W),
                                  "psnr": psnr(c.decode(cut), test_video)})
         print(name + ": " + ", ".join(f"k={p['k']} {p['bytes']} B {p['psnr']:.1f} dB" for p in curves[name]))
-    fig = plot_rd_curve(curves["shipped tiny"], title="the codec trained here vs the shipped tiny model")
-    ax = fig.axes[0]
-    ax.plot([p["bpp"] for p in curves["trained here"]], [p["psnr"] for p in curves["trained here"]], "s--",
-            color="tab:green", label="trained here")
-    ax.legend(fontsize=8)
-    fig
+    plot_rd_curve(curves, title="the codec trained here vs the shipped tiny model")   # {label: points}: one line each
     """),
     md(r"""
     **Stretch: questions** (write your answer first):

@@ -284,3 +284,19 @@ def test_load_demo_codec_falls_back_with_a_warning_or_loads_the_shipped_model():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert viz.load_demo_codec().fingerprint() == codec.fingerprint()  # same random weights
+
+
+def test_plot_rd_curve_draws_one_line_per_labelled_curve_and_writes_a_file(tmp_path):
+    """The package's one RD figure: several curves as {label: points} (evaluate.rate_points' psnr_rgb
+    points too), a legend naming them, and the PNG written when a path is given."""
+    ours = [{"k": 1, "bpp": 0.01, "psnr_rgb": 20.0}, {"k": 2, "bpp": 0.03, "psnr_rgb": 23.5}]
+    other = [(0.02, 21.0), (0.05, 25.0), (0.09, 27.0)]
+    fig = figures.plot_rd_curve({"ours": ours, "x265": other}, title="t", path=tmp_path / "rd.png")
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if ln.get_label() in ("ours", "x265")]
+    assert [ln.get_label() for ln in lines] == ["ours", "x265"]
+    assert list(lines[0].get_ydata()) == [20.0, 23.5] and len(lines[1].get_xdata()) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ours", "x265"]
+    assert (tmp_path / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one unlabelled curve: no legend
+    assert figures.plot_rd_curve(ours).axes[0].get_legend() is None

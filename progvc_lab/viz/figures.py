@@ -11,7 +11,7 @@ its value) and nothing piles up in pyplot's figure list. ``figure_to_png`` turns
     plot_scale_step(original, token_map, recon, s)                    one scale: tokens, recon, residual
     plot_mask(name, num_frames, num_scales, window)                   block mask + cost + truncation safety
     plot_bits_per_scale(bytes_per_scale, k)       what each scale costs; what a cut after k saves
-    plot_rd_curve(points, highlight)              bpp vs PSNR, one point per k
+    plot_rd_curve(points, highlight, path=)       bpp vs PSNR, one point per k (or {label: points})
     token_bits_maps(codec, video)                 -log2 p of every token, (T, h_s, w_s) per scale
     plot_bits_heatmap(bits_maps, t)               where in frame t the bits go, per scale
     plot_sampler_comparison(frames_by_sampler)    frames side by side
@@ -273,30 +273,50 @@ def plot_bits_per_scale(bytes_per_scale: Sequence[int], k: int | None = None,
 
 def _rd_point(p) -> tuple[float, float, object]:
     if isinstance(p, Mapping):
-        return float(p["bpp"]), float(p["psnr"]), p.get("k")
+        y = p["psnr"] if "psnr" in p else p["psnr_rgb"]   # rdeval/widgets points, or evaluate.rate_points'
+        return float(p["bpp"]), float(y), p.get("k")
     return float(p[0]), float(p[1]), (p[2] if len(p) > 2 else None)
 
 
-def plot_rd_curve(points, highlight=None, title: str = "rate-distortion: one encode, K rate points") -> Figure:
-    """bpp vs PSNR. ``points``: dicts with ``bpp``, ``psnr`` and ``k``, or tuples (bpp, psnr[, k]).
-    ``highlight``: the k (or, for unlabelled points, the index) to mark."""
-    pts = [_rd_point(p) for p in points]
-    fig, axes = _new_figure(1, width=4.0, height=2.8)
+RD_STYLES = ("o-", "s--", "^-.", "v:", "D-", "x--")
+
+
+def plot_rd_curve(points, highlight=None, title: str = "rate-distortion: one encode, K rate points",
+                  path=None, dpi: int = 120) -> Figure:
+    """bpp vs PSNR (RGB), each point labelled with its k: the one RD figure of the package (the explorers,
+    ``progvc-lab demo``, the notebooks and the benchmarks all draw with it).
+
+    ``points``: one curve -- dicts with ``bpp`` and ``psnr`` (or ``psnr_rgb``, as ``evaluate.rate_points``
+    gives) and ``k``, or tuples (bpp, psnr[, k]) -- or several, as a mapping {label: points} (one line
+    each, with a legend). ``highlight``: the k (or, for unlabelled points, the index) to mark on the
+    first curve. ``path``: also write the figure there as PNG (``dpi``)."""
+    curves = dict(points) if isinstance(points, Mapping) else {None: points}
+    several = len(curves) > 1 or None not in curves
+    fig, axes = _new_figure(1, width=5.2 if several else 4.0, height=3.6 if several else 2.8)
     ax = axes[0][0]
-    x = [p[0] for p in pts]
-    y = [p[1] for p in pts]
-    ax.plot(x, y, "-o", color="tab:blue", ms=4)
-    for i, (bx, py, k) in enumerate(pts):
-        ax.annotate(f"k={k}" if k is not None else str(i), (bx, py), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7)
-        if highlight is not None and (k == highlight if k is not None else i == highlight):
-            ax.plot([bx], [py], "o", color="tab:red", ms=10, zorder=3)
-    if all(v > 0 for v in x):   # a log rate axis: the low rates (k = 1..3) are not squashed into one corner
+    xs_all = []
+    for i, (label, pts) in enumerate(curves.items()):
+        pts = [_rd_point(p) for p in pts]
+        x = [p[0] for p in pts]
+        y = [p[1] for p in pts]
+        xs_all += x
+        style = RD_STYLES[i % len(RD_STYLES)]
+        ax.plot(x, y, style, ms=4, label=label, **({} if several else {"color": "tab:blue"}))
+        for j, (bx, py, k) in enumerate(pts):
+            ax.annotate(f"k={k}" if k is not None else str(j), (bx, py), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+            if i == 0 and highlight is not None and (k == highlight if k is not None else j == highlight):
+                ax.plot([bx], [py], "o", color="tab:red", ms=10, zorder=3)
+    if xs_all and all(v > 0 for v in xs_all):   # a log rate axis: the low rates (k = 1..3) are not squashed
         ax.set_xscale("log")
     ax.set_xlabel("bits per pixel (log scale)" if ax.get_xscale() == "log" else "bits per pixel")
     ax.set_ylabel("PSNR (RGB, dB)")
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=9)
+    if several:
+        ax.legend(fontsize=8)
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
     return fig
 
 
