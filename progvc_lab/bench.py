@@ -163,11 +163,11 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
 
     For each n in ``threads`` both the process's torch threads and the codec's ``coding_threads`` are
     set to n (and restored afterwards). Returns a JSON-ready dict (``runs``: one per thread count)."""
-    from .data import load_clip, sample_clip_path
+    from .data import clip_path, load_clip
     from .evaluate import load_codec
 
     codec = load_codec(model)
-    clip = Path(clip) if clip is not None else sample_clip_path()
+    clip = clip_path(clip)
     if not clip.exists():
         raise FileNotFoundError(f"{clip}: no such clip")
     video, fps = load_clip(clip, frames)
@@ -320,11 +320,11 @@ def run_scaling(model="tiny", clip: str | Path | None = None, frames=SCALING_FRA
                 threads: int = 2, log=print) -> dict:
     """Time per frame and peak memory against frames (at the first size) and against frame size (at the
     first frame count), each point in its own process. Returns a JSON-ready dict."""
-    from .data import read_video, sample_clip_path
+    from .data import clip_path, load_clip
     from .data.streaming import VideoWriter
 
-    clip = Path(clip) if clip is not None else sample_clip_path()
-    source, fps = read_video(clip)
+    clip = clip_path(clip)
+    source, fps = load_clip(clip)
     model_arg = str(model)
     points = [(n, sizes[0]) for n in frames] + [(frames[0], s) for s in sizes[1:]]
     results = []

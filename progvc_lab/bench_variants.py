@@ -221,10 +221,10 @@ def run_variants(clip: str | Path | None = None, kinds=KINDS, base: str = DEFAUL
     (default: every shipped one; a model file given there joins the mask variants), ``coders`` and
     ``samplers`` narrow theirs. ``base`` may also be a model file (then the masks and quantizers are that
     one model). ``perceptual``: score the samplers with ST-LPIPS (None: when its weights are installed)."""
-    from .data import load_clip, sample_clip_path
+    from .data import clip_path, load_clip
     from .evaluate import load_codec
 
-    clip = Path(clip) if clip is not None else sample_clip_path()
+    clip = clip_path(clip)
     if not clip.exists():
         raise FileNotFoundError(f"{clip}: no such clip")
     video, fps = load_clip(clip, frames)

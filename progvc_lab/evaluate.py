@@ -157,10 +157,10 @@ def run_demo(model="tiny", clip: str | Path | None = None, out: str | Path = "ou
     """Encode a clip once, decode every truncation level, write rd_curve.png, frames_by_k.png and
     results.json into ``out`` (files of those names there are replaced: ``out`` is the demo's own
     folder). Returns the ``rate_points`` result plus ``analysis`` and ``files``."""
-    from .data import sample_clip_path
+    from .data import clip_path
 
     codec = load_codec(model)
-    clip = Path(clip) if clip is not None else sample_clip_path()
+    clip = clip_path(clip)
     video, fps = load_clip(clip, frames)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,24 @@ def test_sample_clip_path_unknown_name_says_what_exists():
         sample_clip_path("no-such-clip")
 
 
+def test_clip_path_resolves_names_files_and_the_default(tmp_path, monkeypatch):
+    """The one resolver of what a user calls a clip (CLI, evaluate, bench, the explorers)."""
+    from progvc_lab.data import clip_path
+    from progvc_lab.viz.widgets import load_clip as explorer_clip
+
+    assert clip_path() == sample_clip_path("foreman")
+    assert clip_path("akiyo") == sample_clip_path("akiyo")
+    mine = tmp_path / "akiyo"            # a file of that name here wins over the shipped clip
+    mine.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert clip_path("akiyo") == Path("akiyo")
+    assert clip_path(tmp_path / "any.y4m") == tmp_path / "any.y4m"   # a path is taken as given
+    with pytest.raises(FileNotFoundError, match="available"):
+        clip_path("no-such-clip")
+    frames, fps, label = explorer_clip(str(sample_clip_path("akiyo")), max_frames=2)
+    assert frames.shape[0] == 2 and label == sample_clip_path("akiyo").name
+
+
 def test_bad_magic(tmp_path):
     path = tmp_path / "x.y4m"
     path.write_bytes(b"RIFF....not a video\n")

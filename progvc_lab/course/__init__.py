@@ -39,9 +39,9 @@ __all__ = ["sample_video", "show_solution", "show_answer", "block_bytes", "coder
 
 def sample_video(frames: int = 8, name: str = "foreman") -> tuple[torch.Tensor, Fraction]:
     """The first ``frames`` frames of a shipped QCIF clip: (T, 3, 144, 176) float RGB in [0, 1], fps."""
-    from ..data import read_video, sample_clip_path
+    from ..data import load_clip, sample_clip_path
 
-    return read_video(sample_clip_path(name), max_frames=frames)
+    return load_clip(sample_clip_path(name), frames)
 
 
 def show_solution(name: str) -> None:

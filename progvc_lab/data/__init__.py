@@ -10,7 +10,6 @@ clip does not import them. This package imports nothing from the codec, training
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from .color import rgb_to_yuv420, rgb_to_yuv444_float, yuv420_to_rgb
 from .synthetic import camera_motion_clip, synthetic_clip
@@ -18,7 +17,7 @@ from .video import read_video, write_video
 from .y4m import VideoFormatError, Y4MVideo, read_y4m, read_y4m_header, write_y4m
 
 from ..resources import shipped_dir  # noqa: E402
-from .clips import default_clips, load_clip, shared_clips, shipped_clips  # noqa: E402
+from .clips import clip_path, default_clips, load_clip, sample_clip_path, shared_clips, shipped_clips  # noqa: E402
 
 DATA_DIR = shipped_dir("data")  # the repository's data/ folder, or the installed package's copy of it
 
@@ -38,23 +37,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def sample_clip_path(name: str = "foreman") -> Path:
-    """Path of a clip shipped in the repository's ``data/`` folder ("foreman" or "akiyo"); an installed
-    package carries the same clips as package data (``progvc_lab.resources``)."""
-    matches = sorted(DATA_DIR.glob(f"{name.lower()}*.y4m"))
-    if not matches:
-        available = sorted(p.stem for p in DATA_DIR.glob("*.y4m"))
-        raise FileNotFoundError(
-            f"no shipped clip named {name!r} in {DATA_DIR} (available: {available or 'none'}). "
-            f"The data/ folder comes with the repository (restore it with `git checkout -- data`) and with "
-            f"the installed package (reinstall progvc_lab)."
-        )
-    return matches[0]
-
-
 __all__ = [
     "VideoFormatError", "Y4MVideo", "read_y4m", "read_y4m_header", "write_y4m",
     "read_video", "write_video", "yuv420_to_rgb", "rgb_to_yuv420", "rgb_to_yuv444_float",
     "synthetic_clip", "camera_motion_clip", "sample_clip_path", "DATA_DIR",
-    "default_clips", "load_clip", "shared_clips", "shipped_clips", *_LAZY,
+    "clip_path", "default_clips", "load_clip", "shared_clips", "shipped_clips", *_LAZY,
 ]

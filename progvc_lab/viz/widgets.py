@@ -69,25 +69,22 @@ def load_demo_codec(name: str = "tiny") -> Codec:
 
 
 def shipped_clips() -> dict[str, Path]:
-    """The clips in the repository's ``data/`` folder, by file stem."""
-    from ..data import DATA_DIR
+    """The clips in the repository's ``data/`` folder (``data.clips.shipped_clips``), by file stem."""
+    from ..data.clips import shipped_clips as files
 
-    return {p.stem: p for p in sorted(DATA_DIR.glob("*.y4m"))}
+    return {p.stem: p for p in files()}
 
 
 def load_clip(clip=None, max_frames: int = DEMO_FRAMES) -> tuple[torch.Tensor, Fraction, str]:
     """A clip as (frames (T, 3, H, W), fps, label): ``None`` (the shipped Foreman), a shipped clip's
-    name, a file path, or a tensor (T, 3, H, W)."""
-    from ..data import read_video, sample_clip_path
+    name, a file path (found and read by ``data.clips``), or a tensor (T, 3, H, W)."""
+    from ..data.clips import clip_path
+    from ..data.clips import load_clip as read
 
     if isinstance(clip, torch.Tensor):
         return clip[:max_frames], Fraction(25), "tensor"
-    if clip is None:
-        clip = DEMO_CLIP
-    path = Path(clip)
-    if not path.exists() and "/" not in str(clip) and not path.suffix:
-        path = sample_clip_path(str(clip))
-    frames, fps = read_video(path, max_frames=max_frames)
+    path = clip_path(DEMO_CLIP if clip is None else clip)
+    frames, fps = read(path, max_frames)
     return frames, fps, path.name
 
 
