@@ -76,7 +76,8 @@ from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk  # noqa: F401  (the cod
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "tiny_bsq.pt",
               # mask variants of tiny (only their context model is stored: Codec.save(base="tiny"))
-              "tiny-var": CHECKPOINT_DIR / "tiny_var.pt", "tiny-infinitystar": CHECKPOINT_DIR / "tiny_infinitystar.pt"}
+              "tiny-var": CHECKPOINT_DIR / "tiny_var.pt", "tiny-infinitystar": CHECKPOINT_DIR / "tiny_infinitystar.pt",
+              "tiny-sparse-parent": CHECKPOINT_DIR / "tiny_sparse_parent.pt"}
 
 
 class CodecError(ValueError):

@@ -21,7 +21,7 @@ def test_parse_kinds():
 
 def test_shipped_variants_are_read_from_the_models():
     groups = bv.shipped_variants("tiny")
-    assert groups["masks"] == ["tiny", "tiny-var", "tiny-infinitystar"]
+    assert groups["masks"] == ["tiny", "tiny-var", "tiny-infinitystar", "tiny-sparse-parent"]
     assert groups["quantizers"] == ["tiny", "tiny-bsq"]
     # relative to another base, tiny is the variant
     assert bv.shipped_variants("tiny-bsq")["quantizers"] == ["tiny-bsq", "tiny"]
@@ -48,7 +48,7 @@ def doc():
 
 
 def test_every_variant_is_measured(doc):
-    assert set(doc["models"]) == {"tiny", "tiny-var", "tiny-infinitystar", "tiny-bsq"}
+    assert set(doc["models"]) == {"tiny", "tiny-var", "tiny-infinitystar", "tiny-sparse-parent", "tiny-bsq"}
     K = 6
     for name, m in doc["models"].items():
         assert [p["k"] for p in m["per_k"]] == list(range(1, K + 1)), name
@@ -96,7 +96,8 @@ def test_samplers_decode_the_same_cut_stream(doc):
 
 def test_format_shows_every_table(doc):
     text = bv.format_variants(doc)
-    for part in ("-- masks: tiny (progvc_sparse), tiny-var (var), tiny-infinitystar (infinitystar)",
+    for part in ("-- masks: tiny (progvc_sparse), tiny-var (var), tiny-infinitystar (infinitystar), "
+                 "tiny-sparse-parent (progvc_sparse_parent)",
                  "-- quantizers: tiny (vq), tiny-bsq (bsq)", "bits per token by scale", "attn pairs",
                  "-- entropy coders", "every k", "-- detail samplers", "k=5", "nothing to fill"):
         assert part in text, part

@@ -105,3 +105,28 @@ def test_shipped_mask_variants_load_and_round_trip(name, mask):
     data, res = codec.encode_with_stats(video, fps, scales=4)
     tokens, _ = codec.decode_tokens(data)
     assert len(tokens) == 4 and all(torch.equal(a, b) for a, b in zip(tokens, res.tokens))
+
+
+def test_shipped_sparse_parent_variant_is_cut_after_any_k():
+    """tiny-sparse-parent (progvc_sparse plus scale s-1 of the previous frame, configs/
+    tiny_sparse_parent_stage2.yaml): a variant file on top of tiny whose mask is truncation safe, so
+    one encode is cut after every k and each cut decodes to the encoder's tokens."""
+    from progvc_lab import bitstream
+    from progvc_lab.data import read_video, sample_clip_path
+
+    codec = Codec.from_pretrained("tiny-sparse-parent")
+    tiny = Codec.from_pretrained("tiny")
+    assert codec.context_model.config.mask == "progvc_sparse_parent" and codec.truncation_safe
+    assert codec.fingerprint() != tiny.fingerprint()
+    video, fps = read_video(sample_clip_path("foreman"), max_frames=3)
+    video = video[:, :, :64, :96].contiguous()
+    data, res = codec.encode_with_stats(video, fps)
+    for k in range(1, codec.quantizer.num_scales + 1):
+        tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))
+        assert all(torch.equal(a, b) for a, b in zip(tokens[:k], res.tokens[:k])), k
+    # a variant: tiny's tokenizer and quantizer, its own (fine-tuned) context model
+    for stage in ("tokenizer", "quantizer"):
+        mine, theirs = getattr(codec, stage).state_dict(), getattr(tiny, stage).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), stage
+    mine, theirs = codec.context_model.state_dict(), tiny.context_model.state_dict()
+    assert any(not torch.equal(mine[k], theirs[k]) for k in mine)
