@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bitstream
 from .codec import Codec
 
 SCALING_FRAMES = (30, 100, 300)
@@ -207,12 +206,12 @@ def run_bench(model="tiny", clip: str | Path | None = None, threads=(1, 2), fram
             gops = stats.header.num_gops
             per_scale = []
             if per_k:
-                for k in range(1, K + 1):
-                    cut = bitstream.truncate(data, k)
-                    t0 = time.perf_counter()
-                    quiet(codec.decode, cut)
-                    sec = time.perf_counter() - t0 if k < K else dec_s
-                    per_scale.append({"k": k, "bytes": len(cut), "decode_seconds": sec, "decode_fps": T / sec})
+                from .rdeval import ladder
+
+                for rung in ladder(codec, data, video=video, fps=fps, known={K: (None, dec_s)}):
+                    sec = rung.decode_seconds
+                    per_scale.append({"k": rung.k, "bytes": len(rung.data), "decode_seconds": sec,
+                                      "decode_fps": T / sec})
             run = {"threads": n, "bytes": len(data), "gops": gops,
                    "encode_seconds": enc_s, "encode_fps": T / enc_s,
                    "encode_verify_seconds": enc_verify_s, "encode_verify_fps": T / enc_verify_s,

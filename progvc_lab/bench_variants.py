@@ -37,6 +37,7 @@ from . import bitstream
 from .bench import chunk_overhead
 from .bench import quiet as _quiet
 from .codec import PRETRAINED, Codec
+from .rdeval import ladder
 
 KINDS = ("masks", "quantizers", "coders", "samplers")
 DEFAULT_MODEL = "tiny"
@@ -124,19 +125,12 @@ def model_report(codec: Codec, video: torch.Tensor, fps, name: str = "") -> dict
     stats = codec.bit_statistics(res)
     counts = np.array(stats["tokens_per_scale"], float)
     per_k = []
-    for k in range(1, K + 1):
-        if k == K:
-            cut, res_k, out, sec = data, res, decoded, dec_s
-        elif codec.truncation_safe:
-            cut, res_k = bitstream.truncate(data, k), res
-            out, sec = _timed(codec.decode, cut)
-        else:
-            cut, res_k = _quiet(codec.encode_with_stats, video, fps, scales=k)
-            out, sec = _timed(codec.decode, cut)
+    for rung in ladder(codec, data, video=video, fps=fps, known={K: (decoded, dec_s)}):
+        k, res_k = rung.k, rung.result or res   # an unsafe mask's k has its own encode (and bits)
         model_bytes = float(res_k.model_bits[:, :k].sum()) / 8
-        per_k.append({"k": k, "bytes": len(cut), "model_bytes": model_bytes,
-                      "bpp": len(cut) * 8 / pixels, "model_bpp": model_bytes * 8 / pixels,
-                      "decode_fps": T / sec, **_quality(video, out, perceptual=False)})
+        per_k.append({"k": k, "bytes": len(rung.data), "model_bytes": model_bytes,
+                      "bpp": len(rung.data) * 8 / pixels, "model_bpp": model_bytes * 8 / pixels,
+                      "decode_fps": T / rung.decode_seconds, **_quality(video, rung.decoded, perceptual=False)})
     return {"model": name, **describe(codec), "codebook_size": int(codec.quantizer.codebook_size),
             "bytes": len(data), "encode_fps": T / enc_s, "decode_fps": T / dec_s,
             "tokens_per_scale": stats["tokens_per_scale"],
@@ -202,13 +196,10 @@ def sampler_report(codec: Codec, video: torch.Tensor, fps, samplers=None, data: 
     T = video.shape[0]
     K = codec.quantizer.num_scales
     data = data if data is not None else _quiet(codec.encode, video, fps)
-    rows = {label: [] for label in labels}
-    for k in range(1, K):
-        cut = bitstream.truncate(data, k)
-        for label, sampler in zip(labels, samplers):
-            out, sec = _timed(codec.decode, cut, sampler=sampler)
-            rows[label].append({"k": k, "bytes": len(cut), "decode_fps": T / sec,
-                               **_quality(video, out, perceptual)})
+    rows = {label: [{"k": r.k, "bytes": len(r.data), "decode_fps": T / r.decode_seconds,
+                     **_quality(video, r.decoded, perceptual)}
+                    for r in ladder(codec, data, range(1, K), sampler=sampler)]
+            for label, sampler in zip(labels, samplers)}
     full, sec = _timed(codec.decode, data)
     return {"perceptual": bool(perceptual), "samplers": rows,
             "full": {"k": K, "bytes": len(data), "decode_fps": T / sec, **_quality(video, full, perceptual)}}

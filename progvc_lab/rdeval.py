@@ -27,6 +27,7 @@ import math
 import platform
 import time
 import warnings
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -137,6 +138,71 @@ def check_perceptual() -> None:
 
 
 # ---- ours --------------------------------------------------------------------------------------------
+# ---- the truncation ladder: the one walk over k that every tool takes -----------------------------------
+@dataclass
+class Rung:
+    """One rung of the truncation ladder: the stream that decodes to ``k`` scales and its decode.
+
+    ``data``: the full stream cut after k scales (``bitstream.truncate``) or, for a mask that is not
+    truncation safe, that clip's own encode with ``scales=k``; ``result``: the ``EncodeResult`` of that
+    own encode (None when ``data`` is a cut of the full encode); ``decoded`` (T, 3, H, W) (None when not
+    decoded) and ``decode_seconds``, the wall time of that decode."""
+    k: int
+    data: bytes
+    decoded: torch.Tensor | None = None
+    decode_seconds: float = 0.0
+    result: object | None = None
+
+    def point(self, num_frames: int, height: int, width: int) -> dict:
+        """``{"k", "bytes", "bpp", "decode_seconds"}``: bpp of the real file, header included."""
+        return {"k": self.k, "bytes": len(self.data), "bpp": metrics.bpp(len(self.data), num_frames, height, width),
+                "decode_seconds": self.decode_seconds}
+
+
+def stream_at(codec, data: bytes, k: int, video: torch.Tensor | None = None, fps=None):
+    """(bytes, EncodeResult or None): the stream a receiver of k scales gets. A truncation-safe codec: the
+    full stream ``data`` cut after k (no re-encode). Otherwise (VAR-like masks, whose coarse scales depend on
+    the fine ones of earlier frames) a cut would not decode, so the clip is encoded again with
+    ``scales=k``: pass ``video`` (and ``fps``)."""
+    K = bitstream.describe(data)["scales_sent"]
+    if k == K:
+        return data, None
+    if codec.truncation_safe:
+        return bitstream.truncate(data, k), None
+    if video is None:
+        raise ValueError(f"the codec's mask ({codec.context_model.config.mask}) is not truncation safe: a stream "
+                         f"cut after k = {k} does not decode; pass the video to encode it again at that k")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return codec.encode_with_stats(video, fps if fps is not None else Fraction(25), scales=k)
+
+
+def ladder(codec, data: bytes, ks=None, *, video: torch.Tensor | None = None, fps=None, sampler="zero",
+           decode: bool = True, known: dict | None = None, **sampler_args):
+    """Yield a ``Rung`` for every k in ``ks`` (default 1..K): the stream of k scales (``stream_at``) decoded
+    from its real bytes with ``sampler`` (a name or a sampler object; ``sampler_args`` such as ``seed``,
+    ``temperature``). ``known``: {k: (decoded, seconds)} decodes the caller already has (e.g. the full
+    stream's), reused instead of decoded again. ``decode=False``: the streams only. Warnings of cut
+    streams ("stream truncated": cut on purpose here) are silenced.
+
+    ``rdeval.our_points`` (``progvc-lab eval``), ``bench`` (frames/s at every k), ``bench_variants`` (every
+    model and sampler at every k) and the explorers' ``ClipSession`` all walk k through this."""
+    K = bitstream.describe(data)["scales_sent"]
+    known = dict(known or {})
+    for k in (range(1, K + 1) if ks is None else ks):
+        data_k, res_k = stream_at(codec, data, k, video, fps)
+        rung = Rung(k, data_k, result=res_k)
+        if k in known:
+            rung.decoded, rung.decode_seconds = known[k]
+        elif decode:
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rung.decoded = codec.decode(data_k, sampler=sampler, **sampler_args)
+            rung.decode_seconds = time.perf_counter() - t0
+        yield rung
+
+
 def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: bool = True,
                seed: int = 0, progress=None, keep_frame: int | None = None) -> dict:
     """One encode, then every truncation level k decoded from its real bytes, for each sampler.
@@ -155,24 +221,19 @@ def our_points(codec, video: torch.Tensor, fps, samplers=("zero",), perceptual: 
     curves, full, frames_by_k = {}, None, {}
     for sampler in samplers:
         points = []
-        for k in range(1, K + 1):
-            data_k = bitstream.truncate(data, k)
-            if k == K and full is not None:
+        args = {"seed": seed} if sampler in ("sample", "copy") else {}
+        # at k = K there is nothing to fill: every sampler shares the first one's decode of the full stream
+        for rung in ladder(codec, data, video=video, fps=fps, sampler=sampler,
+                           known=None if full is None else {K: (None, 0.0)}, **args):
+            if rung.k == K and full is not None:
                 points.append(dict(full))
             else:
-                args = {"seed": seed} if sampler in ("sample", "copy") else {}
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # "stream truncated": we cut it on purpose
-                    decoded = codec.decode(data_k, sampler=sampler, **args)
-                dec_s = time.perf_counter() - t0
-                point = {"k": k, "bytes": len(data_k), "bpp": metrics.bpp(len(data_k), T, H, W),
-                         "decode_seconds": dec_s, **score(video, decoded, perceptual)}
+                point = {**rung.point(T, H, W), **score(video, rung.decoded, perceptual)}
                 points.append(point)
-                if k == K:
+                if rung.k == K:
                     full = point
                 if keep_frame is not None and sampler == samplers[0]:
-                    frames_by_k[k] = decoded[keep_frame]
+                    frames_by_k[rung.k] = rung.decoded[keep_frame]
             if progress is not None:
                 progress.update(1)
         curves[sampler] = points

@@ -259,3 +259,36 @@ def test_a_clip_the_shipped_model_trained_on_is_marked_seen(tmp_path):
     assert not rdeval.seen_in_training(codec, tmp_path / "akiyo_qcif_30f.y4m", "tiny")
     codec.meta = {"trained_on": ["akiyo"]}
     assert rdeval.seen_in_training(codec, tmp_path / "akiyo_qcif_30f.y4m", "mine")
+
+
+# ---- the truncation ladder ------------------------------------------------------------------------------
+def test_ladder_cuts_one_encode_and_reencodes_an_unsafe_mask_per_k():
+    """rdeval.ladder: the one walk over k of eval, bench, bench_variants and the explorers."""
+    from progvc_lab import bitstream
+
+    video = pattern_clip(3, 32, 48)
+    safe = make_tiny_codec()
+    data = safe.encode(video)
+    K = safe.quantizer.num_scales
+    rungs = list(rdeval.ladder(safe, data))
+    assert [r.k for r in rungs] == list(range(1, K + 1))
+    for r in rungs:
+        assert r.data == (bitstream.truncate(data, r.k) if r.k < K else data) and r.result is None
+        assert r.decoded.shape == video.shape and r.decode_seconds > 0
+        assert torch.equal(r.decoded, safe.decode(r.data))
+        p = r.point(3, 32, 48)
+        assert p["bytes"] == len(r.data) and p["bpp"] == pytest.approx(len(r.data) * 8 / (3 * 32 * 48))
+    # known decodes are reused, decode=False gives the streams only, ks narrows
+    marker = torch.zeros(1)
+    last = list(rdeval.ladder(safe, data, [2, K], known={K: (marker, 1.5)}))
+    assert [r.k for r in last] == [2, K] and last[1].decoded is marker and last[1].decode_seconds == 1.5
+    assert all(r.decoded is None for r in rdeval.ladder(safe, data, decode=False))
+
+    unsafe = make_tiny_codec(mask="var")
+    data = unsafe.encode(video, scales=K)
+    with pytest.raises(ValueError, match="not truncation safe.*pass the video"):
+        rdeval.stream_at(unsafe, data, 2)
+    for r in rdeval.ladder(unsafe, data, [2, 4], video=video):
+        assert bitstream.describe(r.data)["scales_sent"] == r.k
+        tokens, _ = unsafe.decode_tokens(r.data)
+        assert all(torch.equal(a, b) for a, b in zip(tokens[:r.k], r.result.tokens[:r.k]))

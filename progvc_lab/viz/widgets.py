@@ -149,7 +149,11 @@ class ClipSession:
 
     # decoder side: what a receiver of the first k scales sees
     def truncated(self, k: int) -> bytes:
-        return self._cached(("truncated", k), lambda: bitstream.truncate(self.data, k))
+        """The stream a receiver of k scales gets (``rdeval.stream_at``: the encode cut after k, or for a mask
+        that is not truncation safe, the clip encoded again at that k)."""
+        from ..rdeval import stream_at
+
+        return self._cached(("truncated", k), lambda: stream_at(self.codec, self.data, k, self.video, self.fps)[0])
 
     def decoded_tokens(self, k: int, sampler: str = "zero", temperature: float = 1.0, top_k: int = 0,
                        seed: int = 0) -> list[torch.Tensor]:
