@@ -25,8 +25,12 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# The folders come from the one module that knows them (progvc_lab.resources imports neither torch nor
+# anything heavy, so the environment below is still set before torchac / matplotlib are imported).
+from progvc_lab.resources import REPO_ROOT, shared_path  # noqa: E402
+
+SHARED_DIR = shared_path()
+assert REPO_ROOT == Path(__file__).resolve().parent.parent, "the tests run against another checkout's package"
 
 # --- environment, set before any test imports torchac / matplotlib / datasets -------------------
 # torchac compiles its C++ extension at first import: once, into the project cache.
