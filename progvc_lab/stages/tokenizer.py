@@ -22,7 +22,7 @@ and scale, which is exactly the brightness and colour information a short traini
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,10 @@ class TokenizerConfig:
     max_width: int = 128       # cap on channels
     groups: int = 8            # GroupNorm groups (when norm == "group")
     norm: str = "none"         # "none" or "group"; see the note in the module docstring
+    # channels of the decoder's full-resolution stage (doubling per up-sampling, capped at max_width);
+    # 0: ``width``, the encoder's. A narrower decoder is the cheap half of a reconstruction (issue 9):
+    # most of its cost is at full resolution. Recorded only when set (older models keep their fingerprints).
+    decoder_width: int = field(default=0, metadata={"omit_default": True})
 
 
 def make_norm(kind: str, groups: int, ch: int) -> nn.Module:
@@ -66,11 +70,13 @@ class ConvTokenizer(nn.Module):
     """Conv encoder/decoder. ``encode(x_NCHW) -> f_NChw``, ``decode(f_NChw, size) -> x_NCHW``."""
 
     def __init__(self, stride: int = 8, latent_dim: int = 16, width: int = 32, max_width: int = 128,
-                 groups: int = 8, norm: str = "none"):
+                 groups: int = 8, norm: str = "none", decoder_width: int = 0):
         super().__init__()
         if stride < 1 or stride & (stride - 1):
             raise ValueError(f"tokenizer stride must be a power of two, got {stride}")
-        self.config = TokenizerConfig(stride, latent_dim, width, max_width, groups, norm)
+        if decoder_width < 0:
+            raise ValueError(f"decoder_width must be >= 0 (0: the encoder's width), got {decoder_width}")
+        self.config = TokenizerConfig(stride, latent_dim, width, max_width, groups, norm, decoder_width)
         self.stride, self.latent_dim = stride, latent_dim
         n_down = int(math.log2(stride))
         widths = [min(width * 2 ** i, max_width) for i in range(n_down + 1)]
@@ -82,11 +88,12 @@ class ConvTokenizer(nn.Module):
                 nn.Conv2d(widths[-1], latent_dim, 1)]
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = [nn.Conv2d(latent_dim, widths[-1], 3, padding=1), ResBlock(widths[-1], groups, norm)]
+        dw = [min((decoder_width or width) * 2 ** i, max_width) for i in range(n_down + 1)]
+        dec: list[nn.Module] = [nn.Conv2d(latent_dim, dw[-1], 3, padding=1), ResBlock(dw[-1], groups, norm)]
         for i in reversed(range(n_down)):
             dec += [nn.Upsample(scale_factor=2, mode="nearest"),
-                    nn.Conv2d(widths[i + 1], widths[i], 3, padding=1), ResBlock(widths[i], groups, norm)]
-        dec += [make_norm(norm, groups, widths[0]), nn.SiLU(), nn.Conv2d(widths[0], 3, 3, padding=1)]
+                    nn.Conv2d(dw[i + 1], dw[i], 3, padding=1), ResBlock(dw[i], groups, norm)]
+        dec += [make_norm(norm, groups, dw[0]), nn.SiLU(), nn.Conv2d(dw[0], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:

@@ -148,7 +148,7 @@ class TokenizerModule(_Base):
                              "the new tokenizer when its encoder and quantizer stay frozen: "
                              "set train_only='decoder' (or train stage 2 on the new stage 1)")
         if finetune_from:
-            load_weights_into(finetune_from, tokenizer, quantizer)
+            load_weights_into(finetune_from, tokenizer, quantizer, new_decoder=train_only == "decoder")
         if train_only == "decoder":
             for p in list(tokenizer.encoder.parameters()) + list(quantizer.parameters()):
                 p.requires_grad_(False)
@@ -326,16 +326,37 @@ def _load_source(source: str, trust_class_paths: bool = False):
     return codec.tokenizer, codec.quantizer, codec
 
 
-def load_weights_into(source: str, tokenizer, quantizer) -> None:
+DECODER_FIELDS = ("decoder_width",)   # tokenizer settings that shape only the decoder
+
+
+def load_weights_into(source: str, tokenizer, quantizer, new_decoder: bool = False) -> None:
     """Copy the tokenizer and quantizer weights of ``source`` (see ``_load_source``) into these modules;
-    their configs must be equal, so that the weights mean the same thing."""
+    their configs must be equal, so that the weights mean the same thing.
+
+    ``new_decoder`` (decoder-only training): the tokenizer's config may differ from the source's in the
+    decoder's shape (``DECODER_FIELDS``, e.g. a narrower ``decoder_width``); then only the encoder's
+    weights are copied and the decoder starts from its own initialisation, learning to decode the
+    source's unchanged tokens."""
     src_tok, src_quant, _ = _load_source(source)
     for name, mine, theirs in (("tokenizer", tokenizer, src_tok), ("quantizer", quantizer, src_quant)):
-        if type(mine) is not type(theirs) or registry.init_args(mine) != registry.init_args(theirs):
+        a, b = registry.init_args(mine), registry.init_args(theirs)
+        fresh_decoder = False
+        if name == "tokenizer" and new_decoder and type(mine) is type(theirs) and a != b:
+            strip = lambda d: {k: v for k, v in d.items() if k not in DECODER_FIELDS}  # noqa: E731
+            fresh_decoder = strip(a) == strip(b)
+        if type(mine) is not type(theirs) or (a != b and not fresh_decoder):
             raise ValueError(f"finetune_from={source}: its {name} ({type(theirs).__name__} "
-                             f"{registry.init_args(theirs)}) differs from this run's ({type(mine).__name__} "
-                             f"{registry.init_args(mine)}); set the same init_args in the config")
-        mine.load_state_dict({k: v.contiguous() for k, v in theirs.state_dict().items()})
+                             f"{b}) differs from this run's ({type(mine).__name__} {a}); set the same "
+                             "init_args in the config" + (f" (with train_only='decoder' only "
+                                                          f"{', '.join(DECODER_FIELDS)} may differ)"
+                                                          if name == "tokenizer" else ""))
+        state = {k: v.contiguous() for k, v in theirs.state_dict().items()}
+        if fresh_decoder:
+            state = {k: v for k, v in state.items() if k.startswith("encoder.")}
+            missing, unexpected = mine.load_state_dict(state, strict=False)
+            assert not unexpected and all(k.startswith("decoder.") for k in missing), (missing, unexpected)
+        else:
+            mine.load_state_dict(state)
 
 
 def export_finetuned_codec(path, source: str, tokenizer, meta: dict | None = None):
@@ -353,7 +374,10 @@ def export_finetuned_codec(path, source: str, tokenizer, meta: dict | None = Non
         raise ValueError(f"the encoder changed during fine-tuning ({moved[0]}, ...): the source codec's "
                          "context model no longer fits its tokens")
     out = _copy.deepcopy(codec)
-    out.tokenizer.load_state_dict(new_state)
+    if registry.init_args(out.tokenizer) == registry.init_args(tokenizer):
+        out.tokenizer.load_state_dict(new_state)
+    else:   # a decoder of another shape (``load_weights_into(new_decoder=True)``): the trained tokenizer itself
+        out.tokenizer = _copy.deepcopy(tokenizer).to(memory_format=torch.channels_last)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     out.save(path, meta=dict(meta or {}))
     return out
