@@ -42,6 +42,7 @@ Two output heads (``head=``):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .masks import build_mask, token_mask
-from .registry import register
+from .registry import expect_config, register
 
 
 @dataclass
@@ -67,6 +68,12 @@ class ContextModelConfig:
     # output head: "categorical" (V logits) or "bitwise" (d = log2 V bit logits, see module docstring);
     # recorded only when not "categorical" (``registry.init_args``): older models keep their fingerprints
     head: str = field(default="categorical", metadata={"omit_default": True})
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head == "bitwise" and (1 << (self.codebook_size.bit_length() - 1)) != self.codebook_size:
+            raise ValueError(f"a bitwise head needs codebook_size = 2^d (token = d bits), got {self.codebook_size}")
 
 
 HEADS = ("categorical", "bitwise")
@@ -131,27 +138,25 @@ class CodingState:
 
 @register("context_model", "transformer")
 class ContextModel(nn.Module):
-    def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6, width: int = 128,
-                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4, mask: str = "progvc_sparse",
-                 window: int = 1, head: str = "categorical"):
+    """``ContextModel(mask="var", window=2)`` or ``ContextModel(ContextModelConfig(...), head="bitwise")``:
+    a config, and/or its fields as keywords (they replace the config's)."""
+
+    def __init__(self, config: ContextModelConfig | None = None, **overrides):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-        bits = codebook_size.bit_length() - 1
-        if head == "bitwise" and (1 << bits) != codebook_size:
-            raise ValueError(f"a bitwise head needs codebook_size = 2^d (token = d bits), got {codebook_size}")
-        self.config = ContextModelConfig(codebook_size, latent_dim, num_scales, width, depth, heads,
-                                         mlp_ratio, mask, window, head)
-        build_mask(mask, 1, num_scales, window)  # fail early on an unknown mask name
-        V, D = codebook_size, width
+        expect_config(config, ContextModelConfig, type(self))
+        cfg = ContextModelConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        build_mask(cfg.mask, 1, cfg.num_scales, cfg.window)  # fail early on an unknown mask name
+        V, D, K, head = cfg.codebook_size, cfg.width, cfg.num_scales, cfg.head
+        bits = V.bit_length() - 1
         self.none_id = V
-        self.in_proj = nn.Linear(latent_dim, D)
+        self.in_proj = nn.Linear(cfg.latent_dim, D)
         self.start = nn.Parameter(torch.randn(D) * 0.02)
         self.prev_embed = nn.Embedding(V + 1, D)
-        self.level_embed = nn.Embedding(num_scales, D)
-        self.frame_embed = nn.Embedding(window + 1, D)
+        self.level_embed = nn.Embedding(K, D)
+        self.frame_embed = nn.Embedding(cfg.window + 1, D)
         self.pos_proj = nn.Linear(D, D, bias=False)
-        self.layers = nn.ModuleList(Layer(D, heads, mlp_ratio) for _ in range(depth))
+        self.layers = nn.ModuleList(Layer(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.ln_out = nn.LayerNorm(D)
         self.bits = bits if head == "bitwise" else None
         self.head = nn.Linear(D, bits if head == "bitwise" else V)
@@ -161,7 +166,7 @@ class ContextModel(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         # The baseline we must beat: a static per-scale token histogram, counted on the training
         # data during stage 2 (``count_unigram``). Not used for coding; saved with the model.
-        self.register_buffer("unigram_counts", torch.zeros(num_scales, V, dtype=torch.float64))
+        self.register_buffer("unigram_counts", torch.zeros(K, V, dtype=torch.float64))
 
     @torch.no_grad()
     def count_unigram(self, tokens: list[torch.Tensor]):

@@ -21,16 +21,16 @@ per dimension, so non-square frames get non-square scales and the last scale is 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..bitstream import scale_schedule  # noqa: F401  (pure function: the stream derives it, no torch)
-from .registry import register
+from .registry import expect_config, register
 
 
 def area_down(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -52,6 +52,10 @@ class QuantizerConfig:
     # "l2" | "cosine": nearest code by distance, or by angle (residual and codes normalised first).
     # Recorded only when not "l2" (``registry.init_args``), so older models keep their fingerprints.
     lookup: str = field(default="l2", metadata={"omit_default": True})
+
+    def __post_init__(self):
+        if self.lookup not in LOOKUPS:
+            raise ValueError(f"lookup must be one of {', '.join(LOOKUPS)}, got {self.lookup!r}")
 
 
 LOOKUPS = ("l2", "cosine")
@@ -147,17 +151,19 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
     ``lookup="l2"`` (default): nearest code by Euclidean distance. ``"cosine"``: by angle, residual
     and codes normalised before the argmin (codes of very different lengths then compete on
     direction only; the code vector added to f_hat is still the stored one, unnormalised).
+
+    ``MultiScaleResidualQuantizer(codebook_size=64)`` or ``(QuantizerConfig(...), lookup="cosine")``.
     """
 
-    def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6,
-                 beta: float = 0.25, phi_mix: float = 0.5, lookup: str = "l2"):
+    def __init__(self, config: QuantizerConfig | None = None, **overrides):
         super().__init__()
-        if lookup not in LOOKUPS:
-            raise ValueError(f"lookup must be one of {', '.join(LOOKUPS)}, got {lookup!r}")
-        self.config = QuantizerConfig(codebook_size, latent_dim, num_scales, beta, phi_mix, lookup)
-        self.lookup = lookup
+        expect_config(config, QuantizerConfig, type(self))
+        cfg = QuantizerConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        self.lookup = cfg.lookup
+        codebook_size, latent_dim, num_scales = cfg.codebook_size, cfg.latent_dim, cfg.num_scales
         self.codebook_size, self.latent_dim, self.num_scales = codebook_size, latent_dim, num_scales
-        self.beta, self.phi_mix = beta, phi_mix
+        self.beta, self.phi_mix = cfg.beta, cfg.phi_mix
         self.codebook = nn.Embedding(codebook_size, latent_dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         self.phi = nn.ModuleList(nn.Conv2d(latent_dim, latent_dim, 3, padding=1) for _ in range(num_scales))

@@ -21,6 +21,7 @@ and scale, which is exactly the brightness and colour information a short traini
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register
+from .registry import expect_config, register
 
 
 @dataclass
@@ -39,6 +40,15 @@ class TokenizerConfig:
     max_width: int = 128       # cap on channels
     groups: int = 8            # GroupNorm groups (when norm == "group")
     norm: str = "none"         # "none" or "group"; see the note in the module docstring
+
+    def __post_init__(self):
+        if self.stride < 1 or self.stride & (self.stride - 1):
+            raise ValueError(f"tokenizer stride must be a power of two, got {self.stride}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose 'none' or 'group'")
+
+
+NORMS = ("none", "group")
 
 
 def make_norm(kind: str, groups: int, ch: int) -> nn.Module:
@@ -63,14 +73,18 @@ class ResBlock(nn.Module):
 
 @register("tokenizer", "conv")
 class ConvTokenizer(nn.Module):
-    """Conv encoder/decoder. ``encode(x_NCHW) -> f_NChw``, ``decode(f_NChw, size) -> x_NCHW``."""
+    """Conv encoder/decoder. ``encode(x_NCHW) -> f_NChw``, ``decode(f_NChw, size) -> x_NCHW``.
 
-    def __init__(self, stride: int = 8, latent_dim: int = 16, width: int = 32, max_width: int = 128,
-                 groups: int = 8, norm: str = "none"):
+    ``ConvTokenizer(stride=8, width=16)`` or ``ConvTokenizer(TokenizerConfig(...), width=16)``: a
+    config, and/or its fields as keywords (they replace the config's)."""
+
+    def __init__(self, config: TokenizerConfig | None = None, **overrides):
         super().__init__()
-        if stride < 1 or stride & (stride - 1):
-            raise ValueError(f"tokenizer stride must be a power of two, got {stride}")
-        self.config = TokenizerConfig(stride, latent_dim, width, max_width, groups, norm)
+        expect_config(config, TokenizerConfig, type(self))
+        cfg = TokenizerConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        stride, latent_dim, width, max_width, groups, norm = (
+            cfg.stride, cfg.latent_dim, cfg.width, cfg.max_width, cfg.groups, cfg.norm)
         self.stride, self.latent_dim = stride, latent_dim
         n_down = int(math.log2(stride))
         widths = [min(width * 2 ** i, max_width) for i in range(n_down + 1)]
