@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .masks import build_mask, token_mask
@@ -108,13 +109,11 @@ class Layer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
 
     def qkv_heads(self, x_BLD):
-        B, L, D = x_BLD.shape
-        q, k, v = self.qkv(self.ln1(x_BLD)).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        return q, k, v  # each (B, heads, L, D/heads)
+        q, k, v = rearrange(self.qkv(self.ln1(x_BLD)), "b l (qkv h d) -> qkv b h l d", qkv=3, h=self.heads)
+        return q, k, v  # each (B, heads, L, D/heads): views, as view + permute gave
 
     def finish(self, x_BLD, att_BHLd):
-        B, _, L, _ = att_BHLd.shape
-        x_BLD = x_BLD + self.proj(att_BHLd.transpose(1, 2).reshape(B, L, -1))
+        x_BLD = x_BLD + self.proj(rearrange(att_BHLd, "b h l d -> b l (h d)"))
         return x_BLD + self.mlp(self.ln2(x_BLD))
 
     def forward(self, x_BLD, mask_LL=None):
@@ -185,11 +184,11 @@ class ContextModel(nn.Module):
     # ---- the input of one block (shared by both paths) ------------------------------------------
     def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int) -> torch.Tensor:
         """Input embeddings of block (t, s) for N clips: (N, h_s*w_s, D)."""
-        N, C, h, w = ctx_NChw.shape
+        N, _, h, w = ctx_NChw.shape
         if s == 0:
             x = self.start.expand(N, h * w, -1)
         else:
-            x = self.in_proj(ctx_NChw.permute(0, 2, 3, 1).reshape(N, h * w, C))
+            x = self.in_proj(rearrange(ctx_NChw, "n c h w -> n (h w) c"))
         if prev_Nhw is None:
             prev_Nhw = torch.full((N, h, w), self.none_id, dtype=torch.long, device=ctx_NChw.device)
         x = x + self.prev_embed(prev_Nhw.reshape(N, h * w))

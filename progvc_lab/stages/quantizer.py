@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..bitstream import scale_schedule  # noqa: F401  (pure function: the stream derives it, no torch)
@@ -181,8 +182,7 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
         ``lookup="cosine"``: ``||r||^2 * ||r/|r| - e_v/|e_v| ||^2 - ||r||^2`` (the angular error in
         units of the residual's energy, so the codec's rate-distortion trade-off keeps its scale).
         """
-        N, C, h, w = r_NChw.shape
-        r_LC = r_NChw.permute(0, 2, 3, 1).reshape(-1, C)
+        r_LC = rearrange(r_NChw, "n c h w -> (n h w) c")
         e_VC = self.codebook.weight
         if self.lookup == "cosine":
             cos_LV = F.normalize(r_LC, dim=1, eps=1e-12) @ F.normalize(e_VC, dim=1, eps=1e-12).T
@@ -208,7 +208,7 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
     def expected_code(self, probs_LV: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """sum_v p(v) codebook[v] per position: (L, V) probabilities, positions row-major -> (C, h_s, w_s)."""
         z_LC = probs_LV.to(self.codebook.weight.dtype) @ self.codebook.weight
-        return z_LC.T.reshape(self.latent_dim, *size)
+        return rearrange(z_LC, "(h w) c -> c h w", h=size[0], w=size[1])
 
     def usage_stats(self, tokens: list[torch.Tensor] | None = None, top: int = 5, threshold: float = 1e-3) -> dict:
         """Perplexity, dead codes and top codes of ``tokens`` (or of the training EMA ``code_usage``)."""
@@ -265,7 +265,7 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
             return 0
         # candidates: the residuals the codebook actually has to match, at every scale
         residuals = self._residual_loop(f_NChw)[2]
-        pool = torch.cat([r.permute(0, 2, 3, 1).reshape(-1, self.latent_dim) for r in residuals])
+        pool = torch.cat([rearrange(r, "n c h w -> (n h w) c") for r in residuals])
         pick = torch.randint(len(pool), (len(dead),), device=pool.device)
         self.codebook.weight.data[dead] = pool[pick]
         self.code_usage[dead] = threshold * 10  # give them time to be picked
