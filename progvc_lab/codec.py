@@ -50,6 +50,7 @@ Three encoder-side tools for low rates (issue 7):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -163,17 +164,18 @@ STAGES = ("tokenizer", "quantizer", "context_model")   # the stages a codec chec
 
 class Codec(nn.Module):
     """The three model stages (any objects with the members of ``stages.protocols``) and the encoder's
-    choices (``CodecConfig``)."""
+    choices (``CodecConfig``): ``Codec(tok, q, cm, gop=8)`` or ``Codec(tok, q, cm, CodecConfig(...), gop=8)``,
+    a config and/or its fields as keywords (they replace the config's)."""
 
     def __init__(self, tokenizer: protocols.Tokenizer, quantizer: protocols.Quantizer,
-                 context_model: protocols.ContextModel, gop: int = MAX_GOP, coder: str = "constriction",
-                 coding_threads: int = 2, copy_gate: str = "count", rdo_lambda: float = DEFAULT_LAMBDA,
-                 rdo_candidates: int = 8):
+                 context_model: protocols.ContextModel, config: CodecConfig | None = None, **overrides):
         super().__init__()
+        registry.expect_config(config, CodecConfig, type(self))
+        cfg = CodecConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
         for kind, stage in zip(STAGES, (tokenizer, quantizer, context_model)):
             protocols.check(kind, stage)
         self.tokenizer, self.quantizer, self.context_model = tokenizer, quantizer, context_model
-        self.config = CodecConfig(gop, coder, coding_threads, copy_gate, rdo_lambda, rdo_candidates)
+        self.config = cfg
         if tokenizer.latent_dim != quantizer.latent_dim or quantizer.latent_dim != context_model.config.latent_dim:
             raise ValueError("tokenizer, quantizer and context model disagree on the latent dimension")
         if quantizer.num_scales != context_model.config.num_scales:
@@ -451,7 +453,7 @@ class Codec(nn.Module):
         return data
 
     def _options(self, options: dict) -> CodecConfig:
-        cfg = CodecConfig(**asdict(self.config))
+        cfg = dataclasses.replace(self.config)
         for k, v in options.items():
             if k not in ENCODER_CHOICES:
                 raise TypeError(f"unknown encoder option {k!r}; options: {ENCODER_CHOICES}")

@@ -6,6 +6,7 @@ The tokenizer below is defined here, is not a ``ConvTokenizer`` subclass (it onl
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import warnings
@@ -41,9 +42,11 @@ class PatchTokenizerConfig:
 class PatchTokenizer(nn.Module):
     """A duck-typed tokenizer: one strided conv in, one transposed conv out (no ResBlocks)."""
 
-    def __init__(self, stride: int = 8, latent_dim: int = 16, width: int = 8):
+    def __init__(self, config: PatchTokenizerConfig | None = None, **overrides):
         super().__init__()
-        self.config = PatchTokenizerConfig(stride, latent_dim, width)
+        cfg = PatchTokenizerConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        stride, latent_dim, width = cfg.stride, cfg.latent_dim, cfg.width
         self.stride, self.latent_dim = stride, latent_dim
         self.encoder = nn.Sequential(nn.Conv2d(3, width, stride, stride=stride), nn.SiLU(),
                                      nn.Conv2d(width, latent_dim, 1))

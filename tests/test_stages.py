@@ -517,3 +517,59 @@ def test_block_logits_refuses_blocks_out_of_order():
     state = cm.new_state((2, 2), [(1, 1), (2, 2)], 2)
     with pytest.raises(RuntimeError, match="not coded yet|first"):
         cm.block_logits(state, 1, 0, torch.zeros(4, 1, 1))
+
+
+# ---- each config written once: the dataclass is the constructor's argument ------------------------
+def _stage_kinds():
+    from progvc_lab.codec import Codec, CodecConfig
+    from progvc_lab.stages.bsq import BinarySphericalQuantizer, BSQConfig
+    from progvc_lab.stages.context_model import ContextModelConfig
+    from progvc_lab.stages.quantizer import QuantizerConfig
+    from progvc_lab.stages.tokenizer import TokenizerConfig
+
+    tiny_tok = dict(width=8, max_width=16, groups=4)
+    return [(ConvTokenizer, TokenizerConfig, tiny_tok, "stride", 4),
+            (MultiScaleResidualQuantizer, QuantizerConfig, dict(codebook_size=32), "lookup", "cosine"),
+            (BinarySphericalQuantizer, BSQConfig, dict(bits=5), "tau", 0.25),
+            (ContextModel, ContextModelConfig, dict(codebook_size=32, width=16, depth=1, heads=2), "window", 2),
+            (lambda config=None, **kw: Codec(ConvTokenizer(**tiny_tok), MultiScaleResidualQuantizer(codebook_size=32),
+                                           ContextModel(codebook_size=32, width=16, depth=1, heads=2), config, **kw),
+             CodecConfig, dict(gop=4), "rdo_lambda", 0.0)]
+
+
+@pytest.mark.parametrize("i", range(5), ids=["tokenizer", "vq", "bsq", "context_model", "codec"])
+def test_a_stage_takes_its_config_or_its_fields_and_refuses_unknown_ones(i):
+    from progvc_lab.stages import registry
+
+    make, config_cls, kw, field, value = _stage_kinds()[i]
+    by_kw = make(**kw, **{field: value})
+    by_cfg = make(config_cls(**kw), **{field: value})
+    assert by_kw.config == by_cfg.config == config_cls(**kw, **{field: value})
+    base = config_cls(**kw)
+    assert make(base).config == base and make(base).config is not base    # a copy: nothing shared
+    if i < 4:                                                             # a checkpoint's rebuild
+        assert type(by_kw)(**registry.init_args(by_kw)).config == by_kw.config
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        make(**kw, nonsense=1)
+    with pytest.raises(TypeError, match="pass the fields by name"):
+        make(8)                                                           # the old positional form
+
+
+def test_config_validation_stays():
+    with pytest.raises(ValueError, match="power of two"):
+        ConvTokenizer(stride=6)
+    with pytest.raises(ValueError, match="lookup"):
+        MultiScaleResidualQuantizer(lookup="l1")
+    with pytest.raises(ValueError, match="head"):
+        ContextModel(head="nope")
+    with pytest.raises(ValueError, match="2\\^d"):
+        ContextModel(codebook_size=48, head="bitwise")
+
+
+def test_student_quantizer_copies_the_whole_config():
+    from progvc_lab.course.build_stage import StudentQuantizer
+
+    base = MultiScaleResidualQuantizer(codebook_size=32, num_scales=4, lookup="cosine")
+    student = StudentQuantizer(base)
+    assert student.config == base.config and student.lookup == "cosine"
+    assert torch.equal(student.codebook.weight, base.codebook.weight)

@@ -37,8 +37,7 @@ class StudentQuantizer(MultiScaleResidualQuantizer):
 
     def __init__(self, base: MultiScaleResidualQuantizer, tokenize: Callable | None = None,
                  tokens_to_latent: Callable | None = None, expected_code: Callable | None = None):
-        c = base.config
-        super().__init__(c.codebook_size, c.latent_dim, c.num_scales, c.beta, c.phi_mix)
+        super().__init__(base.config)   # every field of the base's config (lookup too)
         self.load_state_dict(copy.deepcopy(base.state_dict()))
         self.eval()
         self._tokenize, self._to_latent, self._expected = tokenize, tokens_to_latent, expected_code

@@ -42,6 +42,7 @@ would weigh a small fine-scale residual's error by the code length instead of by
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .quantizer import ResidualPyramid, area_down, scale_schedule, upsample, usage_stats
-from .registry import register
+from .registry import expect_config, register
 
 MAX_BITS = 12  # V = 4096: the 16-bit integer CDFs give every symbol >= 1 of 65536 counts
 
@@ -116,21 +117,25 @@ class BSQConfig:
     tau: float = 0.5            # temperature of the soft bits of the entropy term
     phi_mix: float = 0.5        # a in phi(x) = (1-a) x + a conv(x)
 
+    def __post_init__(self):
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= MAX_BITS:
+            raise ValueError(f"bits must be an integer in 1..{MAX_BITS} (V = 2^bits codes), got {self.bits!r}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+
 
 @register("quantizer", "bsq")
 class BinarySphericalQuantizer(ResidualPyramid, nn.Module):
     """Multi-scale residual BSQ: per scale, a token = the d sign bits of the projected residual."""
 
-    def __init__(self, bits: int = 9, latent_dim: int = 16, num_scales: int = 6, beta: float = 0.25,
-                 beta_latent: float = 0.25, entropy_weight: float = 0.1, tau: float = 0.5, phi_mix: float = 0.5):
+    def __init__(self, config: BSQConfig | None = None, **overrides):
         super().__init__()
-        if not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
-            raise ValueError(f"bits must be an integer in 1..{MAX_BITS} (V = 2^bits codes), got {bits!r}")
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        self.config = BSQConfig(bits, latent_dim, num_scales, beta, beta_latent, entropy_weight, tau, phi_mix)
+        expect_config(config, BSQConfig, type(self))
+        cfg = BSQConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        bits, latent_dim, num_scales = cfg.bits, cfg.latent_dim, cfg.num_scales
         self.bits, self.codebook_size = bits, 1 << bits
-        self.latent_dim, self.num_scales, self.phi_mix = latent_dim, num_scales, phi_mix
+        self.latent_dim, self.num_scales, self.phi_mix = latent_dim, num_scales, cfg.phi_mix
         # W has no bias: sign(W r) depends on the direction of r only (BSQ is scale invariant) and
         # e(-b) = -e(b); with a bias, small fine-scale residuals would all take the bias's pattern
         self.codebook = ImpliedCodebook(bits, latent_dim)

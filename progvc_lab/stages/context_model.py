@@ -42,15 +42,17 @@ Two output heads (``head=``):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .masks import build_mask, token_mask
-from .registry import register
+from .registry import expect_config, register
 
 
 @dataclass
@@ -67,6 +69,12 @@ class ContextModelConfig:
     # output head: "categorical" (V logits) or "bitwise" (d = log2 V bit logits, see module docstring);
     # recorded only when not "categorical" (``registry.init_args``): older models keep their fingerprints
     head: str = field(default="categorical", metadata={"omit_default": True})
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head == "bitwise" and (1 << (self.codebook_size.bit_length() - 1)) != self.codebook_size:
+            raise ValueError(f"a bitwise head needs codebook_size = 2^d (token = d bits), got {self.codebook_size}")
 
 
 HEADS = ("categorical", "bitwise")
@@ -101,13 +109,11 @@ class Layer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
 
     def qkv_heads(self, x_BLD):
-        B, L, D = x_BLD.shape
-        q, k, v = self.qkv(self.ln1(x_BLD)).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        return q, k, v  # each (B, heads, L, D/heads)
+        q, k, v = rearrange(self.qkv(self.ln1(x_BLD)), "b l (qkv h d) -> qkv b h l d", qkv=3, h=self.heads)
+        return q, k, v  # each (B, heads, L, D/heads): views, as view + permute gave
 
     def finish(self, x_BLD, att_BHLd):
-        B, _, L, _ = att_BHLd.shape
-        x_BLD = x_BLD + self.proj(att_BHLd.transpose(1, 2).reshape(B, L, -1))
+        x_BLD = x_BLD + self.proj(rearrange(att_BHLd, "b h l d -> b l (h d)"))
         return x_BLD + self.mlp(self.ln2(x_BLD))
 
     def forward(self, x_BLD, mask_LL=None):
@@ -131,27 +137,25 @@ class CodingState:
 
 @register("context_model", "transformer")
 class ContextModel(nn.Module):
-    def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6, width: int = 128,
-                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4, mask: str = "progvc_sparse",
-                 window: int = 1, head: str = "categorical"):
+    """``ContextModel(mask="var", window=2)`` or ``ContextModel(ContextModelConfig(...), head="bitwise")``:
+    a config, and/or its fields as keywords (they replace the config's)."""
+
+    def __init__(self, config: ContextModelConfig | None = None, **overrides):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-        bits = codebook_size.bit_length() - 1
-        if head == "bitwise" and (1 << bits) != codebook_size:
-            raise ValueError(f"a bitwise head needs codebook_size = 2^d (token = d bits), got {codebook_size}")
-        self.config = ContextModelConfig(codebook_size, latent_dim, num_scales, width, depth, heads,
-                                         mlp_ratio, mask, window, head)
-        build_mask(mask, 1, num_scales, window)  # fail early on an unknown mask name
-        V, D = codebook_size, width
+        expect_config(config, ContextModelConfig, type(self))
+        cfg = ContextModelConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        build_mask(cfg.mask, 1, cfg.num_scales, cfg.window)  # fail early on an unknown mask name
+        V, D, K, head = cfg.codebook_size, cfg.width, cfg.num_scales, cfg.head
+        bits = V.bit_length() - 1
         self.none_id = V
-        self.in_proj = nn.Linear(latent_dim, D)
+        self.in_proj = nn.Linear(cfg.latent_dim, D)
         self.start = nn.Parameter(torch.randn(D) * 0.02)
         self.prev_embed = nn.Embedding(V + 1, D)
-        self.level_embed = nn.Embedding(num_scales, D)
-        self.frame_embed = nn.Embedding(window + 1, D)
+        self.level_embed = nn.Embedding(K, D)
+        self.frame_embed = nn.Embedding(cfg.window + 1, D)
         self.pos_proj = nn.Linear(D, D, bias=False)
-        self.layers = nn.ModuleList(Layer(D, heads, mlp_ratio) for _ in range(depth))
+        self.layers = nn.ModuleList(Layer(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.ln_out = nn.LayerNorm(D)
         self.bits = bits if head == "bitwise" else None
         self.head = nn.Linear(D, bits if head == "bitwise" else V)
@@ -161,7 +165,7 @@ class ContextModel(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         # The baseline we must beat: a static per-scale token histogram, counted on the training
         # data during stage 2 (``count_unigram``). Not used for coding; saved with the model.
-        self.register_buffer("unigram_counts", torch.zeros(num_scales, V, dtype=torch.float64))
+        self.register_buffer("unigram_counts", torch.zeros(K, V, dtype=torch.float64))
 
     @torch.no_grad()
     def count_unigram(self, tokens: list[torch.Tensor]):
@@ -180,11 +184,11 @@ class ContextModel(nn.Module):
     # ---- the input of one block (shared by both paths) ------------------------------------------
     def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int) -> torch.Tensor:
         """Input embeddings of block (t, s) for N clips: (N, h_s*w_s, D)."""
-        N, C, h, w = ctx_NChw.shape
+        N, _, h, w = ctx_NChw.shape
         if s == 0:
             x = self.start.expand(N, h * w, -1)
         else:
-            x = self.in_proj(ctx_NChw.permute(0, 2, 3, 1).reshape(N, h * w, C))
+            x = self.in_proj(rearrange(ctx_NChw, "n c h w -> n (h w) c"))
         if prev_Nhw is None:
             prev_Nhw = torch.full((N, h, w), self.none_id, dtype=torch.long, device=ctx_NChw.device)
         x = x + self.prev_embed(prev_Nhw.reshape(N, h * w))

@@ -21,16 +21,17 @@ per dimension, so non-square frames get non-square scales and the last scale is 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..bitstream import scale_schedule  # noqa: F401  (pure function: the stream derives it, no torch)
-from .registry import register
+from .registry import expect_config, register
 
 
 def area_down(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -52,6 +53,10 @@ class QuantizerConfig:
     # "l2" | "cosine": nearest code by distance, or by angle (residual and codes normalised first).
     # Recorded only when not "l2" (``registry.init_args``), so older models keep their fingerprints.
     lookup: str = field(default="l2", metadata={"omit_default": True})
+
+    def __post_init__(self):
+        if self.lookup not in LOOKUPS:
+            raise ValueError(f"lookup must be one of {', '.join(LOOKUPS)}, got {self.lookup!r}")
 
 
 LOOKUPS = ("l2", "cosine")
@@ -147,17 +152,19 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
     ``lookup="l2"`` (default): nearest code by Euclidean distance. ``"cosine"``: by angle, residual
     and codes normalised before the argmin (codes of very different lengths then compete on
     direction only; the code vector added to f_hat is still the stored one, unnormalised).
+
+    ``MultiScaleResidualQuantizer(codebook_size=64)`` or ``(QuantizerConfig(...), lookup="cosine")``.
     """
 
-    def __init__(self, codebook_size: int = 512, latent_dim: int = 16, num_scales: int = 6,
-                 beta: float = 0.25, phi_mix: float = 0.5, lookup: str = "l2"):
+    def __init__(self, config: QuantizerConfig | None = None, **overrides):
         super().__init__()
-        if lookup not in LOOKUPS:
-            raise ValueError(f"lookup must be one of {', '.join(LOOKUPS)}, got {lookup!r}")
-        self.config = QuantizerConfig(codebook_size, latent_dim, num_scales, beta, phi_mix, lookup)
-        self.lookup = lookup
+        expect_config(config, QuantizerConfig, type(self))
+        cfg = QuantizerConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        self.lookup = cfg.lookup
+        codebook_size, latent_dim, num_scales = cfg.codebook_size, cfg.latent_dim, cfg.num_scales
         self.codebook_size, self.latent_dim, self.num_scales = codebook_size, latent_dim, num_scales
-        self.beta, self.phi_mix = beta, phi_mix
+        self.beta, self.phi_mix = cfg.beta, cfg.phi_mix
         self.codebook = nn.Embedding(codebook_size, latent_dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         self.phi = nn.ModuleList(nn.Conv2d(latent_dim, latent_dim, 3, padding=1) for _ in range(num_scales))
@@ -175,8 +182,7 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
         ``lookup="cosine"``: ``||r||^2 * ||r/|r| - e_v/|e_v| ||^2 - ||r||^2`` (the angular error in
         units of the residual's energy, so the codec's rate-distortion trade-off keeps its scale).
         """
-        N, C, h, w = r_NChw.shape
-        r_LC = r_NChw.permute(0, 2, 3, 1).reshape(-1, C)
+        r_LC = rearrange(r_NChw, "n c h w -> (n h w) c")
         e_VC = self.codebook.weight
         if self.lookup == "cosine":
             cos_LV = F.normalize(r_LC, dim=1, eps=1e-12) @ F.normalize(e_VC, dim=1, eps=1e-12).T
@@ -202,7 +208,7 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
     def expected_code(self, probs_LV: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """sum_v p(v) codebook[v] per position: (L, V) probabilities, positions row-major -> (C, h_s, w_s)."""
         z_LC = probs_LV.to(self.codebook.weight.dtype) @ self.codebook.weight
-        return z_LC.T.reshape(self.latent_dim, *size)
+        return rearrange(z_LC, "(h w) c -> c h w", h=size[0], w=size[1])
 
     def usage_stats(self, tokens: list[torch.Tensor] | None = None, top: int = 5, threshold: float = 1e-3) -> dict:
         """Perplexity, dead codes and top codes of ``tokens`` (or of the training EMA ``code_usage``)."""
@@ -259,7 +265,7 @@ class MultiScaleResidualQuantizer(ResidualPyramid, nn.Module):
             return 0
         # candidates: the residuals the codebook actually has to match, at every scale
         residuals = self._residual_loop(f_NChw)[2]
-        pool = torch.cat([r.permute(0, 2, 3, 1).reshape(-1, self.latent_dim) for r in residuals])
+        pool = torch.cat([rearrange(r, "n c h w -> (n h w) c") for r in residuals])
         pick = torch.randint(len(pool), (len(dead),), device=pool.device)
         self.codebook.weight.data[dead] = pool[pick]
         self.code_usage[dead] = threshold * 10  # give them time to be picked

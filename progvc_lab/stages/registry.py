@@ -23,6 +23,7 @@ This module imports no other stage module (they import it to register themselves
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 
@@ -137,9 +138,17 @@ def resolve(kind: str, path, trust: bool = False) -> type:
     return cls
 
 
+def expect_config(config, config_cls: type, owner) -> None:
+    """A stage constructor's ``config`` argument: None or a ``config_cls``; anything else (a stage built
+    with positional field values, as before configs were the argument) is a TypeError saying so."""
+    if config is not None and not isinstance(config, config_cls):
+        raise TypeError(f"{getattr(owner, '__name__', owner)}: config must be a {config_cls.__name__} or None, got "
+                        f"{type(config).__name__} {config!r:.60}; pass the fields by name "
+                        f"({', '.join(f.name + '=...' for f in dataclasses.fields(config_cls)[:2])}, ...)")
+
+
 def init_args(stage) -> dict:
     """A stage's constructor arguments, from its ``config`` (a dataclass or a mapping)."""
-    import dataclasses
     from collections.abc import Mapping
 
     cfg = getattr(stage, "config", None)

@@ -21,6 +21,7 @@ and scale, which is exactly the brightness and colour information a short traini
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register
+from .registry import expect_config, register
 
 
 @dataclass
@@ -43,6 +44,17 @@ class TokenizerConfig:
     # 0: ``width``, the encoder's. A narrower decoder is the cheap half of a reconstruction (issue 9):
     # most of its cost is at full resolution. Recorded only when set (older models keep their fingerprints).
     decoder_width: int = field(default=0, metadata={"omit_default": True})
+
+    def __post_init__(self):
+        if self.stride < 1 or self.stride & (self.stride - 1):
+            raise ValueError(f"tokenizer stride must be a power of two, got {self.stride}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose 'none' or 'group'")
+        if self.decoder_width < 0:
+            raise ValueError(f"decoder_width must be >= 0 (0: the encoder's width), got {self.decoder_width}")
+
+
+NORMS = ("none", "group")
 
 
 def make_norm(kind: str, groups: int, ch: int) -> nn.Module:
@@ -67,16 +79,18 @@ class ResBlock(nn.Module):
 
 @register("tokenizer", "conv")
 class ConvTokenizer(nn.Module):
-    """Conv encoder/decoder. ``encode(x_NCHW) -> f_NChw``, ``decode(f_NChw, size) -> x_NCHW``."""
+    """Conv encoder/decoder. ``encode(x_NCHW) -> f_NChw``, ``decode(f_NChw, size) -> x_NCHW``.
 
-    def __init__(self, stride: int = 8, latent_dim: int = 16, width: int = 32, max_width: int = 128,
-                 groups: int = 8, norm: str = "none", decoder_width: int = 0):
+    ``ConvTokenizer(stride=8, width=16)`` or ``ConvTokenizer(TokenizerConfig(...), width=16)``: a
+    config, and/or its fields as keywords (they replace the config's)."""
+
+    def __init__(self, config: TokenizerConfig | None = None, **overrides):
         super().__init__()
-        if stride < 1 or stride & (stride - 1):
-            raise ValueError(f"tokenizer stride must be a power of two, got {stride}")
-        if decoder_width < 0:
-            raise ValueError(f"decoder_width must be >= 0 (0: the encoder's width), got {decoder_width}")
-        self.config = TokenizerConfig(stride, latent_dim, width, max_width, groups, norm, decoder_width)
+        expect_config(config, TokenizerConfig, type(self))
+        cfg = TokenizerConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = cfg
+        stride, latent_dim, width, max_width, groups, norm, decoder_width = (
+            cfg.stride, cfg.latent_dim, cfg.width, cfg.max_width, cfg.groups, cfg.norm, cfg.decoder_width)
         self.stride, self.latent_dim = stride, latent_dim
         n_down = int(math.log2(stride))
         widths = [min(width * 2 ** i, max_width) for i in range(n_down + 1)]
