@@ -36,6 +36,7 @@ LIMITS: dict[str, dict[str, tuple]] = {
     "tokenizer": {
         "stride": (_INT, 1, 64), "latent_dim": (_INT, 1, 1024), "width": (_INT, 1, 2048),
         "max_width": (_INT, 1, 2048), "groups": (_INT, 1, 2048), "norm": (_STR, ("none", "group")),
+        "decoder_width": (_INT, 0, 2048),
     },
     "quantizer": {
         "codebook_size": (_INT, 2, 32768),  # token ids are stored as int16 for the CRCs

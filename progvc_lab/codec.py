@@ -78,7 +78,9 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "tiny_bsq.pt",
               # mask variants of tiny (only their context model is stored: Codec.save(base="tiny"))
               "tiny-var": CHECKPOINT_DIR / "tiny_var.pt", "tiny-infinitystar": CHECKPOINT_DIR / "tiny_infinitystar.pt",
-              "tiny-sparse-parent": CHECKPOINT_DIR / "tiny_sparse_parent.pt"}
+              "tiny-sparse-parent": CHECKPOINT_DIR / "tiny_sparse_parent.pt",
+              # tiny with a narrower decoder (configs/tiny_fast_stage3.yaml): tiny's streams, decoded faster
+              "tiny-fast": CHECKPOINT_DIR / "tiny_fast.pt"}
 
 
 class CodecError(ValueError):

@@ -251,6 +251,41 @@ def test_stage3_fine_tunes_only_the_decoder_and_keeps_every_token(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(decoded, tb))
 
 
+def test_a_narrower_decoder_learns_the_frozen_tokens(tmp_path):
+    """configs/tiny_fast_stage3.yaml (tiny-fast): a decoder of another width, trained from its own
+    initialisation on the source codec's frozen encoder. The export is the source codec with that
+    tokenizer: same encoder, quantizer and context model, so the same tokens in the same bytes."""
+    source = _tiny_codec(tmp_path)
+    out = tmp_path / "fast.pt"
+    train_main(["stage1", "--config", str(ROOT / "configs/tiny_fast_stage3.yaml"), *_trainer(tmp_path / "f", 2),
+                *TINY_MODEL, "--model.tokenizer.init_args.decoder_width", "4", *TINY_DATA,
+                "--data.crop_size", "[64,64]", "--data.batch_size", "2", "--model.finetune_from", str(source),
+                "--model.export_path", str(tmp_path / "f.pt"), "--model.export_codec_path", str(out),
+                "--model.ema_warmup", "1"])
+    before, after = Codec.from_pretrained(str(source)), Codec.from_pretrained(str(out))
+    assert after.tokenizer.config.decoder_width == 4 and before.tokenizer.config.decoder_width == 0
+    sb, sa = before.state_dict(), after.state_dict()
+    assert all(torch.equal(sb[k], sa[k]) for k in sb if not k.startswith("tokenizer.decoder."))
+    n_dec = lambda c: sum(p.numel() for p in c.tokenizer.decoder.parameters())  # noqa: E731
+    assert n_dec(after) < n_dec(before)
+    video = torch.rand(2, 3, 24, 40)
+    data_b, data_a = before.encode(video, rdo_lambda=0), after.encode(video, rdo_lambda=0)
+    assert len(data_a) == len(data_b)
+    tokens_b, _ = before.decode_tokens(data_b)
+    tokens_a, _ = after.decode_tokens(data_a)
+    assert all(torch.equal(a, b) for a, b in zip(tokens_a, tokens_b))
+    assert after.decode(data_a).shape == video.shape
+    # only the decoder's shape may differ: another encoder width is still refused
+    from progvc_lab.stages.quantizer import MultiScaleResidualQuantizer
+    from progvc_lab.stages.tokenizer import ConvTokenizer
+    from progvc_lab.training.modules import TokenizerModule
+
+    with pytest.raises(ValueError, match="only decoder_width may differ"):
+        TokenizerModule(ConvTokenizer(width=4, max_width=16, groups=4, decoder_width=4),
+                        MultiScaleResidualQuantizer(codebook_size=32), finetune_from=str(source),
+                        train_only="decoder")
+
+
 def test_fine_tune_options_are_checked(tmp_path):
     from progvc_lab.stages.quantizer import MultiScaleResidualQuantizer
     from progvc_lab.stages.tokenizer import ConvTokenizer
