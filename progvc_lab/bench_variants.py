@@ -75,13 +75,18 @@ def shipped_variants(base: str = DEFAULT_MODEL, load=Codec.from_pretrained) -> d
     quantizer differs; read from the models themselves, not from their names."""
     if base not in PRETRAINED:
         raise VariantError(f"{base!r} is not a shipped model ({', '.join(PRETRAINED)})")
-    info = {name: describe(load(name)) for name in PRETRAINED}
+    from .stages.registry import init_args
+
+    def info_of(codec):   # the tokenizer by its name and its settings: tiny-fast's narrower decoder is another one
+        return {**describe(codec), "tokenizer_config": init_args(codec.tokenizer)}
+
+    info = {name: info_of(load(name)) for name in PRETRAINED}
     ref = info[base]
     same = lambda a, b, keys: all(a[k] == b[k] for k in keys)  # noqa: E731
     masks = [base] + [n for n, d in info.items() if n != base and d["mask"] != ref["mask"]
-                      and same(d, ref, ("quantizer", "tokenizer"))]
+                      and same(d, ref, ("quantizer", "tokenizer", "tokenizer_config"))]
     quantizers = [base] + [n for n, d in info.items() if n != base and d["quantizer"] != ref["quantizer"]
-                           and same(d, ref, ("mask", "window", "tokenizer"))]
+                           and same(d, ref, ("mask", "window", "tokenizer", "tokenizer_config"))]
     return {"masks": masks, "quantizers": quantizers}
 
 

@@ -26,6 +26,8 @@ def test_shipped_variants_are_read_from_the_models():
     # relative to another base, tiny is the variant
     assert bv.shipped_variants("tiny-bsq")["quantizers"] == ["tiny-bsq", "tiny"]
     assert bv.shipped_variants("tiny-bsq")["masks"] == ["tiny-bsq"]
+    # tiny-fast has another decoder (decoder_width): a variant of neither kind
+    assert bv.shipped_variants("tiny-fast") == {"masks": ["tiny-fast"], "quantizers": ["tiny-fast"]}
     with pytest.raises(bv.VariantError, match="not a shipped model"):
         bv.shipped_variants("huge")
 
