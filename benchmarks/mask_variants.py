@@ -3,9 +3,12 @@ at k = 2, 4, 6 sent scales, encode and decode time.
 
     python benchmarks/mask_variants.py [--frames 10] [--json benchmarks/results/mask_variants.json]
 
-A truncation-safe model (tiny: progvc_sparse) encodes once and is cut after k; a model whose mask is
-not truncation safe (tiny-var, tiny-infinitystar) is encoded once per k (its unsent scales are
-synthesized as context). Quality: PSNR-Y and MS-SSIM of the zero-fill decode (metrics.py, the eval's).
+The models are the shipped ones that differ from tiny by the mask only (``bench_variants.shipped_variants``,
+read from the models: tiny, tiny-var, tiny-infinitystar, tiny-sparse-parent). The streams come from the one
+RD ladder (``rdeval.ladder``): a truncation-safe model (progvc_sparse, progvc_sparse_parent) encodes once
+and is cut after k (``encode_s`` is that one encode); a model whose mask is not truncation safe (var,
+infinitystar) is encoded once per k (``encode_s`` is that k's encode). Quality: PSNR-Y and MS-SSIM of the
+zero-fill decode (metrics.py, the eval's).
 """
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ import json
 import time
 from pathlib import Path
 
-from progvc_lab import bitstream, metrics
+from progvc_lab import metrics
+from progvc_lab.bench_variants import shipped_variants
 from progvc_lab.codec import Codec
 from progvc_lab.data import read_video, sample_clip_path
+from progvc_lab.rdeval import ladder
 
-MODELS = ("tiny", "tiny-var", "tiny-infinitystar")
 CLIPS = ("akiyo", "foreman")
+KS = (2, 4, 6)
 
 
 def main(argv=None) -> int:
@@ -27,33 +32,35 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    models = shipped_variants("tiny")["masks"]
     rows = []
     for clip in CLIPS:
         video, fps = read_video(sample_clip_path(clip), max_frames=args.frames)
         T, _, H, W = video.shape
-        for name in MODELS:
+        for name in models:
             codec = Codec.from_pretrained(name)
-            full = None
-            for k in (2, 4, 6):
+            t0 = time.perf_counter()
+            full = codec.encode(video, fps)
+            full_s = time.perf_counter() - t0
+            rungs = ladder(codec, full, KS, video=video, fps=fps)
+            while True:
                 t0 = time.perf_counter()
-                if codec.truncation_safe:
-                    full = full or codec.encode(video, fps)
-                    data = bitstream.truncate(full, k)
-                else:
-                    data = codec.encode(video, fps, scales=k)
-                enc = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                out = codec.decode(data)
-                dec = time.perf_counter() - t0
-                rows.append({"clip": clip, "model": name, "mask": codec.context_model.config.mask, "k": k,
-                             "bytes": len(data), "bpp": len(data) * 8 / (T * H * W),
-                             "psnr_y": float(metrics.psnr_yuv(video, out)["y"]), "ms_ssim": float(metrics.ms_ssim(video, out)),
-                             "encode_s": enc, "decode_s": dec})
+                rung = next(rungs, None)
+                if rung is None:
+                    break
+                own_encode = time.perf_counter() - t0 - rung.decode_seconds
+                enc = own_encode if rung.result is not None else full_s
+                rows.append({"clip": clip, "model": name, "mask": codec.context_model.config.mask, "k": rung.k,
+                             "truncation_safe": bool(codec.truncation_safe),
+                             "bytes": len(rung.data), "bpp": len(rung.data) * 8 / (T * H * W),
+                             "psnr_y": float(metrics.psnr_yuv(video, rung.decoded)["y"]),
+                             "ms_ssim": float(metrics.ms_ssim(video, rung.decoded)),
+                             "encode_s": enc, "decode_s": rung.decode_seconds})
                 r = rows[-1]
-                print(f"{clip:8s} {name:18s} k={k} {r['bytes']:6d} B {r['bpp']:.4f} bpp  PSNR-Y {r['psnr_y']:.2f}  "
-                      f"MS-SSIM {r['ms_ssim']:.3f}  enc {enc:.1f} s dec {dec:.1f} s", flush=True)
+                print(f"{clip:8s} {name:18s} k={r['k']} {r['bytes']:6d} B {r['bpp']:.4f} bpp  PSNR-Y {r['psnr_y']:.2f}  "
+                      f"MS-SSIM {r['ms_ssim']:.3f}  enc {enc:.1f} s dec {r['decode_s']:.1f} s", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"frames": args.frames, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"frames": args.frames, "models": models, "rows": rows}, indent=1))
     return 0
 
 

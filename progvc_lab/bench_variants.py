@@ -27,6 +27,7 @@ JSON-ready dict and ``format_variants`` prints it as tables.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -394,3 +395,48 @@ def plot_variants(doc: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def markdown_table(docs: dict[str, dict], ks=(4, None)) -> str:
+    """The README's "every shipped variant side by side" table from the JSON of ``bench --json`` on each
+    clip (``{clip label: doc}``): file bytes at each k of ``ks`` (None: the full pyramid) per clip, the model
+    bits against the static unigram per clip, the attention pairs as a fraction of VAR's, and whether one
+    encode can be cut after any k. One row per model of the mask and quantizer groups."""
+    first = next(iter(docs.values()))
+    names = list(dict.fromkeys(n for names in first.get("groups", {}).values() for n in names))
+    if not names:
+        raise VariantError("no mask or quantizer variants in these results")
+    base = first["base"]
+
+    def kind(n):
+        m = first["models"][n]
+        if n == base:
+            return f"mask {m['mask']}, {m['quantizer'].upper()}"
+        return f"mask {m['mask']}" if n in first["groups"].get("masks", ()) else f"quantizer {m['quantizer'].upper()}"
+
+    def k_of(doc, n, k):
+        per_k = doc["models"][n]["per_k"]
+        return per_k[-1] if k is None else next(p for p in per_k if p["k"] == k)
+
+    head = ["variant (model)"]
+    for clip, doc in docs.items():
+        head += [f"{clip} k = {k if k is not None else len(doc['models'][base]['per_k'])}" for k in ks]
+    head += [f"bits vs unigram ({' / '.join(docs)})", "attention pairs (of VAR's)", "cut after any k"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        m = first["models"][n]
+        row = [f"{kind(n)} (`{n}`)"]
+        for doc in docs.values():
+            row += [str(k_of(doc, n, k)["bytes"]) for k in ks]
+        row.append(" / ".join(f"{doc['models'][n]['ratio_to_unigram']:.2f}" for doc in docs.values()))
+        row.append(f"{100 * m['attention']['fraction_of_var']:.0f} %")
+        row.append("yes" if m["truncation_safe"] else "no (one encode per k)")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m progvc_lab.bench_variants LABEL=RESULT.json ... -> the README table
+    import sys
+
+    pairs = [a.split("=", 1) if "=" in a else (Path(a).stem, a) for a in sys.argv[1:]]
+    print(markdown_table({label: json.loads(Path(path).read_text()) for label, path in pairs}))

@@ -105,6 +105,28 @@ def test_format_shows_every_table(doc):
         assert part in text, part
 
 
+def test_markdown_table_is_built_from_the_results(doc):
+    """The README's variant table comes from the JSON, one row per model, numbers as measured."""
+    other = {**doc, "models": {n: {**m, "per_k": [{**p, "bytes": p["bytes"] + 1} for p in m["per_k"]]}
+                               for n, m in doc["models"].items()}}
+    text = bv.markdown_table({"Foreman": doc, "Other": other})
+    lines = text.splitlines()
+    assert lines[0].startswith("| variant (model) | Foreman k = 4 | Foreman k = 6 | Other k = 4 | Other k = 6 |")
+    rows = {line.split("`")[1]: line for line in lines[2:]}
+    assert list(rows) == ["tiny", "tiny-var", "tiny-infinitystar", "tiny-sparse-parent", "tiny-bsq"]
+    for name, line in rows.items():
+        m = doc["models"][name]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        k4 = next(p for p in m["per_k"] if p["k"] == 4)["bytes"]
+        assert cells[1:5] == [str(k4), str(m["bytes"]), str(k4 + 1), str(m["bytes"] + 1)], name
+        assert cells[-1] == ("yes" if m["truncation_safe"] else "no (one encode per k)"), name
+    assert rows["tiny"].startswith("| mask progvc_sparse, VQ (`tiny`)")
+    assert rows["tiny-bsq"].startswith("| quantizer BSQ (`tiny-bsq`)")
+    assert "| 100 % |" in rows["tiny-var"]
+    with pytest.raises(bv.VariantError, match="no mask or quantizer variants"):
+        bv.markdown_table({"x": {**doc, "groups": {}}})
+
+
 def test_narrowing_and_a_model_file(tmp_path):
     path = tmp_path / "mine.pt"
     Codec.from_pretrained("tiny").save(path)
@@ -141,3 +163,19 @@ def test_an_unsafe_base_skips_the_samplers_with_a_reason():
                           log=lambda *_: None)
     assert "samplers" not in doc and "not truncation safe" in doc["samplers_skipped"]
     assert "detail samplers skipped" in bv.format_variants(doc)
+
+
+def test_the_readme_table_is_the_committed_results():
+    """The README's variant table is what ``markdown_table`` makes of the committed bench JSON: a rerun of
+    ``benchmarks/bench_variants.sh`` that changes a number fails here until the README is regenerated."""
+    import json
+
+    from progvc_lab.resources import REPO_ROOT
+
+    results = REPO_ROOT / "benchmarks" / "results"
+    readme = REPO_ROOT / "README.md"
+    if not readme.is_file() or not (results / "bench_variants_foreman.json").is_file():
+        pytest.skip("needs the repository's README and benchmarks/results (not in an installed wheel)")
+    docs = {clip.capitalize(): json.loads((results / f"bench_variants_{clip}.json").read_text())
+            for clip in ("foreman", "akiyo")}
+    assert bv.markdown_table(docs) in readme.read_text()
