@@ -43,6 +43,7 @@ Two output heads (``head=``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -87,7 +88,16 @@ def bits_of_ids(bits: int) -> torch.Tensor:
 
 
 def pos2d(h: int, w: int, dim: int) -> torch.Tensor:
-    """Sinusoidal code of normalised (y, x) token centres: (h*w, dim). Same values for any caller."""
+    """Sinusoidal code of normalised (y, x) token centres: (h*w, dim). Same values for any caller.
+
+    A pure function of (h, w, dim), computed once per size (``_pos2d``, cached): coding asks for it in
+    every block, and building it cost about as much as a coarse block's Transformer call. The tensor is
+    shared: never modify it in place."""
+    return _pos2d(int(h), int(w), int(dim))
+
+
+@functools.lru_cache(maxsize=64)
+def _pos2d(h: int, w: int, dim: int) -> torch.Tensor:
     n = dim // 4
     freqs = (2.0 ** torch.arange(n, dtype=torch.float64)) * math.pi
     ys = (torch.arange(h, dtype=torch.float64) + 0.5) / h
@@ -133,6 +143,7 @@ class CodingState:
     copy_gate: str = "none"                      # the codec's copy gate for this GOP (codec.COPY_GATES)
     copy: dict = field(default_factory=dict)     # (t, s) -> (prev tokens, gate, context) of the block being coded
     copy_counts: dict = field(default_factory=dict)  # s -> (hits, seen) int64 per gate context
+    pos: dict = field(default_factory=dict)      # (h_s, w_s) -> pos_proj(pos2d): the same for every frame
 
 
 @register("context_model", "transformer")
@@ -182,8 +193,10 @@ class ContextModel(nn.Module):
         return out
 
     # ---- the input of one block (shared by both paths) ------------------------------------------
-    def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int) -> torch.Tensor:
-        """Input embeddings of block (t, s) for N clips: (N, h_s*w_s, D)."""
+    def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int,
+                    pos_LD: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings of block (t, s) for N clips: (N, h_s*w_s, D). ``pos_LD``: the block's
+        ``pos_proj(pos2d(h_s, w_s, D))`` when the caller keeps it (coding, weights fixed), else computed."""
         N, _, h, w = ctx_NChw.shape
         if s == 0:
             x = self.start.expand(N, h * w, -1)
@@ -193,7 +206,9 @@ class ContextModel(nn.Module):
             prev_Nhw = torch.full((N, h, w), self.none_id, dtype=torch.long, device=ctx_NChw.device)
         x = x + self.prev_embed(prev_Nhw.reshape(N, h * w))
         x = x + self.level_embed.weight[s] + self.frame_embed.weight[min(t, self.config.window)]
-        return x + self.pos_proj(pos2d(h, w, x.shape[-1]).to(x.device))
+        if pos_LD is None:
+            pos_LD = self.pos_proj(pos2d(h, w, x.shape[-1]).to(x.device))
+        return x + pos_LD
 
     # ---- training: one teacher-forced pass -------------------------------------------------------
     def _head_out(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
@@ -268,7 +283,10 @@ class ContextModel(nn.Module):
         if t > 0 and (t - 1, s) not in state.tokens:
             raise RuntimeError(f"block ({t}, {s}) needs the tokens of block ({t - 1}, {s}) first")
         prev = state.tokens[(t - 1, s)][None] if t > 0 else None
-        x = self.block_input(ctx_Chw[None], prev, t, s)
+        hw = tuple(ctx_Chw.shape[-2:])
+        if hw not in state.pos:
+            state.pos[hw] = self.pos_proj(pos2d(*hw, self.config.width).to(ctx_Chw.device))
+        x = self.block_input(ctx_Chw[None], prev, t, s, state.pos[hw])
         cache = []
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv_heads(x)
