@@ -573,3 +573,37 @@ def test_student_quantizer_copies_the_whole_config():
     student = StudentQuantizer(base)
     assert student.config == base.config and student.lookup == "cosine"
     assert torch.equal(student.codebook.weight, base.codebook.weight)
+
+
+def _cdf_reference(logits_LV, min_count=1, copy_symbols=None, gate=None):
+    """``logits_to_cdf`` as first written (out of place, indexed deficit, concatenated cumsum)."""
+    from progvc_lab.stages.entropy import TOTAL
+
+    L, V = logits_LV.shape
+    p_LV = torch.softmax(logits_LV.to(torch.float64), dim=-1)
+    if copy_symbols is not None and gate is not None:
+        g_L = torch.as_tensor(gate, dtype=torch.float64).expand(L).reshape(L, 1)
+        p_LV = (1 - g_L) * p_LV
+        p_LV.scatter_add_(1, copy_symbols.reshape(L, 1).long(), g_L)
+    freq_LV = torch.floor(p_LV * (TOTAL - V * min_count)).to(torch.int64) + min_count
+    freq_LV[torch.arange(L), p_LV.argmax(-1)] += TOTAL - freq_LV.sum(-1)
+    return torch.cat([torch.zeros(L, 1, dtype=torch.int64), freq_LV.cumsum(-1)], dim=-1)
+
+
+def test_the_faster_cdf_is_the_same_cdf_integer_for_integer():
+    """The in-place form of ``logits_to_cdf`` gives the first form's CDFs exactly: ties (rounded logits,
+    tied maxima), both min counts, with and without the copy mixture, many shapes."""
+    from progvc_lab.stages.entropy import logits_to_cdf
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(200):
+        L, V = int(torch.randint(1, 400, (1,), generator=g)), int(torch.randint(2, 600, (1,), generator=g))
+        x = torch.randn(L, V, generator=g) * float(torch.rand(1, generator=g) * 20)
+        if i % 5 == 0:
+            x = x.round()
+        if i % 7 == 0:
+            x[:, :3] = 50.0
+        min_count = 0 if i % 4 == 0 else 1
+        copy = torch.randint(0, V, (L,), generator=g) if i % 3 == 0 else None
+        gate = float(torch.rand(1, generator=g) * 0.99) if copy is not None else None
+        assert torch.equal(logits_to_cdf(x, min_count, copy, gate), _cdf_reference(x, min_count, copy, gate)), i
