@@ -4,14 +4,15 @@ At the finest scale a block's tokens attend to every token of their own block, o
 block at that scale and of the coarser scales of their frame (``progvc_sparse``), so a call's cost grows
 with the square of the frame's pixels (``progvc-lab bench`` on 416x240: 116 ms per finest-scale call
 against 14.9 ms at QCIF). This measures, with the shipped tiny's own Transformer layers, one
-finest-scale call as the codec makes it (dense ``scaled_dot_product_attention`` over all those keys)
+finest-scale call as the codec makes it (``ContextModel.block_logits``, dense attention over all those keys)
 against the same call where the queries are cut into t x t tiles and a tile's own and previous-frame
 keys are only the tokens of that tile and a halo around it (HaloNet-style blocked local attention,
 gathered with ``unfold``: one batched dense attention per tile, so the pairs outside are never
 computed; the coarser scales stay dense: "local"), and against "tiled": the same tiles with the block's
 tokens kept in tile-major order through the whole call, halos gathered by one ``index_select`` and no
-coarser keys (the block's input carries the coarser scales through f_hat). Interleaved in one process,
-median of the repeats. It is a cost bound, not a codec: no shipped
+coarser keys (the block's input carries the coarser scales through f_hat). One process, median of the
+repeats; the codec's call also builds its block input (embeddings, a few % of it), which the other two
+take as given. It is a cost bound, not a codec: no shipped
 model is trained for the local window, so the local call's logits are not tiny's.
 
     python benchmarks/local_attention.py [--tile 8] [--halo 3] [--threads 2] [--repeats 20]
@@ -49,30 +50,49 @@ def tile_halos(x_Hdhw: torch.Tensor, t: int, halo: int) -> torch.Tensor:
     return cols.view(H, d, e * e, -1).permute(0, 3, 2, 1)
 
 
-def dense_call(model, x, keys):
-    for layer, (kc, vc) in zip(model.layers, keys):
-        q, k, v = layer.qkv_heads(x)
-        x = layer.finish(x, F.scaled_dot_product_attention(q, torch.cat([kc, k], 2), torch.cat([vc, v], 2)))
-    return model.head(model.ln_out(x))
+def codec_call(model, schedule):
+    """The codec's own finest-scale call (``ContextModel.block_logits`` of frame 1, as encoder and decoder
+    make it) with random cached keys for the blocks the model's mask lets it read; returns the call and,
+    per layer, those keys split into the coarser scales of frame 1 and the previous frame's block."""
+    cfg = model.config
+    K, H, d = len(schedule), cfg.heads, cfg.width // cfg.heads
+    state = model.new_state(schedule[-1], schedule, 2)
+    reads = [(b // K, b % K) for b in torch.nonzero(state.allowed_BB[K + K - 1]).flatten().tolist()
+             if b != K + K - 1]
+    if (0, K - 1) not in reads:
+        raise SystemExit(f"mask {cfg.mask} does not read the previous frame's finest block: nothing to restrict")
+    for blk in reads:
+        hb, wb = schedule[blk[1]]
+        state.kv[blk] = [(torch.randn(1, H, hb * wb, d), torch.randn(1, H, hb * wb, d)) for _ in model.layers]
+    h, w = schedule[-1]
+    state.tokens[(0, K - 1)] = torch.randint(cfg.codebook_size, (h, w))
+    ctx = torch.randn(cfg.latent_dim, h, w)
+    coarse = [blk for blk in reads if blk[0] == 1]
+    keys = []
+    for i in range(cfg.depth):
+        kc = torch.cat([state.kv[blk][i][0] for blk in coarse], 2)
+        vc = torch.cat([state.kv[blk][i][1] for blk in coarse], 2)
+        keys.append((kc, vc, *state.kv[(0, K - 1)][i]))
+    return (lambda: model.block_logits(state, 1, K - 1, ctx)), keys
 
 
-def local_call(model, x, keys, hw, t, halo, coarse=True):
+def local_call(model, x, keys, hw, t, halo):
     """The same call, own and previous-frame keys restricted to the query's tile and its halo (HaloNet-style
     blocked local attention: one batched dense attention per tile, so no pair outside is computed). Keys
     and values outside the frame are zeros, as a convolution's zero padding, and not masked: a boolean or
-    additive mask sends CPU ``scaled_dot_product_attention`` to a path about 4x slower (measured here on
-    these shapes), and a model trained with this layout learns with the padding."""
+    additive mask sends CPU ``scaled_dot_product_attention`` to a slower path (``sdpa_paths`` prints by
+    how much), and a model trained with this layout learns with the padding."""
     h, w = hw
     for layer, (kc, vc, kp, vp) in zip(model.layers, keys):
         q, k, v = layer.qkv_heads(x)                               # (1, H, L, d)
         H, L, d = q.shape[1:]
         as_map = lambda z: z[0].transpose(1, 2).reshape(H, d, h, w)  # noqa: E731
-        q_t = tile_queries(as_map(q), t).contiguous()              # (H, n, t^2, d); a strided q is 4x slower
+        q_t = tile_queries(as_map(q), t).contiguous()              # (H, n, t^2, d); a strided q is slower (sdpa_paths)
         n = q_t.shape[1]
-        first_k = [kc[0][:, None].expand(H, n, -1, d)] if coarse else []
-        first_v = [vc[0][:, None].expand(H, n, -1, d)] if coarse else []
-        k_t = torch.cat(first_k + [tile_halos(as_map(kp), t, halo), tile_halos(as_map(k), t, halo)], 2)
-        v_t = torch.cat(first_v + [tile_halos(as_map(vp), t, halo), tile_halos(as_map(v), t, halo)], 2)
+        k_t = torch.cat([kc[0][:, None].expand(H, n, -1, d), tile_halos(as_map(kp), t, halo),
+                         tile_halos(as_map(k), t, halo)], 2)
+        v_t = torch.cat([vc[0][:, None].expand(H, n, -1, d), tile_halos(as_map(vp), t, halo),
+                         tile_halos(as_map(v), t, halo)], 2)
         o = F.scaled_dot_product_attention(q_t, k_t, v_t)          # (H, n, t^2, d)
         hp, wp = h + -h % t, w + -w % t
         o = F.fold(o.permute(0, 3, 2, 1).reshape(H, d * t * t, n), (hp, wp), t, stride=t)[:, :, :h, :w]
@@ -124,6 +144,21 @@ def tiled_call(model, x, keys, layout, t):
     return model.head(model.ln_out(x))[:, back]
 
 
+def sdpa_paths(H: int, n: int, q_len: int, k_len: int, d: int, repeats: int) -> dict:
+    """ms of one tiled ``scaled_dot_product_attention`` (H, n, q_len, d) x (H, n, k_len, d): contiguous
+    queries, the same with a boolean mask (all True: the same result), and strided queries (the
+    (H, d, t*t, n) -> (H, n, t*t, d) view ``unfold`` leaves, d not the fastest dimension)."""
+    q = torch.randn(H, n, q_len, d)
+    k, v = torch.randn(H, n, k_len, d), torch.randn(H, n, k_len, d)
+    mask = torch.ones(n, 1, k_len, dtype=torch.bool)
+    q_strided = torch.randn(H, d, q_len, n).permute(0, 3, 2, 1)
+    runs = {"contiguous": lambda: F.scaled_dot_product_attention(q, k, v),
+            "boolean mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+            "strided queries": lambda: F.scaled_dot_product_attention(q_strided, k, v)}
+    with torch.inference_mode():
+        return {name: statistics.median(timed(fn, repeats)) * 1e3 for name, fn in runs.items()}
+
+
 def timed(fn, repeats):
     fn()
     out = []
@@ -160,17 +195,12 @@ def main(argv=None) -> int:
         st = codec.tokenizer.config.stride
         schedule = codec.quantizer.schedule((-(-H_ // st), -(-W_ // st)))   # the padded frame's latent
         h, w = schedule[-1]
-        L, Lc = h * w, sum(a * b for a, b in schedule[:-1])
+        L = h * w
         x = torch.randn(1, L, cfg.width)
-        # keys the call reads from the cache: coarser scales of its frame + the previous frame's block
-        dense_keys, local_keys = [], []
-        for _ in model.layers:
-            kc, vc = torch.randn(1, H, Lc, d), torch.randn(1, H, Lc, d)
-            kp, vp = torch.randn(1, H, L, d), torch.randn(1, H, L, d)
-            dense_keys.append((torch.cat([kc, kp], 2), torch.cat([vc, vp], 2)))
-            local_keys.append((kc, vc, kp, vp))
+        dense, local_keys = codec_call(model, schedule)
+        Lc = local_keys[0][0].shape[2]                                 # keys of the coarser scales
         with torch.inference_mode():
-            td = timed(lambda: dense_call(model, x, dense_keys), args.repeats)
+            td = timed(dense, args.repeats)
             tl = timed(lambda: local_call(model, x, local_keys, (h, w), t, halo), args.repeats)
             layout = tile_layout(h, w, t, halo)
             P = layout[0].numel()
@@ -179,6 +209,12 @@ def main(argv=None) -> int:
         md, ml, mn = (statistics.median(z) * 1e3 for z in (td, tl, tn))
         print(f"{name:>8} {L:6d} {Lc + 2 * L:10d} {Lc + 2 * e * e:10d} {md:9.2f} {ml:9.2f} {md / ml:7.2f}x | "
               f"{2 * e * e:11d} {mn:7.2f} {md / mn:7.2f}x", flush=True)
+        if name == "416x240":   # why the naive gather is slow: one tile attention on the paths it may take
+            n = (-(-h // t)) * (-(-w // t))
+            why = (name, n, Lc + 2 * e * e, sdpa_paths(H, n, t * t, Lc + 2 * e * e, d, args.repeats))
+    name, n, keys, paths = why
+    print(f"one layer's tile attention at {name} ({n} tiles, {keys} keys): " + ", ".join(
+        f"{k} {v:.2f} ms ({v / paths['contiguous']:.1f}x)" for k, v in paths.items()))
     return 0
 
 

@@ -91,8 +91,7 @@ def pos2d(h: int, w: int, dim: int) -> torch.Tensor:
     """Sinusoidal code of normalised (y, x) token centres: (h*w, dim). Same values for any caller.
 
     A pure function of (h, w, dim), computed once per size (``_pos2d``, cached): coding asks for it in
-    every block, and building it cost about as much as a coarse block's Transformer call. The tensor is
-    shared: never modify it in place."""
+    every block. The tensor is shared: never modify it in place."""
     return _pos2d(int(h), int(w), int(dim))
 
 
@@ -193,10 +192,14 @@ class ContextModel(nn.Module):
         return out
 
     # ---- the input of one block (shared by both paths) ------------------------------------------
+    def pos_embed(self, h: int, w: int, device=None) -> torch.Tensor:
+        """Where each token of an h x w block is: ``pos_proj(pos2d(h, w, D))``, (h*w, D)."""
+        return self.pos_proj(pos2d(h, w, self.config.width).to(device))
+
     def block_input(self, ctx_NChw: torch.Tensor, prev_Nhw: torch.Tensor | None, t: int, s: int,
                     pos_LD: torch.Tensor | None = None) -> torch.Tensor:
         """Input embeddings of block (t, s) for N clips: (N, h_s*w_s, D). ``pos_LD``: the block's
-        ``pos_proj(pos2d(h_s, w_s, D))`` when the caller keeps it (coding, weights fixed), else computed."""
+        ``pos_embed`` when the caller keeps it (coding, weights fixed), else computed here."""
         N, _, h, w = ctx_NChw.shape
         if s == 0:
             x = self.start.expand(N, h * w, -1)
@@ -206,9 +209,7 @@ class ContextModel(nn.Module):
             prev_Nhw = torch.full((N, h, w), self.none_id, dtype=torch.long, device=ctx_NChw.device)
         x = x + self.prev_embed(prev_Nhw.reshape(N, h * w))
         x = x + self.level_embed.weight[s] + self.frame_embed.weight[min(t, self.config.window)]
-        if pos_LD is None:
-            pos_LD = self.pos_proj(pos2d(h, w, x.shape[-1]).to(x.device))
-        return x + pos_LD
+        return x + (self.pos_embed(h, w, x.device) if pos_LD is None else pos_LD)
 
     # ---- training: one teacher-forced pass -------------------------------------------------------
     def _head_out(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
@@ -285,7 +286,7 @@ class ContextModel(nn.Module):
         prev = state.tokens[(t - 1, s)][None] if t > 0 else None
         hw = tuple(ctx_Chw.shape[-2:])
         if hw not in state.pos:
-            state.pos[hw] = self.pos_proj(pos2d(*hw, self.config.width).to(ctx_Chw.device))
+            state.pos[hw] = self.pos_embed(*hw, ctx_Chw.device)
         x = self.block_input(ctx_Chw[None], prev, t, s, state.pos[hw])
         cache = []
         for i, layer in enumerate(self.layers):

@@ -140,7 +140,12 @@ def resolve(kind: str, path, trust: bool = False) -> type:
 
 def expect_config(config, config_cls: type, owner) -> None:
     """A stage constructor's ``config`` argument: None or a ``config_cls``; anything else (a stage built
-    with positional field values, as before configs were the argument) is a TypeError saying so."""
+    with positional field values, as before configs were the argument) is a TypeError saying so.
+
+    The config itself is built in each constructor, ``Cfg(**overrides) if config is None else
+    dataclasses.replace(config, **overrides)``, not here: LightningCLI (jsonargparse) finds what a
+    ``**overrides`` accepts by reading the constructor's body for a call that unpacks it, so a helper
+    taking ``overrides`` as a dict would hide the fields from YAML ``init_args`` (tested in test_registry)."""
     if config is not None and not isinstance(config, config_cls):
         raise TypeError(f"{getattr(owner, '__name__', owner)}: config must be a {config_cls.__name__} or None, got "
                         f"{type(config).__name__} {config!r:.60}; pass the fields by name "
