@@ -27,7 +27,7 @@ class CheckpointError(ValueError):
     """A checkpoint file that this project refuses to load. The message names the file and why."""
 
 
-_INT, _FLOAT, _STR = "int", "float", "str"
+_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
 
 # section -> field -> (kind, low, high) for numbers or (kind, allowed values) for strings.
 # Generous for real models (the shipped tiny uses width 128, depth 4, V 512), small enough that
@@ -47,7 +47,7 @@ LIMITS: dict[str, dict[str, tuple]] = {
         "codebook_size": (_INT, 2, 32768), "latent_dim": (_INT, 1, 1024), "num_scales": (_INT, 1, 32),
         "width": (_INT, 4, 4096), "depth": (_INT, 1, 64), "heads": (_INT, 1, 128),
         "mlp_ratio": (_INT, 1, 16), "mask": (_STR, None), "window": (_INT, 0, 64),
-        "head": (_STR, ("categorical", "bitwise")),
+        "head": (_STR, ("categorical", "bitwise")), "gate_head": (_BOOL,),
     },
     "codec": {
         "gop": (_INT, 1, 65535), "coder": (_STR, None), "coding_threads": (_INT, 1, 1024),
@@ -99,6 +99,9 @@ def check_section(section: str, values, path, allowed: dict | None = None) -> di
             choices = bounds[0] if bounds[0] is not None else (allowed or {}).get(key)
             if not isinstance(value, str) or (choices is not None and value not in choices):
                 raise CheckpointError(f"{path}: {name} = {value!r} is not one of {sorted(choices or [])}")
+        elif kind == _BOOL:
+            if not isinstance(value, bool):
+                raise CheckpointError(f"{path}: {name} = {value!r} must be true or false")
         else:
             lo, hi = bounds
             ok_type = (isinstance(value, int) if kind == _INT else isinstance(value, (int, float)))

@@ -4,7 +4,7 @@
 
     progvc-lab demo     [--model tiny] [--clip PATH] [--out outputs/demo] [--frames N]
     progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--verify] [--force]
-                        [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate none|count|context]
+                        [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate auto|none|count|context|learned]
     progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|mean|sample|copy]
                         [--temperature T[,T1,...]] [--top-k K] [--top-p P] [--seed S] [--strict] [--limit NAME=N ...] [--force]
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
@@ -512,8 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=_positive("--scales"), metavar="K",
                    help="send only the first K scales (a truncation-safe model: the full stream cut after K; a "
                         "model whose mask is not truncation safe, e.g. var: coded for exactly K scales)")
-    p.add_argument("--copy-gate", choices=("none", "count", "context"),
-                   help="copy-aware probabilities for P frames (default: count; none = off; context = 9 counts per scale)")
+    p.add_argument("--copy-gate", choices=("auto", "none", "count", "context", "learned"),
+                   help="copy-aware probabilities for P frames (default auto: learned for a model with a gate head, "
+                        "e.g. tiny-gate, else count; none = off; context = 9 counts per scale; learned = the "
+                        "model's per-token correction of the count)")
     p.add_argument("--coder", choices=("constriction", "torchac"),
                    help="entropy coder (default: constriction = one range coder per chunk; torchac = one call per block)")
     p.add_argument("--coding-threads", type=_positive("--coding-threads"), metavar="N",

@@ -72,7 +72,7 @@ from .stages.entropy import CODERS, code_lengths, get_coder
 from .stages.masks import build_mask, coding_order, is_truncation_safe
 from .stages.quantizer import area_down
 from .stages.sampler import DetailSampler
-from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk  # noqa: F401  (the coding walk; re-exported)
+from .walk import COPY_GATES, COPY_PRIOR, Block, GopWalk, has_gate_head  # noqa: F401  (the coding walk; re-exported)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "tiny_bsq.pt",
@@ -98,7 +98,8 @@ class CodecConfig:
     coder: str = "constriction"  # entropy coder: "constriction" (one range coder per chunk) or "torchac" (one call per block)
     coding_threads: int = 2      # intra-op threads of the coding path: fixed per stream (in its header), since
                                  # float results depend on it; 2 measured ~1.5x faster than 1 on 2 cores
-    copy_gate: str = "count"     # copy-aware probabilities: "none" | "count" | "context" (in the header)
+    copy_gate: str = "auto"      # copy-aware probabilities: "none" | "count" | "context" | "learned" (in the
+                                 # header); "auto": "learned" for a model with a gate head, else "count"
     rdo_lambda: float = DEFAULT_LAMBDA   # RD-optimised token choice; 0 = nearest code
     rdo_candidates: int = 8      # nearest codes the RDO considers (plus the previous frame's token); 0 = all
 
@@ -269,7 +270,7 @@ class Codec(nn.Module):
                     "state_dict": {**{k: v for k, v in parent["state_dict"].items()
                                       if k.split(".", 1)[0] not in ckpt["config"]}, **ckpt["state_dict"]}}
         config = check_codec_config(ckpt["config"], path, {"coder": sorted(CODERS), "mask": sorted(MASKS),
-                                                           "copy_gate": COPY_GATES}, trust_class_paths)
+                                                           "copy_gate": COPY_GATES + ("auto",)}, trust_class_paths)
         state = dict(check_state_dict(ckpt["state_dict"], path))
         meta = ckpt.get("meta", {})
         if not isinstance(meta, dict):
@@ -437,7 +438,7 @@ class Codec(nn.Module):
         all iterate ``walk.blocks(scales)``; each yielded ``Block`` carries the logits, the coded integer
         CDF (``block.cdf``, copy gate included) and, once the consumer has set ``block.symbols``, their
         model bits. ``copy_gate`` defaults to ``config.copy_gate`` (decoders pass the stream's)."""
-        gate = self.config.copy_gate if copy_gate is None else copy_gate
+        gate = self.resolve_copy_gate(self.config.copy_gate if copy_gate is None else copy_gate)
         try:
             return GopWalk(self.context_model, self.quantizer, latent_hw, schedule, n_frames, copy_gate=gate,
                            gop=gop, start=start, sent=sent)
@@ -454,6 +455,13 @@ class Codec(nn.Module):
         data, _ = self.encode_with_stats(video, fps, verify, scales=scales, **options)
         return data
 
+    def resolve_copy_gate(self, name: str) -> str:
+        """The copy gate a stream is coded with: ``"auto"`` is ``"learned"`` for a context model with a
+        gate head (measured better, README "Low-rate coding options"), else ``"count"``."""
+        if name == "auto":
+            return "learned" if has_gate_head(self.context_model) else "count"
+        return name
+
     def _options(self, options: dict) -> CodecConfig:
         cfg = dataclasses.replace(self.config)
         for k, v in options.items():
@@ -461,8 +469,12 @@ class Codec(nn.Module):
                 raise TypeError(f"unknown encoder option {k!r}; options: {ENCODER_CHOICES}")
             if v is not None:
                 setattr(cfg, k, v)
+        cfg.copy_gate = self.resolve_copy_gate(cfg.copy_gate)
         if cfg.copy_gate not in COPY_GATES:
-            raise CodecError(f"unknown copy gate {cfg.copy_gate!r}; choose one of {COPY_GATES}")
+            raise CodecError(f"unknown copy gate {cfg.copy_gate!r}; choose one of {COPY_GATES} or 'auto'")
+        if cfg.copy_gate == "learned" and not has_gate_head(self.context_model):
+            raise CodecError("copy gate 'learned' needs a model with a gate head (e.g. --model tiny-gate); "
+                             "this model has none: use 'count'")
         if not (isinstance(cfg.coding_threads, int) and 1 <= cfg.coding_threads <= bitstream.MAX_CODING_THREADS):
             raise CodecError(f"coding_threads must be an integer in 1..{bitstream.MAX_CODING_THREADS}, "
                              f"got {cfg.coding_threads!r}")
@@ -712,6 +724,9 @@ class Codec(nn.Module):
             raise BitstreamError(f"stream uses entropy coder {h.coder!r}, which this build cannot decode")
         if h.copy_gate not in COPY_GATES:
             raise BitstreamError(f"stream uses copy gate {h.copy_gate!r}, which this build cannot decode")
+        if h.copy_gate == "learned" and not has_gate_head(self.context_model):
+            raise BitstreamError("stream uses the learned copy gate, and this model has no gate head; decode "
+                                 "with the model that encoded it")
         held = h.num_frames if whole_video else min(h.num_frames, h.gop + bitstream.decode_batch(h))
         limits.check_memory(bitstream.decode_memory(h, **self.decode_costs(), frames_held=held))
         return stream

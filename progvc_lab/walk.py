@@ -28,8 +28,12 @@ token at the same scale and position. The gate is an integer count kept identica
 decoder per (GOP, scale[, context]): ``g = (hits + 2) / (seen + 3)`` over the earlier P frames of the
 GOP at that scale, a hit being a token equal to its predecessor. ``"count"``: one count per scale;
 ``"context"``: 9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token
-one scale coarser in frame t a copy" (each 0 / 1 / unknown); ``"none"``: off. The gate of scale s reads
-only scale-s tokens of earlier frames, so truncation safety is untouched.
+one scale coarser in frame t a copy" (each 0 / 1 / unknown); ``"learned"``: per token,
+``g = sigmoid(z + logit(g_count))`` where ``g_count`` is the ``"count"`` gate and ``z`` the correction the
+context model's gate head predicts for that token (a model with ``gate_head=True``, trained in stage 2
+with ``copy_mixture_nll``: the count carries the stream's copy rate, the head what the context says about
+this token); ``"none"``: off. The gate of scale s reads only scale-s tokens of earlier frames (and, for
+``"learned"``, the block's own logits' input), so truncation safety is untouched.
 """
 from __future__ import annotations
 
@@ -44,8 +48,47 @@ from .stages.entropy import TOTAL, logits_to_cdf, symbol_bits
 from .stages.masks import coding_order
 from .stages.quantizer import area_down
 
-COPY_GATES = ("none", "count", "context")   # "learned": reserved for a stage-2 gate head
+COPY_GATES = ("none", "count", "context", "learned")   # "learned": a context model with a gate head
 COPY_PRIOR = (2, 3)             # g = (hits + a) / (seen + b): measured best with RDO (see README)
+GATE_MAX = 1.0 - 2.0 ** -20     # a learned gate stays below 1 (the other symbols keep the CDF's minimum count)
+
+
+def has_gate_head(context_model) -> bool:
+    """True when the context model predicts a learned copy gate (``ContextModel(gate_head=True)``)."""
+    return getattr(context_model, "gate", None) is not None
+
+
+def count_logit(hits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """logit of the count gate ``(hits + a) / (seen + b)``, float64: ``log(hits + a) - log(seen + b - hits - a)``."""
+    a, b = COPY_PRIOR
+    hits, seen = hits.double(), seen.double()
+    return (hits + a).log() - (seen + b - hits - a).log()
+
+
+def copy_training_targets(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For training a gate head on teacher-forced GOPs ``tokens[s]`` (B, T, h_s, w_s): the previous
+    frame's token of every token, (B, L) int64 (-1 in frame 0), and the count gate's logit it would be
+    coded with, (B, L) float64 (0 in frame 0), both in ``ContextModel.forward``'s frame-major order.
+    The count is the walk's: copies at scale s over frames 1..t-1 of the GOP (``_copy_context``)."""
+    B, T = tokens[0].shape[:2]
+    prev_parts, logit_parts = [], []
+    offsets = []
+    for tok in tokens:
+        L = tok[0, 0].numel()
+        same = (tok[:, 1:] == tok[:, :-1]).flatten(2).sum(-1) if T > 1 else tok.new_zeros(B, 0)   # (B, T-1)
+        hits = torch.cat([same.new_zeros(B, 1), same.cumsum(1)], 1)[:, :T - 1] if T > 1 else same   # before frame t
+        seen = torch.arange(T - 1, device=tok.device) * L
+        offsets.append(count_logit(hits, seen.expand_as(hits)))   # (B, T-1) for t = 1..T-1
+    for t in range(T):
+        for s, tok in enumerate(tokens):
+            L = tok[0, 0].numel()
+            if t == 0:
+                prev_parts.append(torch.full((B, L), -1, dtype=torch.long, device=tok.device))
+                logit_parts.append(torch.zeros(B, L, dtype=torch.float64, device=tok.device))
+            else:
+                prev_parts.append(tok[:, t - 1].reshape(B, L).long())
+                logit_parts.append(offsets[s][:, t - 1:t].expand(B, L))
+    return torch.cat(prev_parts, 1), torch.cat(logit_parts, 1)
 
 
 class WalkError(RuntimeError):
@@ -157,9 +200,10 @@ class GopWalk:
     def __init__(self, context_model, quantizer, latent_hw, schedule, n_frames: int, *, copy_gate: str = "count",
                  gop: int = 0, start: int = 0, sent: int | None = None):
         if copy_gate not in COPY_GATES:
-            hint = " (a learned gate needs a model with a gate head, trained in stage 2)" \
-                if copy_gate == "learned" else ""
-            raise ValueError(f"unknown copy gate {copy_gate!r}; choose one of {COPY_GATES}{hint}")
+            raise ValueError(f"unknown copy gate {copy_gate!r}; choose one of {COPY_GATES}")
+        if copy_gate == "learned" and not has_gate_head(context_model):
+            raise ValueError("copy gate 'learned' needs a context model with a gate head (gate_head=True, "
+                             "trained in stage 2, e.g. the shipped 'tiny-gate'); this model has none")
         self.context_model, self.quantizer = context_model, quantizer
         self.latent_hw, self.schedule = tuple(latent_hw), [tuple(x) for x in schedule]
         self.n, self.gop, self.start = n_frames, gop, start
@@ -295,6 +339,12 @@ class GopWalk:
             ctx = torch.zeros_like(prev)
         hits, seen = state.copy_counts.setdefault(s, (torch.zeros(9, dtype=torch.int64),
                                                       torch.zeros(9, dtype=torch.int64)))
+        if state.copy_gate == "learned":
+            z = state.gate_logits.get((t, s))
+            if z is None:
+                raise WalkError(f"block ({t}, {s}): the context model left no gate logits (no gate head?)")
+            gate = torch.sigmoid(z.double() + count_logit(hits[ctx], seen[ctx])).clamp_(max=GATE_MAX)
+            return prev, gate, ctx
         a, b = COPY_PRIOR
         gate = (hits[ctx] + a).double() / (seen[ctx] + b).double()
         return prev, gate, ctx

@@ -25,18 +25,23 @@ TINY_V = 64   # codebook size of the tiny codec
 
 
 def make_tiny_codec(seed: int = 0, gop: int = 3, window: int = 1, mask: str = "progvc_sparse",
-                    num_scales: int = 6, **codec_kw) -> Codec:
+                    num_scales: int = 6, gate_head: bool = False, **codec_kw) -> Codec:
     """A random, tiny codec: ConvTokenizer(width 8), V = 64, a 1-layer width-32 context model.
 
     It codes with 1 thread unless ``coding_threads`` is given (the package default is 2): the tests
-    run two at a time on two cores."""
+    run two at a time on two cores. ``gate_head``: the context model predicts a learned copy gate; its
+    weights are drawn too (a trained head starts at zero, which would make it the count gate)."""
     torch.manual_seed(seed)
     codec_kw.setdefault("coding_threads", 1)
-    return Codec(ConvTokenizer(width=8, max_width=16, groups=4),
-                 MultiScaleResidualQuantizer(codebook_size=TINY_V, num_scales=num_scales),
-                 ContextModel(codebook_size=TINY_V, width=32, depth=1, heads=2, num_scales=num_scales,
-                              mask=mask, window=window),
-                 gop=gop, **codec_kw)
+    extra = {"gate_head": True} if gate_head else {}
+    tok = ConvTokenizer(width=8, max_width=16, groups=4)   # drawn in this order: the goldens depend on it
+    quant = MultiScaleResidualQuantizer(codebook_size=TINY_V, num_scales=num_scales)
+    cm = ContextModel(codebook_size=TINY_V, width=32, depth=1, heads=2, num_scales=num_scales,
+                      mask=mask, window=window, **extra)
+    if gate_head:
+        torch.nn.init.normal_(cm.gate.weight, std=0.5)
+        torch.nn.init.normal_(cm.gate.bias, std=0.5)
+    return Codec(tok, quant, cm, gop=gop, **codec_kw)
 
 
 def pattern_clip(num_frames: int = 4, height: int = 32, width: int = 48) -> torch.Tensor:

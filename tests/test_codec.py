@@ -188,11 +188,12 @@ def textured():
 
 
 @pytest.mark.parametrize("coder", ["constriction", "torchac"])
-@pytest.mark.parametrize("copy_gate", ["none", "count", "context"])
+@pytest.mark.parametrize("copy_gate", ["none", "count", "context", "learned"])
 @pytest.mark.parametrize("rdo_lambda", [0.0, 0.002, 0.5])
 @pytest.mark.parametrize("gop", [32, 2])
 def test_every_option_round_trips_and_truncates(textured, copy_gate, rdo_lambda, gop, coder):
-    codec = make_tiny_codec(seed=11)
+    gate_head = copy_gate == "learned"
+    codec = make_tiny_codec(seed=11, gate_head=gate_head)
     opts = dict(copy_gate=copy_gate, rdo_lambda=rdo_lambda, gop=gop, coder=coder)
     data, stats = codec.encode_with_stats(textured, verify=True, **opts)
     h = bitstream.read_stream(data).header
@@ -201,7 +202,7 @@ def test_every_option_round_trips_and_truncates(textured, copy_gate, rdo_lambda,
         tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))
         assert same_tokens(tokens, stats["tokens"][:k]), k
     # the decoder takes the gate from the stream, not from its own config
-    other = make_tiny_codec(seed=11, copy_gate="none" if copy_gate != "none" else "context")
+    other = make_tiny_codec(seed=11, gate_head=gate_head, copy_gate="none" if copy_gate != "none" else "context")
     assert same_tokens(other.decode_tokens(data)[0], stats["tokens"])
 
 
@@ -269,7 +270,7 @@ def test_default_gop_is_all_p_up_to_the_limit(tmp_path):
     from progvc_lab.codec import MAX_GOP, CodecConfig
 
     assert CodecConfig().gop == MAX_GOP == 32
-    assert (CodecConfig().copy_gate, CodecConfig().rdo_lambda > 0) == ("count", True)
+    assert (CodecConfig().copy_gate, CodecConfig().rdo_lambda > 0) == ("auto", True)
     make_tiny_codec(seed=0, gop=3, rdo_lambda=0).save(tmp_path / "m.pt")
     loaded = Codec.load(tmp_path / "m.pt")  # encoder choices are not part of a model: defaults apply
     assert (loaded.config.gop, loaded.config.rdo_lambda) == (MAX_GOP, CodecConfig().rdo_lambda)

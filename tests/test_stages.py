@@ -607,3 +607,40 @@ def test_the_faster_cdf_is_the_same_cdf_integer_for_integer():
         copy = torch.randint(0, V, (L,), generator=g) if i % 3 == 0 else None
         gate = float(torch.rand(1, generator=g) * 0.99) if copy is not None else None
         assert torch.equal(logits_to_cdf(x, min_count, copy, gate), _cdf_reference(x, min_count, copy, gate)), i
+
+
+# ---- the learned copy gate: the training loss is the likelihood of what the codec codes ----------------------
+def test_copy_mixture_nll_is_the_mixture_the_codec_codes():
+    from progvc_lab.stages.context_model import copy_mixture_nll
+
+    g = torch.Generator().manual_seed(0)
+    B, L, V = 2, 40, 16
+    logits = torch.randn(B, L, V, generator=g, dtype=torch.float64)
+    gate = torch.randn(B, L, generator=g, dtype=torch.float64)
+    offset = torch.randn(B, L, generator=g, dtype=torch.float64)
+    target = torch.randint(0, V, (B, L), generator=g)
+    prev = torch.where(torch.rand(B, L, generator=g) < 0.5, target, torch.randint(0, V, (B, L), generator=g))
+    prev[:, :8] = -1                                   # an intra frame: no previous token
+    nll = copy_mixture_nll(logits, gate, target, prev, offset)
+    p_y = torch.softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+    w = torch.sigmoid(gate + offset)
+    want = -torch.where(prev < 0, p_y.log(), (w * (target == prev) + (1 - w) * p_y).log())
+    torch.testing.assert_close(nll, want)
+    # a gate pushed shut is the plain cross-entropy; an open gate makes a copied token nearly free
+    shut = copy_mixture_nll(logits, torch.full_like(gate, -60.0), target, prev, offset)
+    torch.testing.assert_close(shut, F.cross_entropy(logits.transpose(1, 2), target, reduction="none"))
+    opened = copy_mixture_nll(logits, torch.full_like(gate, 60.0), target, prev, offset)
+    copied = (prev >= 0) & (target == prev)
+    assert float(opened[copied].max()) < 1e-12 and bool(torch.isinf(opened[(prev >= 0) & ~copied]).all() |
+                                                        (opened[(prev >= 0) & ~copied] > 20).all())
+
+
+def test_a_gate_head_is_recorded_only_when_on_and_starts_at_zero():
+    from progvc_lab.stages import registry
+
+    plain, gated = ContextModel(width=16, heads=2, depth=1), ContextModel(width=16, heads=2, depth=1, gate_head=True)
+    assert "gate_head" not in registry.init_args(plain) and registry.init_args(gated)["gate_head"] is True
+    assert plain.gate is None and float(gated.gate.weight.detach().abs().sum() + gated.gate.bias.detach().abs().sum()) == 0
+    assert not any(k.startswith("gate.") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="gate_head"):
+        plain.forward_with_gate([], [])

@@ -323,3 +323,31 @@ def test_stage2_fine_tunes_from_a_codec(tmp_path):
         train_main(["stage2", "--config", str(ROOT / "configs/tiny_stage2.yaml"), *_trainer(tmp_path / "f3", 1),
                     "--model.stage1_path", str(source), "--model.finetune_from", str(source), *TINY_DATA,
                     "--model.context_model.init_args.codebook_size", "32"])
+
+
+def test_stage2_adds_a_learned_copy_gate_to_a_codec_and_trains_it(tmp_path):
+    """finetune_from a codec without a gate head, with gate_head: true (configs/tiny_gate_stage2.yaml):
+    the head starts at zero (the count gate), trains on the copy mixture's likelihood, and the exported
+    codec codes with copy gate 'learned' by default, round trip and every cut included."""
+    from progvc_lab import bitstream
+
+    source = _tiny_codec(tmp_path)
+    out = tmp_path / "gate.pt"
+    train_main(["stage2", "--config", str(ROOT / "configs/tiny_gate_stage2.yaml"), *_trainer(tmp_path / "g", 3),
+                "--model.stage1_path", str(source), "--model.finetune_from", str(source), "--model.lr", "0.01",
+                "--model.export_path", str(out), *TINY_CONTEXT, *TINY_DATA, "--data.crop_size", "[32,32]",
+                "--data.clip_len", "3"])
+    metrics = next((tmp_path / "g").rglob("metrics.csv")).read_text()
+    assert "train/bits_per_token_s5" in metrics
+    codec = Codec.from_pretrained(str(out))
+    gate = codec.context_model.gate
+    assert gate is not None and float(gate.weight.abs().sum()) > 0   # moved from its zero start
+    video = torch.rand(4, 3, 24, 40)
+    data, stats = codec.encode_with_stats(video)
+    assert bitstream.read_stream(data).header.copy_gate == "learned"
+    for k in range(1, codec.quantizer.num_scales + 1):
+        tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))
+        assert all(torch.equal(a, b) for a, b in zip(tokens, stats["tokens"][:k])), k
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train_main(["stage2", "--config", str(ROOT / "configs/tiny_gate_stage2.yaml"), *_trainer(tmp_path / "h", 1),
+                    "--model.stage1_path", str(source), "--model.label_smoothing", "0.1", *TINY_CONTEXT, *TINY_DATA])

@@ -22,7 +22,7 @@ from helpers import make_tiny_codec, pattern_clip
 
 @pytest.fixture(scope="module")
 def codec():
-    return make_tiny_codec(seed=3, gop=3)
+    return make_tiny_codec(seed=3, gop=3, gate_head=True)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def clip():
     return (video + 0.2 * noise).clamp(0, 1)
 
 
-@pytest.fixture(scope="module", params=["count", "context", "none"])
+@pytest.fixture(scope="module", params=["count", "context", "none", "learned"])
 def encoded(request, codec, clip):
     return codec.encode_with_stats(clip, fps=Fraction(25), copy_gate=request.param)
 
@@ -131,3 +131,80 @@ def test_viz_reads_the_result_instead_of_walking_again(codec, encoded, monkeypat
     maps = figures.token_bits_maps(codec, None, res)
     assert all(np.array_equal(a, b) for a, b in zip(maps, res.token_bits))
     np.testing.assert_array_equal(figures.copy_gate_trace(codec, res), res.gate, strict=False)
+
+
+# ---- the learned copy gate ------------------------------------------------------------------------------------
+def test_training_targets_are_the_walks_count_gate(codec, clip):
+    """``copy_training_targets`` (the offsets stage 2 trains the gate head with) equals the logit of the
+    count gate the walk codes with, block for block, and names the previous frame's tokens."""
+    from progvc_lab.walk import copy_training_targets
+
+    data, res = codec.encode_with_stats(clip, fps=Fraction(25), copy_gate="count", gop=32)
+    tokens = [t[None] for t in res.tokens]                 # one GOP: (1, T, h, w) per scale
+    prev_BL, offset_BL = copy_training_targets(tokens)
+    K, T = len(tokens), tokens[0].shape[1]
+    i = 0
+    h = bitstream.read_stream(data).header
+    with deterministic(h.coding_threads):
+        walk = codec.walk(h.latent_hw, h.schedule, T, "count")
+        gates = {}
+        for block in walk.blocks(range(K)):
+            block.symbols = res.tokens[block.s][block.t].flatten()
+            gates[(block.t, block.s)] = block.gate
+    for t in range(T):
+        for s in range(K):
+            L = tokens[s][0, t].numel()
+            prev, off = prev_BL[0, i:i + L], offset_BL[0, i:i + L]
+            if t == 0:
+                assert bool((prev == -1).all()) and bool((off == 0).all())
+            else:
+                assert torch.equal(prev, tokens[s][0, t - 1].flatten())
+                g = gates[(t, s)]
+                torch.testing.assert_close(torch.sigmoid(off), g.expand(L), rtol=0, atol=1e-12)
+            i += L
+    assert i == prev_BL.shape[1]
+
+
+def test_learned_gate_is_the_count_gate_corrected_by_the_model(codec, clip):
+    """Block for block, the learned gate is sigmoid(z + logit(count gate)) with z the gate head's output
+    for that block; a head at zero codes exactly the count gate's CDFs."""
+    import copy as _copy
+
+    K = codec.quantizer.num_scales
+    data, _ = codec.encode_with_stats(clip, fps=Fraction(25), copy_gate="learned")
+    h = bitstream.read_stream(data).header
+    tokens, _ = codec.decode_tokens(data)
+    with deterministic(h.coding_threads):
+        walk = codec.walk(h.latent_hw, h.schedule, h.gop_frames(0), "learned")
+        count = codec.walk(h.latent_hw, h.schedule, h.gop_frames(0), "count")
+        for block, other in zip(walk.blocks(range(K)), count.blocks(range(K))):
+            block.symbols = other.symbols = tokens[block.s][block.t].flatten()
+            if block.t == 0:
+                assert block.gate is None
+                continue
+            z = walk.state.gate_logits[(block.t, block.s)].double()
+            c = other.gate.expand_as(z)
+            torch.testing.assert_close(block.gate, torch.sigmoid(z + torch.log(c / (1 - c))), rtol=0, atol=1e-12)
+            assert not torch.equal(block.cdf, other.cdf)   # the drawn head is not zero
+    zero = _copy.deepcopy(codec)
+    torch.nn.init.zeros_(zero.context_model.gate.weight), torch.nn.init.zeros_(zero.context_model.gate.bias)
+    with deterministic(h.coding_threads):
+        a = zero.walk(h.latent_hw, h.schedule, h.gop_frames(0), "learned")
+        b = zero.walk(h.latent_hw, h.schedule, h.gop_frames(0), "count")
+        for x, y in zip(a.blocks(range(K)), b.blocks(range(K))):
+            x.symbols = y.symbols = tokens[x.s][x.t].flatten()
+            if x.t > 0:
+                torch.testing.assert_close(x.gate, y.gate.expand_as(x.gate), rtol=0, atol=1e-12)
+                assert (x.cdf - y.cdf).abs().max() <= 1   # float64 rounding of the same mixture
+
+
+def test_learned_gate_needs_a_gate_head(clip):
+    plain = make_tiny_codec(seed=3, gop=3)
+    with pytest.raises(CodecError, match="gate head"):
+        plain.encode(clip, copy_gate="learned")
+    with pytest.raises(ValueError, match="gate head"):
+        plain.walk((4, 6), [(1, 1), (2, 2), (4, 6)], 2, "learned")
+    assert plain.resolve_copy_gate("auto") == "count"
+    gated = make_tiny_codec(seed=3, gop=3, gate_head=True)
+    assert gated.resolve_copy_gate("auto") == "learned"
+    assert bitstream.read_stream(gated.encode(clip)).header.copy_gate == "learned"

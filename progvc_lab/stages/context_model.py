@@ -70,6 +70,9 @@ class ContextModelConfig:
     # output head: "categorical" (V logits) or "bitwise" (d = log2 V bit logits, see module docstring);
     # recorded only when not "categorical" (``registry.init_args``): older models keep their fingerprints
     head: str = field(default="categorical", metadata={"omit_default": True})
+    # a learned copy gate (codec copy_gate "learned", see ``gate_logits``): one more logit per token,
+    # the correction the model makes to the count gate's logit; recorded only when True
+    gate_head: bool = field(default=False, metadata={"omit_default": True})
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -143,6 +146,7 @@ class CodingState:
     copy: dict = field(default_factory=dict)     # (t, s) -> (prev tokens, gate, context) of the block being coded
     copy_counts: dict = field(default_factory=dict)  # s -> (hits, seen) int64 per gate context
     pos: dict = field(default_factory=dict)      # (h_s, w_s) -> pos_proj(pos2d): the same for every frame
+    gate_logits: dict = field(default_factory=dict)  # (t, s) -> (L,) float32 learned gate correction (gate head)
 
 
 @register("context_model", "transformer")
@@ -169,6 +173,10 @@ class ContextModel(nn.Module):
         self.ln_out = nn.LayerNorm(D)
         self.bits = bits if head == "bitwise" else None
         self.head = nn.Linear(D, bits if head == "bitwise" else V)
+        # learned copy gate: starts at zero, i.e. exactly the count gate (``gate_logits``)
+        self.gate = nn.Linear(D, 1) if cfg.gate_head else None
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight), nn.init.zeros_(self.gate.bias)
         if head == "bitwise":  # the fixed bits of every id; not saved (a function of V)
             self.register_buffer("bits_Vd", bits_of_ids(bits), persistent=False)
         for emb in (self.prev_embed, self.level_embed, self.frame_embed):
@@ -214,6 +222,10 @@ class ContextModel(nn.Module):
     # ---- training: one teacher-forced pass -------------------------------------------------------
     def _head_out(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
         """The teacher-forced pass up to the head: (B, L, V) or, bitwise, (B, L, d)."""
+        return self.head(self._hidden(ctx_inputs, tokens))
+
+    def _hidden(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
+        """The teacher-forced pass up to the heads' input (after ``ln_out``): (B, L, D)."""
         B, T = tokens[0].shape[:2]
         K = len(tokens)
         blocks, lengths = [], []
@@ -226,7 +238,7 @@ class ContextModel(nn.Module):
         mask_LL = token_mask(build_mask(self.config.mask, T, K, self.config.window), lengths).to(x.device)
         for layer in self.layers:
             x = layer(x, mask_LL)
-        return self.head(self.ln_out(x))
+        return self.ln_out(x)
 
     def head_to_logits(self, out: torch.Tensor) -> torch.Tensor:
         """The head's output (..., V) or, bitwise, (..., d) bit logits -> V-ary logits (..., V).
@@ -244,6 +256,15 @@ class ContextModel(nn.Module):
         (see ``flatten_tokens``).
         """
         return self.head_to_logits(self._head_out(ctx_inputs, tokens))
+
+    def forward_with_gate(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward``'s logits (B, L, V) and the gate head's logit corrections (B, L) in the same
+        order (a model with ``gate_head``; the training loss is ``copy_mixture_nll``)."""
+        if self.gate is None:
+            raise ValueError("forward_with_gate needs a context model with gate_head=True")
+        h = self._hidden(ctx_inputs, tokens)
+        return self.head_to_logits(self.head(h)), self.gate(h)[..., 0]
 
     def bit_logits(self, ctx_inputs: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
         """Per-bit logits (B, L, d) of the bitwise head (teacher forced, like ``forward``); bit i of
@@ -296,7 +317,28 @@ class ContextModel(nn.Module):
             v_all = torch.cat([state.kv[blk][i][1] for blk in keys] + [v], dim=2)
             x = layer.finish(x, F.scaled_dot_product_attention(q, k_all, v_all))
         state.kv[(t, s)] = cache
-        return self.head_to_logits(self.head(self.ln_out(x))[0])
+        h = self.ln_out(x)
+        if self.gate is not None:   # the learned gate's correction, read by the walk (copy_gate "learned")
+            state.gate_logits[(t, s)] = self.gate(h)[0, :, 0]
+        return self.head_to_logits(self.head(h)[0])
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+
+def copy_mixture_nll(logits_BLV: torch.Tensor, gate_BL: torch.Tensor, target_BL: torch.Tensor,
+                     prev_BL: torch.Tensor, offset_BL: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats, (B, L)) of ``target`` under the copy mixture the codec codes with
+    (copy gate ``"learned"``)::
+
+        p(y) = g * [y == prev] + (1 - g) * softmax(logits)[y],    g = sigmoid(gate + offset)
+
+    ``gate``: the gate head's correction; ``offset``: the count gate's logit (``walk.copy_training_targets``);
+    ``prev`` < 0 marks tokens with no previous frame (the GOP's intra frame), coded by the softmax alone.
+    Computed in log space (``logaddexp``), so a confident gate does not underflow."""
+    logp_y = torch.log_softmax(logits_BLV, -1).gather(-1, target_BL.unsqueeze(-1))[..., 0]
+    z = gate_BL + offset_BL.to(gate_BL.dtype)
+    no_copy = F.logsigmoid(-z) + logp_y
+    with_copy = torch.logaddexp(F.logsigmoid(z), no_copy)
+    logp = torch.where(prev_BL < 0, logp_y, torch.where(target_BL == prev_BL, with_copy, no_copy))
+    return -logp

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..stages import protocols, registry
+from ..stages.context_model import copy_mixture_nll
+from ..walk import copy_training_targets, has_gate_head
 
 
 def _warmup_cosine(step: int, total: int, warmup: int = 100, floor: float = 0.1) -> float:
@@ -438,18 +440,27 @@ class ContextModule(_Base):
             if source is None:
                 raise ValueError(f"finetune_from={finetune_from}: a codec checkpoint is needed (it has the context model)")
             # the mask may differ (same weights, another attention pattern: a mask variant starts here)
-            theirs, mine = ({k: v for k, v in registry.init_args(m).items() if k != "mask"}
+            # a gate head may be added (it starts at zero: the count gate) and trained with the rest
+            free = ("mask", "gate_head")
+            theirs, mine = ({k: v for k, v in registry.init_args(m).items() if k not in free}
                             for m in (source.context_model, context_model))
             if type(source.context_model) is not type(context_model) or theirs != mine:
                 raise ValueError(f"finetune_from={finetune_from}: its context model {registry.init_args(source.context_model)} "
-                                 f"differs from this run's {registry.init_args(context_model)} (only the mask may differ)")
-            context_model.load_state_dict(source.context_model.state_dict())
+                                 f"differs from this run's {registry.init_args(context_model)} (only the mask and "
+                                 "the gate head may differ)")
+            missing, unexpected = context_model.load_state_dict(source.context_model.state_dict(), strict=False)
+            if unexpected or any(not k.startswith("gate.") for k in missing):
+                raise ValueError(f"finetune_from={finetune_from}: weights do not fit (missing {missing}, "
+                                 f"unexpected {unexpected})")
         for p in list(self.tokenizer.parameters()) + list(self.quantizer.parameters()):
             p.requires_grad_(False)
         cfg, q = context_model.config, self.quantizer
         if (cfg.codebook_size, cfg.latent_dim, cfg.num_scales) != (q.codebook_size, q.latent_dim, q.num_scales):
             raise ValueError(f"context model (V={cfg.codebook_size}, C={cfg.latent_dim}, K={cfg.num_scales}) does "
                              f"not fit the stage-1 quantizer (V={q.codebook_size}, C={q.latent_dim}, K={q.num_scales})")
+        if label_smoothing and has_gate_head(context_model):
+            raise ValueError("label_smoothing is not defined for a context model with a gate head (its loss is "
+                             "the copy mixture's likelihood)")
         self.lr = lr
 
     def train(self, mode: bool = True):
@@ -476,10 +487,16 @@ class ContextModule(_Base):
         tokens, ctx, _ = self.tokens_and_context(clips)
         if stage == "train":
             self.count_unigram(tokens)
-        logits_BLV = self.context_model(ctx, tokens)
         target_BL, scale_L = self.context_model.flatten_tokens(tokens)
-        nll_BL = F.cross_entropy(logits_BLV.transpose(1, 2), target_BL, reduction="none",
-                                 label_smoothing=self.hparams.label_smoothing)
+        if has_gate_head(self.context_model):
+            # a learned copy gate: the loss is the copy mixture the codec codes P frames with
+            logits_BLV, gate_BL = self.context_model.forward_with_gate(ctx, tokens)
+            prev_BL, offset_BL = copy_training_targets(tokens)
+            nll_BL = copy_mixture_nll(logits_BLV, gate_BL, target_BL, prev_BL, offset_BL)
+        else:
+            logits_BLV = self.context_model(ctx, tokens)
+            nll_BL = F.cross_entropy(logits_BLV.transpose(1, 2), target_BL, reduction="none",
+                                     label_smoothing=self.hparams.label_smoothing)
         loss = nll_BL.mean()
         bits_L = nll_BL.detach().mean(0) / math.log(2)
         logs = {f"{stage}/loss": loss, f"{stage}/bits_per_token": bits_L.mean()}
