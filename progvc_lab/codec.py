@@ -258,17 +258,24 @@ class Codec(nn.Module):
         for key in ("config", "state_dict"):
             if key not in ckpt:
                 raise CheckpointError(f"{path} is not a progvc_lab codec checkpoint (no '{key}' entry)")
-        if "base" in ckpt:   # a variant: the stages it does not hold come from a shipped model
-            base = ckpt["base"]
-            if not isinstance(base, str) or base not in PRETRAINED or PRETRAINED[base].resolve() == path.resolve():
+        seen = {path.resolve()}
+        while "base" in ckpt:   # a variant: the stages it does not hold come from a shipped model (itself
+            base = ckpt["base"]  # possibly a variant of another: tiny-lite holds a context model over tiny-fast)
+            if not isinstance(base, str) or base not in PRETRAINED or PRETRAINED[base].resolve() in seen:
                 raise CheckpointError(f"{path}: a variant of {base!r}, which is not a shipped model "
-                                      f"({sorted(PRETRAINED)})")
+                                      f"({sorted(PRETRAINED)}) or is the file itself")
             if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["state_dict"], dict):
                 raise CheckpointError(f"{path}: 'config' and 'state_dict' must be mappings")
+            seen.add(PRETRAINED[base].resolve())
             parent = load_tensors(PRETRAINED[base], "codec checkpoint")
-            ckpt = {**ckpt, "config": {**parent["config"], **ckpt["config"]},
+            for key in ("config", "state_dict"):
+                if not isinstance(parent.get(key), dict):
+                    raise CheckpointError(f"{PRETRAINED[base]}: '{key}' must be a mapping")
+            ckpt = {**{k: v for k, v in ckpt.items() if k != "base"},
+                    "config": {**parent["config"], **ckpt["config"]},
                     "state_dict": {**{k: v for k, v in parent["state_dict"].items()
-                                      if k.split(".", 1)[0] not in ckpt["config"]}, **ckpt["state_dict"]}}
+                                      if k.split(".", 1)[0] not in ckpt["config"]}, **ckpt["state_dict"]},
+                    **({"base": parent["base"]} if "base" in parent else {})}
         config = check_codec_config(ckpt["config"], path, {"coder": sorted(CODERS), "mask": sorted(MASKS),
                                                            "copy_gate": COPY_GATES + ("auto",)}, trust_class_paths)
         state = dict(check_state_dict(ckpt["state_dict"], path))

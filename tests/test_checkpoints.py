@@ -1,6 +1,7 @@
 """Checkpoints from strangers: tensors only, bounded configs, checked fingerprints, no accidental hub calls."""
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -225,3 +226,33 @@ def test_a_variant_stores_only_what_differs_from_a_shipped_model(tmp_path):
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="not a shipped model"):
         Codec.load(tmp_path / "bad.pt")
+
+
+def test_a_variant_of_a_variant_loads_through_both(tmp_path, monkeypatch):
+    """``save(base="tiny-fast")``, itself a variant of tiny: the file holds only the context model; loading
+    takes the decoder from tiny-fast and the rest from tiny. A chain that comes back to a file it already
+    read is refused, not followed forever."""
+    from progvc_lab import codec as codec_module
+    from progvc_lab.codec import PRETRAINED
+
+    if not (PRETRAINED["tiny"].is_file() and PRETRAINED["tiny-fast"].is_file()):
+        pytest.skip("the shipped checkpoints are missing")
+    fast = Codec.from_pretrained("tiny-fast")
+    cm = copy.deepcopy(fast.context_model)
+    with torch.no_grad():
+        cm.head.bias.add_(0.01)
+    variant = Codec(fast.tokenizer, fast.quantizer, cm)
+    path = tmp_path / "fast_cm.pt"
+    variant.save(path, base="tiny-fast")
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["base"] == "tiny-fast" and set(ckpt["config"]) == {"context_model", "codec"}
+    again = Codec.load(path)
+    assert again.fingerprint() == variant.fingerprint()
+    assert again.tokenizer.config.decoder_width == fast.tokenizer.config.decoder_width == 16
+    # a cycle: tiny-fast's file made to name this variant as its base
+    monkeypatch.setitem(PRETRAINED, "loop", path)
+    ckpt["base"] = "loop"
+    torch.save(ckpt, tmp_path / "loop_self.pt")
+    monkeypatch.setitem(codec_module.PRETRAINED, "loop", tmp_path / "loop_self.pt")
+    with pytest.raises(CheckpointError, match="the file itself"):
+        Codec.load(tmp_path / "loop_self.pt")
