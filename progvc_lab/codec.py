@@ -80,7 +80,11 @@ PRETRAINED = {"tiny": CHECKPOINT_DIR / "tiny.pt", "tiny-bsq": CHECKPOINT_DIR / "
               "tiny-var": CHECKPOINT_DIR / "tiny_var.pt", "tiny-infinitystar": CHECKPOINT_DIR / "tiny_infinitystar.pt",
               "tiny-sparse-parent": CHECKPOINT_DIR / "tiny_sparse_parent.pt",
               # tiny with a narrower decoder (configs/tiny_fast_stage3.yaml): tiny's streams, decoded faster
-              "tiny-fast": CHECKPOINT_DIR / "tiny_fast.pt"}
+              "tiny-fast": CHECKPOINT_DIR / "tiny_fast.pt",
+              # tiny's context model with a learned copy gate (configs/tiny_gate_stage2.yaml; copy gate "learned")
+              "tiny-gate": CHECKPOINT_DIR / "tiny_gate.pt",
+              # a depth-2 context model on tiny's tokens, over tiny-fast's decoder (configs/tiny_lite_stage2.yaml)
+              "tiny-lite": CHECKPOINT_DIR / "tiny_lite.pt"}
 
 
 class CodecError(ValueError):

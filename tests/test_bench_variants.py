@@ -24,10 +24,13 @@ def test_shipped_variants_are_read_from_the_models():
     assert groups["masks"] == ["tiny", "tiny-var", "tiny-infinitystar", "tiny-sparse-parent"]
     assert groups["quantizers"] == ["tiny", "tiny-bsq"]
     # relative to another base, tiny is the variant
-    assert bv.shipped_variants("tiny-bsq")["quantizers"] == ["tiny-bsq", "tiny"]
+    # (tiny-gate too: tiny's tokenizer, quantizer and mask, its context model with a gate head)
+    assert bv.shipped_variants("tiny-bsq")["quantizers"] == ["tiny-bsq", "tiny", "tiny-gate"]
     assert bv.shipped_variants("tiny-bsq")["masks"] == ["tiny-bsq"]
     # tiny-fast has another decoder (decoder_width): a variant of neither kind
     assert bv.shipped_variants("tiny-fast") == {"masks": ["tiny-fast"], "quantizers": ["tiny-fast"]}
+    # tiny-gate and tiny-lite keep tiny's mask and quantizer: no mask or quantizer variants of tiny
+    assert bv.shipped_variants("tiny-lite") == {"masks": ["tiny-lite"], "quantizers": ["tiny-lite"]}
     with pytest.raises(bv.VariantError, match="not a shipped model"):
         bv.shipped_variants("huge")
 

@@ -154,3 +154,48 @@ def test_shipped_fast_decoder_variant_decodes_tinys_tokens():
 
     # a trained decoder, not a random one: within 1 dB of tiny's on a clip it never saw
     assert psnr(fast.decode(data_f), video) > psnr(tiny.decode(data_t), video) - 1.0
+
+
+def _round_trips_at_every_k(codec, video, fps, **options):
+    from progvc_lab import bitstream
+
+    data, res = codec.encode_with_stats(video, fps, **options)
+    for k in range(1, codec.quantizer.num_scales + 1):
+        tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))
+        assert all(torch.equal(a, b) for a, b in zip(tokens[:k], res.tokens[:k])), k
+    return data, res
+
+
+def test_shipped_gate_variant_codes_with_its_learned_gate():
+    """tiny-gate (configs/tiny_gate_stage2.yaml): tiny's context model fine-tuned with a gate head. By
+    default (copy gate auto) it codes P frames with the learned gate, and every cut decodes."""
+    from progvc_lab import bitstream
+    from progvc_lab.data import read_video, sample_clip_path
+
+    codec, tiny = Codec.from_pretrained("tiny-gate"), Codec.from_pretrained("tiny")
+    assert codec.context_model.config.gate_head and codec.resolve_copy_gate("auto") == "learned"
+    assert float(codec.context_model.gate.weight.detach().abs().sum()) > 0   # trained, not the zero start
+    for stage in ("tokenizer", "quantizer"):
+        mine, theirs = getattr(codec, stage).state_dict(), getattr(tiny, stage).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), stage
+    video, fps = read_video(sample_clip_path("akiyo"), max_frames=4)
+    video = video[:, :, :64, :96].contiguous()
+    data, _ = _round_trips_at_every_k(codec, video, fps)
+    assert bitstream.read_stream(data).header.copy_gate == "learned"
+    _round_trips_at_every_k(codec, video, fps, copy_gate="count")
+
+
+def test_shipped_lite_variant_is_shallower_over_tiny_fast():
+    """tiny-lite (configs/tiny_lite_stage2.yaml): a depth-2 context model trained on tiny's tokens, shipped
+    over tiny-fast's decoder (a variant of a variant): tiny's tokens, fewer Transformer FLOPs."""
+    from progvc_lab.data import read_video, sample_clip_path
+
+    lite, fast, tiny = (Codec.from_pretrained(n) for n in ("tiny-lite", "tiny-fast", "tiny"))
+    assert lite.context_model.config.depth == 2 < tiny.context_model.config.depth
+    sl, sf = lite.tokenizer.state_dict(), fast.tokenizer.state_dict()
+    assert all(torch.equal(sl[k], sf[k]) for k in sf)
+    video, fps = read_video(sample_clip_path("foreman"), max_frames=3)
+    video = video[:, :, :64, :96].contiguous()
+    _, res = _round_trips_at_every_k(lite, video, fps, rdo_lambda=0)
+    tokens, _ = tiny.tokenize(video)           # nearest codes: the same tokens as tiny's
+    assert all(torch.equal(a, b) for a, b in zip(tokens, res.tokens))

@@ -350,4 +350,37 @@ def test_stage2_adds_a_learned_copy_gate_to_a_codec_and_trains_it(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(tokens, stats["tokens"][:k])), k
     with pytest.raises(ValueError, match="label_smoothing"):
         train_main(["stage2", "--config", str(ROOT / "configs/tiny_gate_stage2.yaml"), *_trainer(tmp_path / "h", 1),
-                    "--model.stage1_path", str(source), "--model.label_smoothing", "0.1", *TINY_CONTEXT, *TINY_DATA])
+                    "--model.stage1_path", str(source), "--model.finetune_from", str(source),
+                    "--model.label_smoothing", "0.1", *TINY_CONTEXT, *TINY_DATA])
+    # the RDO source must make this run's tokens: the shipped tiny's tokenizer is not this one
+    with pytest.raises(ValueError, match="not this run's stage 1"):
+        train_main(["stage2", "--config", str(ROOT / "configs/tiny_gate_stage2.yaml"), *_trainer(tmp_path / "i", 1),
+                    "--model.stage1_path", str(source), "--model.finetune_from", str(source),
+                    "--model.rdo_source", "tiny", *TINY_CONTEXT, *TINY_DATA])
+
+
+def test_stage2_rdo_tokens_are_what_the_encoder_sends(tmp_path):
+    """token_choice='rdo': stage 2's targets are the tokens the frozen codec's encoder sends (one all-P GOP
+    per clip, count gate, RDO at rdo_lambda), with the context inputs of those tokens."""
+    from progvc_lab.stages import ContextModel
+    from progvc_lab.training.modules import ContextModule
+
+    source = _tiny_codec(tmp_path)
+    codec = Codec.from_pretrained(str(source))
+    cm = ContextModel(codebook_size=32, width=16, depth=1, heads=2)
+    module = ContextModule(cm, str(source), token_choice="rdo", rdo_lambda=0.5)
+    clips = torch.rand(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens, ctx, latent_hw = module.tokens_and_context(clips)
+    K = codec.quantizer.num_scales
+    for b in range(2):
+        _, res = codec.encode_with_stats(clips[b], gop=3, copy_gate="count", rdo_lambda=0.5)
+        assert all(torch.equal(tokens[s][b], res.tokens[s]) for s in range(K)), b
+        want = codec.quantizer.context_inputs([t[b] for t in tokens], latent_hw)
+        assert all(torch.equal(ctx[s][b], want[s]) for s in range(K))
+    nearest, _, _ = ContextModule(cm, str(source)).tokens_and_context(clips)
+    assert any(not torch.equal(a, b) for a, b in zip(tokens, nearest))   # the RDO moved some tokens
+    assert "_rdo_codec" not in dict(module.named_modules()) and not any("_rdo" in k for k in module.state_dict())
+    with pytest.raises(ValueError, match="token_choice"):
+        ContextModule(cm, str(source), token_choice="best")
+    with pytest.raises(ValueError, match="rdo_source"):
+        ContextModule(cm, str(tmp_path / "stage1.pt"), token_choice="rdo")

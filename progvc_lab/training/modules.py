@@ -14,6 +14,10 @@
     stage 2  clip ─► frozen tokenizer + quantizer ─► tokens[s] (B, T, h_s, w_s), context inputs
              ─► ContextModel teacher-forced pass (mask) ─► cross-entropy
              logged as bits per token per scale and as estimated bpp for every truncation level.
+             ``token_choice="rdo"``: the tokens are the ones the encoder sends, RD-optimised by a frozen
+             codec (``rdo_source``, count gate, ``rdo_lambda``) instead of the nearest codes: copies
+             of the previous frame are far more frequent in real streams than among nearest codes,
+             and a learned copy gate (``gate_head``) trained on nearest codes learns the wrong rate.
 
 Stage 1 saves ``stage1.pt`` (tokenizer + quantizer) for stage 2; stage 2 exports the full codec
 (``Codec.save``) that ``Codec.from_pretrained`` loads. Any stage is swapped by ``class_path`` in the
@@ -423,18 +427,40 @@ class ContextModule(_Base):
     def __init__(self, context_model: protocols.ContextModel, stage1_path: str, lr: float = 1e-3,
                  label_smoothing: float = 0.0, export_path: str | None = None, export_gop: int = 8,
                  export_meta: dict | None = None, finetune_from: str | None = None,
-                 trust_class_paths: bool = False):
+                 trust_class_paths: bool = False, token_choice: str = "nearest", rdo_source: str | None = None,
+                 rdo_lambda: float = 0.005):
         """``stage1_path``: a ``stage1.pt``, or a codec checkpoint / shipped name (its tokenizer and
         quantizer). ``finetune_from``: a codec checkpoint whose context model weights (and unigram
         counts) are the starting point; its context-model config must equal this run's.
         ``trust_class_paths``: let those files name a stage class that is not registered in this
-        process (its module is imported: only for files you made)."""
+        process (its module is imported: only for files you made).
+        ``token_choice``: ``"nearest"`` (the quantizer's nearest codes) or ``"rdo"`` (what the encoder of
+        the frozen codec ``rdo_source`` sends at ``rdo_lambda`` with the count gate, one GOP per clip;
+        default source: ``finetune_from``, else ``stage1_path`` when it is a codec)."""
         super().__init__()
         self.save_hyperparameters(ignore=["context_model"])
+        if token_choice not in ("nearest", "rdo"):
+            raise ValueError(f"token_choice must be 'nearest' or 'rdo', got {token_choice!r}")
         protocols.check("context_model", context_model)
         self.context_model = context_model
-        self.tokenizer, self.quantizer, _ = _load_source(stage1_path, trust_class_paths)
+        self.tokenizer, self.quantizer, stage1_codec = _load_source(stage1_path, trust_class_paths)
         self.tokenizer.eval(), self.quantizer.eval()
+        # the RDO codec is kept out of the module tree (object.__setattr__): frozen, not in the Lightning
+        # checkpoint, not moved to an accelerator (its encoder runs on the CPU, as ``progvc-lab encode`` does)
+        object.__setattr__(self, "_rdo_codec", None)
+        if token_choice == "rdo":
+            src = rdo_source or finetune_from
+            codec = _load_source(src, trust_class_paths)[2] if src else stage1_codec
+            if codec is None:
+                raise ValueError("token_choice='rdo' needs a codec to choose the tokens: give rdo_source "
+                                 "(or finetune_from, or a codec as stage1_path)")
+            theirs = {**codec.tokenizer.state_dict(), **codec.quantizer.state_dict()}
+            mine = {**self.tokenizer.state_dict(), **self.quantizer.state_dict()}
+            if theirs.keys() != mine.keys() or any(not torch.equal(theirs[k], mine[k]) for k in mine):
+                raise ValueError(f"rdo_source {src}: its tokenizer and quantizer are not this run's stage 1")
+            object.__setattr__(self, "_rdo_codec", codec.eval())
+            for p in codec.parameters():
+                p.requires_grad_(False)
         if finetune_from:
             _, _, source = _load_source(finetune_from, trust_class_paths)
             if source is None:
@@ -472,12 +498,32 @@ class ContextModule(_Base):
     @torch.no_grad()
     def tokens_and_context(self, clips_BT3HW: torch.Tensor):
         B, T = clips_BT3HW.shape[:2]
+        if self._rdo_codec is not None:
+            return self.rdo_tokens_and_context(clips_BT3HW)
         f = self.tokenizer.encode(clips_BT3HW.flatten(0, 1))
         latent_hw = tuple(f.shape[-2:])
         tokens = self.quantizer.tokenize(f)
         ctx = self.quantizer.context_inputs(tokens, latent_hw)
         unflat = lambda x: rearrange(x, "(b t) ... -> b t ...", b=B, t=T)  # noqa: E731
         return [unflat(t) for t in tokens], [unflat(c) for c in ctx], latent_hw
+
+    @torch.no_grad()
+    def rdo_tokens_and_context(self, clips_BT3HW: torch.Tensor):
+        """The tokens ``rdo_source``'s encoder sends for each clip (one all-P GOP, count gate, RDO at
+        ``rdo_lambda``) and their context inputs: what a deployed context model is asked to predict."""
+        B, T = clips_BT3HW.shape[:2]
+        codec, per_clip = self._rdo_codec, []
+        for b in range(B):
+            _, res = codec.encode_with_stats(clips_BT3HW[b].detach().float().cpu(), gop=T, copy_gate="count",
+                                             rdo_lambda=self.hparams.rdo_lambda)
+            per_clip.append(res.tokens)
+        device = clips_BT3HW.device
+        tokens = [torch.stack([c[s] for c in per_clip]).to(device) for s in range(len(per_clip[0]))]
+        latent_hw = tuple(tokens[-1].shape[-2:])
+        flat = [rearrange(t, "b t h w -> (b t) h w") for t in tokens]
+        ctx = self.quantizer.context_inputs(flat, latent_hw)
+        unflat = lambda x: rearrange(x, "(b t) ... -> b t ...", b=B, t=T)  # noqa: E731
+        return tokens, [unflat(c) for c in ctx], latent_hw
 
     def _shared_step(self, batch, stage: str):
         clips = batch[0] if isinstance(batch, (list, tuple)) else batch
