@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(importing them runs their code: only for model files you made or trust)")
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
-    model_help = "shipped model name ('tiny', 'tiny-bsq') or a .pt file saved with Codec.save (default: tiny)"
+    model_help = ("shipped model name (tiny; variants tiny-lite, tiny-fast, tiny-gate, tiny-var, tiny-infinitystar, "
+                  "tiny-sparse-parent, tiny-bsq: see the README) or a .pt file saved with Codec.save (default: tiny)")
 
     p = sub.add_parser("demo", help="encode a sample clip once, decode every truncation level, plot",
                        description="Encode a clip once and decode every truncation level k = 1..K. Writes "

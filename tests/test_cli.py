@@ -641,3 +641,33 @@ def test_encode_scales_and_a_mask_that_is_not_truncation_safe(files, capsys):
                  "--model", files / "m.pt", "--scales", 2, "--target-bpp", 0.1)
     expect_error(capsys, "scales must be an integer in 1..6", "encode", files / "in.y4m", "-o", files / "x.pgvc",
                  "--model", files / "m.pt", "--scales", 9)
+
+
+def test_encode_with_a_learned_gate_model(files, capsys, tmp_path):
+    """A model with a gate head codes with the learned gate by default (copy gate auto) and on request;
+    a model without one refuses --copy-gate learned in one line, naming the way out."""
+    gated = tmp_path / "gated.pt"
+    make_tiny_codec(seed=0, gate_head=True).save(gated)
+    video, fps = read_video(files / "in.y4m")
+    for argv in ([], ["--copy-gate", "learned"], ["--copy-gate", "auto"]):
+        out_file = tmp_path / f"g{len(argv)}_{'_'.join(argv)}.pgvc"
+        rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", out_file, "--model", gated, *argv)
+        assert rc == 0, out
+        assert bitstream.describe(out_file.read_bytes())["copy_gate"] == "learned"
+        rc, out, _ = run(capsys, "decode", out_file, "-o", tmp_path / f"{out_file.stem}.y4m", "--model", gated)
+        assert rc == 0, out
+    assert (tmp_path / "g0_.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2,
+                                                                    gate_head=True).encode(video, fps)
+    rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", tmp_path / "no.pgvc", "--model", files / "m.pt",
+                       "--copy-gate", "learned")
+    assert rc != 0 and "gate head" in (out + err) and "Traceback" not in (out + err)
+    assert not (tmp_path / "no.pgvc").exists()
+
+
+def test_model_help_names_every_shipped_model(capsys):
+    from progvc_lab.codec import PRETRAINED
+
+    rc, out, _ = run(capsys, "encode", "--help")
+    assert rc == 0
+    text = "".join(out.split())      # argparse wraps lines, at hyphens too
+    assert all(name in text for name in PRETRAINED), [n for n in PRETRAINED if n not in text]

@@ -1,10 +1,13 @@
-"""Count gate against learned gate (issue 7, item 1): bytes at every k and the full pyramid's quality.
+"""Models and copy gates side by side: bytes at every k and the full pyramid's quality, on held-out clips.
 
-    python benchmarks/copy_gate_study.py [--frames 30] [--json benchmarks/results/copy_gate_study.json]
+    python benchmarks/bytes_by_k.py --json benchmarks/results/copy_gate_study.json \
+        --markdown benchmarks/results/copy_gate_study.md                      # the copy gates (default runs)
+    python benchmarks/bytes_by_k.py --runs tiny:auto,tiny-fast:auto,tiny-lite:auto \
+        --json benchmarks/results/lite_study.json --markdown benchmarks/results/lite_study.md
 
 For each held-out clip (the shipped Akiyo and Foreman; Big Buck Bunny from ../shared/data/clips when
 present) and each (model, copy gate) pair, the clip is encoded once with the encoder's defaults (all-P
-GOP, RD-optimised tokens at the default lambda) and cut after every k. The rows:
+GOP, RD-optimised tokens at the default lambda) and cut after every k. The default rows:
 
 * ``tiny`` / ``count``: the shipped model as ``encode`` runs it by default;
 * ``tiny`` / ``context``: the 9-count gate;
@@ -40,14 +43,15 @@ def clips() -> list[Path]:
     return found
 
 
-def run_clip(path: Path, frames: int, models: dict) -> dict:
+def run_clip(path: Path, frames: int, models: dict, runs=RUNS) -> dict:
     video, fps = load_clip(path, frames)
     T, _, H, W = video.shape
     rows = []
-    for name, gate in RUNS:
+    for name, gate in runs:
         codec = models[name]
         t0 = time.perf_counter()
         data, res = codec.encode_with_stats(video, fps, copy_gate=gate)
+        gate = bitstream.read_stream(data).header.copy_gate     # "auto" as resolved
         seconds = time.perf_counter() - t0
         K = bitstream.describe(data)["scales_sent"]
         cut_bytes = [len(bitstream.truncate(data, k)) for k in range(1, K + 1)]
@@ -82,13 +86,16 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--markdown", type=Path, help="write the table here")
+    ap.add_argument("--runs", help="comma list of MODEL:GATE (gate auto = the model's default), "
+                                   "default: " + ",".join(f"{m}:{g}" for m, g in RUNS))
     args = ap.parse_args(argv)
+    runs = RUNS if not args.runs else [tuple(r.split(":", 1)) for r in args.runs.split(",")]
     torch.manual_seed(0)
-    models = {name: Codec.from_pretrained(name) for name in sorted({m for m, _ in RUNS})}
-    doc = {"frames": args.frames, "runs": [list(r) for r in RUNS], "clips": []}
+    models = {name: Codec.from_pretrained(name) for name in sorted({m for m, _ in runs})}
+    doc = {"frames": args.frames, "runs": [list(r) for r in runs], "clips": []}
     for path in clips():
         print(path.name, flush=True)
-        doc["clips"].append(run_clip(path, args.frames, models))
+        doc["clips"].append(run_clip(path, args.frames, models, runs))
     table = markdown(doc)
     print(table)
     if args.json:
