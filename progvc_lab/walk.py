@@ -29,8 +29,10 @@ decoder per (GOP, scale[, context]): ``g = (hits + 2) / (seen + 3)`` over the ea
 GOP at that scale, a hit being a token equal to its predecessor. ``"count"``: one count per scale;
 ``"context"``: 9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token
 one scale coarser in frame t a copy" (each 0 / 1 / unknown); ``"learned"``: per token,
-``g = sigmoid(z + logit(g_count))`` where ``g_count`` is the ``"count"`` gate and ``z`` the correction the
-context model's gate head predicts for that token (a model with ``gate_head=True``, trained in stage 2
+``g = sigmoid(z - mean_block(z) + logit(g_count))`` where ``g_count`` is the ``"count"`` gate and ``z`` the
+correction the context model's gate head predicts for that token, centred over the block (the count sets
+the block's copy rate, which the model cannot know from training clips of another motion and length; the
+head says which tokens of the block are more or less likely to repeat) (a model with ``gate_head=True``, trained in stage 2
 with ``copy_mixture_nll``: the count carries the stream's copy rate, the head what the context says about
 this token); ``"none"``: off. The gate of scale s reads only scale-s tokens of earlier frames (and, for
 ``"learned"``, the block's own logits' input), so truncation safety is untouched.
@@ -56,6 +58,14 @@ GATE_MAX = 1.0 - 2.0 ** -20     # a learned gate stays below 1 (the other symbol
 def has_gate_head(context_model) -> bool:
     """True when the context model predicts a learned copy gate (``ContextModel(gate_head=True)``)."""
     return getattr(context_model, "gate", None) is not None
+
+
+def centred(z: torch.Tensor) -> torch.Tensor:
+    """A block's learned gate corrections (L,) minus their mean, float64: the head redistributes the copy
+    probability between the block's tokens, the count keeps the block's rate (as in training,
+    ``context_model.centre_per_block``). Same function of the same floats on both sides of the coder."""
+    z = z.double()
+    return z - z.mean()
 
 
 def count_logit(hits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -343,7 +353,7 @@ class GopWalk:
             z = state.gate_logits.get((t, s))
             if z is None:
                 raise WalkError(f"block ({t}, {s}): the context model left no gate logits (no gate head?)")
-            gate = torch.sigmoid(z.double() + count_logit(hits[ctx], seen[ctx])).clamp_(max=GATE_MAX)
+            gate = torch.sigmoid(centred(z) + count_logit(hits[ctx], seen[ctx])).clamp_(max=GATE_MAX)
             return prev, gate, ctx
         a, b = COPY_PRIOR
         gate = (hits[ctx] + a).double() / (seen[ctx] + b).double()

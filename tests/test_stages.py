@@ -635,6 +635,29 @@ def test_copy_mixture_nll_is_the_mixture_the_codec_codes():
                                                         (opened[(prev >= 0) & ~copied] > 20).all())
 
 
+def test_the_gate_is_centred_per_block_as_the_walk_centres_it():
+    from progvc_lab.stages.context_model import centre_per_block, copy_mixture_nll
+    from progvc_lab.walk import centred
+
+    g = torch.Generator().manual_seed(1)
+    lengths = [1, 4, 12, 1, 4, 12]
+    z = torch.randn(3, sum(lengths), generator=g, dtype=torch.float64)
+    out = centre_per_block(z, lengths)
+    start = 0
+    for n in lengths:
+        torch.testing.assert_close(out[1, start:start + n], centred(z[1, start:start + n]), rtol=0, atol=1e-15)
+        assert float(out[:, start:start + n].sum(1).abs().max()) < 1e-12
+        start += n
+    # the loss with lengths is the loss of the centred gate; a constant shift of the head changes nothing
+    logits = torch.randn(3, sum(lengths), 8, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 8, (3, sum(lengths)), generator=g)
+    prev = torch.randint(0, 8, (3, sum(lengths)), generator=g)
+    off = torch.randn(3, sum(lengths), generator=g, dtype=torch.float64)
+    a = copy_mixture_nll(logits, z, target, prev, off, lengths)
+    torch.testing.assert_close(a, copy_mixture_nll(logits, out, target, prev, off))
+    torch.testing.assert_close(a, copy_mixture_nll(logits, z + 3.0, target, prev, off, lengths))
+
+
 def test_a_gate_head_is_recorded_only_when_on_and_starts_at_zero():
     from progvc_lab.stages import registry
 

@@ -166,8 +166,8 @@ def test_training_targets_are_the_walks_count_gate(codec, clip):
 
 
 def test_learned_gate_is_the_count_gate_corrected_by_the_model(codec, clip):
-    """Block for block, the learned gate is sigmoid(z + logit(count gate)) with z the gate head's output
-    for that block; a head at zero codes exactly the count gate's CDFs."""
+    """Block for block, the learned gate is sigmoid(z - mean(z) + logit(count gate)) with z the gate head's
+    output for that block; a head at zero codes exactly the count gate's CDFs."""
     import copy as _copy
 
     K = codec.quantizer.num_scales
@@ -184,8 +184,13 @@ def test_learned_gate_is_the_count_gate_corrected_by_the_model(codec, clip):
                 continue
             z = walk.state.gate_logits[(block.t, block.s)].double()
             c = other.gate.expand_as(z)
-            torch.testing.assert_close(block.gate, torch.sigmoid(z + torch.log(c / (1 - c))), rtol=0, atol=1e-12)
-            assert not torch.equal(block.cdf, other.cdf)   # the drawn head is not zero
+            want = torch.sigmoid(z - z.mean() + torch.log(c / (1 - c)))   # centred over the block
+            torch.testing.assert_close(block.gate, want, rtol=0, atol=1e-12)
+            # the head moves the block's tokens apart, not the block's rate: the mean logit is the count's
+            logit = torch.log(block.gate / (1 - block.gate))
+            assert float((logit.mean() - torch.log(c / (1 - c))[0]).abs()) < 1e-9
+            if z.numel() > 1:   # (a one-token block centres to the count gate itself)
+                assert not torch.equal(block.cdf, other.cdf)   # the drawn head is not zero
     zero = _copy.deepcopy(codec)
     torch.nn.init.zeros_(zero.context_model.gate.weight), torch.nn.init.zeros_(zero.context_model.gate.bias)
     with deterministic(h.coding_threads):

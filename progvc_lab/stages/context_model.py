@@ -70,8 +70,8 @@ class ContextModelConfig:
     # output head: "categorical" (V logits) or "bitwise" (d = log2 V bit logits, see module docstring);
     # recorded only when not "categorical" (``registry.init_args``): older models keep their fingerprints
     head: str = field(default="categorical", metadata={"omit_default": True})
-    # a learned copy gate (codec copy_gate "learned", see ``gate_logits``): one more logit per token,
-    # the correction the model makes to the count gate's logit; recorded only when True
+    # a learned copy gate (codec copy_gate "learned", see ``walk``): one more logit per token, centred
+    # per block, the correction the model makes to the count gate's logit; recorded only when True
     gate_head: bool = field(default=False, metadata={"omit_default": True})
 
     def __post_init__(self):
@@ -326,17 +326,30 @@ class ContextModel(nn.Module):
         return asdict(self.config)
 
 
+def centre_per_block(gate_BL: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """The gate head's output minus its mean over each block (``lengths``: the blocks' token counts in
+    ``forward``'s order): the head moves tokens of a block apart, never the block's rate (the count's job).
+    The coding walk does the same per block (``walk.centred``)."""
+    parts = torch.split(gate_BL, lengths, dim=1)
+    return torch.cat([p - p.mean(1, keepdim=True) for p in parts], 1)
+
+
 def copy_mixture_nll(logits_BLV: torch.Tensor, gate_BL: torch.Tensor, target_BL: torch.Tensor,
-                     prev_BL: torch.Tensor, offset_BL: torch.Tensor) -> torch.Tensor:
+                     prev_BL: torch.Tensor, offset_BL: torch.Tensor,
+                     lengths: list[int] | None = None) -> torch.Tensor:
     """Negative log-likelihood (nats, (B, L)) of ``target`` under the copy mixture the codec codes with
     (copy gate ``"learned"``)::
 
         p(y) = g * [y == prev] + (1 - g) * softmax(logits)[y],    g = sigmoid(gate + offset)
 
-    ``gate``: the gate head's correction; ``offset``: the count gate's logit (``walk.copy_training_targets``);
-    ``prev`` < 0 marks tokens with no previous frame (the GOP's intra frame), coded by the softmax alone.
-    Computed in log space (``logaddexp``), so a confident gate does not underflow."""
+    ``gate``: the gate head's correction, centred per block first when the blocks' ``lengths`` are given
+    (as the codec codes it, ``centre_per_block``); ``offset``: the count gate's logit
+    (``walk.copy_training_targets``); ``prev`` < 0 marks tokens with no previous frame (the GOP's intra
+    frame), coded by the softmax alone. Computed in log space (``logaddexp``), so a confident gate does
+    not underflow."""
     logp_y = torch.log_softmax(logits_BLV, -1).gather(-1, target_BL.unsqueeze(-1))[..., 0]
+    if lengths is not None:
+        gate_BL = centre_per_block(gate_BL, lengths)
     z = gate_BL + offset_BL.to(gate_BL.dtype)
     no_copy = F.logsigmoid(-z) + logp_y
     with_copy = torch.logaddexp(F.logsigmoid(z), no_copy)

@@ -538,7 +538,8 @@ class ContextModule(_Base):
             # a learned copy gate: the loss is the copy mixture the codec codes P frames with
             logits_BLV, gate_BL = self.context_model.forward_with_gate(ctx, tokens)
             prev_BL, offset_BL = copy_training_targets(tokens)
-            nll_BL = copy_mixture_nll(logits_BLV, gate_BL, target_BL, prev_BL, offset_BL)
+            lengths = [tok[0, 0].numel() for _ in range(T) for tok in tokens]   # forward's block order
+            nll_BL = copy_mixture_nll(logits_BLV, gate_BL, target_BL, prev_BL, offset_BL, lengths)
         else:
             logits_BLV = self.context_model(ctx, tokens)
             nll_BL = F.cross_entropy(logits_BLV.transpose(1, 2), target_BL, reduction="none",
