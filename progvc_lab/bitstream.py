@@ -105,7 +105,7 @@ def mask_truncation_safe(name: str) -> bool | None:
     """True / False for a built-in mask, None for a mask this module does not know."""
     return True if name in TRUNCATION_SAFE_MASKS else False if name in NOT_TRUNCATION_SAFE_MASKS else None
 CODERS = ("torchac", "constriction")
-COPY_GATES = ("none", "count", "context")   # "learned" (a model head) would be escaped until it exists
+COPY_GATES = ("none", "count", "context")   # "learned" (a model with a gate head) is escaped: 2-bit ids, 3 = escape
 _ESCAPE = 3
 MAX_CODING_THREADS = 64
 _TABLE_ENTRY_MIN = 3             # varint length (>= 1 byte) + u16 check
