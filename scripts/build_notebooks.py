@@ -1259,7 +1259,7 @@ SETUP_AKIYO = code('''
     video, fps = sample_video(frames=10, name="akiyo")  # Akiyo, QCIF: a news anchor in front of a static set
     T = video.shape[0]
     print(f"video {tuple(video.shape)} at {float(fps):.2f} fps; encoder defaults: copy_gate="
-          f"{codec.config.copy_gate!r}, rdo_lambda={codec.config.rdo_lambda}, GOP {codec.config.gop}")
+          f"{codec.resolve_copy_gate(codec.config.copy_gate)!r}, rdo_lambda={codec.config.rdo_lambda}, GOP {codec.config.gop}")
 ''')
 
 NB["09_temporal_copy_and_rdo"] = [
