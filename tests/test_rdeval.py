@@ -292,3 +292,17 @@ def test_ladder_cuts_one_encode_and_reencodes_an_unsafe_mask_per_k():
         assert bitstream.describe(r.data)["scales_sent"] == r.k
         tokens, _ = unsafe.decode_tokens(r.data)
         assert all(torch.equal(a, b) for a, b in zip(tokens[:r.k], r.result.tokens[:r.k]))
+
+
+def test_variants_on_tinys_tokenizer_inherit_what_it_saw():
+    """Every shipped variant that keeps tiny's tokenizer is marked as having seen Carphone and Container."""
+    from progvc_lab.codec import Codec, PRETRAINED
+    from progvc_lab.rdeval import SEEN_BY_SHIPPED, seen_in_training
+
+    tiny = Codec.from_pretrained("tiny")
+    enc = tiny.tokenizer.encoder.state_dict()
+    for name in PRETRAINED:
+        other = Codec.from_pretrained(name).tokenizer.encoder.state_dict()
+        same = other.keys() == enc.keys() and all(torch.equal(other[k], enc[k]) for k in enc)
+        assert (name in SEEN_BY_SHIPPED) == same, name
+    assert seen_in_training(Codec.from_pretrained("tiny-lite"), "carphone_qcif.y4m", "tiny-lite")
