@@ -14,3 +14,7 @@ print("none", len(a), "count", len(b), "count+rdo", len(d), "dMS-SSIM", metrics.
 per = sd["model_bits"].sum(1) / 8
 print("intra", round(per[0]), "P", round(per[1:].min()), round(per[1:].max()))
 g8, s8 = c.encode_with_stats(v, fps, gop=8); print("gop8", len(g8))
+# the copy rates the README's "Training" section quotes: finest-scale tokens equal to frame t-1's
+for lam in (0.0, 0.005):
+    _, st = c.encode_with_stats(v, fps, rdo_lambda=lam)
+    print("lambda", lam, "copy rate per scale", [round(float((t[1:] == t[:-1]).float().mean()), 3) for t in st.tokens])

@@ -468,7 +468,8 @@ class Codec(nn.Module):
 
     def resolve_copy_gate(self, name: str) -> str:
         """The copy gate a stream is coded with: ``"auto"`` is ``"learned"`` for a context model with a
-        gate head (measured better, README "Low-rate coding options"), else ``"count"``."""
+        gate head (about 1 % smaller than its count gate on moving clips, README "Low-rate coding options"),
+        else ``"count"``."""
         if name == "auto":
             return "learned" if has_gate_head(self.context_model) else "count"
         return name

@@ -30,11 +30,9 @@ GOP at that scale, a hit being a token equal to its predecessor. ``"count"``: on
 ``"context"``: 9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token
 one scale coarser in frame t a copy" (each 0 / 1 / unknown); ``"learned"``: per token,
 ``g = sigmoid(z - mean_block(z) + logit(g_count))`` where ``g_count`` is the ``"count"`` gate and ``z`` the
-correction the context model's gate head predicts for that token, centred over the block (the count sets
-the block's copy rate, which the model cannot know from training clips of another motion and length; the
-head says which tokens of the block are more or less likely to repeat) (a model with ``gate_head=True``, trained in stage 2
-with ``copy_mixture_nll``: the count carries the stream's copy rate, the head what the context says about
-this token); ``"none"``: off. The gate of scale s reads only scale-s tokens of earlier frames (and, for
+correction the gate head of a ``gate_head=True`` context model predicts for the token (trained in stage 2
+with ``copy_mixture_nll``). Centred over the block, the head only says which of the block's tokens are
+more or less likely to repeat; the count, which adapts to the stream, keeps the block's copy rate. ``"none"``: off. The gate of scale s reads only scale-s tokens of earlier frames (and, for
 ``"learned"``, the block's own logits' input), so truncation safety is untouched.
 """
 from __future__ import annotations
