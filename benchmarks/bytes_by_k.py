@@ -9,10 +9,11 @@ For each held-out clip (the shipped Akiyo and Foreman; Big Buck Bunny from ../sh
 present) and each (model, copy gate) pair, the clip is encoded once with the encoder's defaults (all-P
 GOP, RD-optimised tokens at the default lambda) and cut after every k. The default rows:
 
-* ``tiny`` / ``count``: the shipped model as ``encode`` runs it by default;
-* ``tiny`` / ``context``: the 9-count gate;
-* ``tiny-gate`` / ``count``: the gate model's softmax with the count gate (its head unused);
-* ``tiny-gate`` / ``learned``: the gate model as ``encode`` runs it by default (``copy_gate auto``).
+* ``tiny`` / ``count``: one backed-off count per scale;
+* ``tiny`` / ``context``: the shipped model as ``encode`` runs it by default (``copy_gate auto``: the
+  9-count gate);
+* ``tiny-gate`` / ``learned``: the gate model's learned gate (its head's correction of the count);
+* ``tiny-gate`` / ``context``: the gate model's softmax with the default gate (its head unused).
 
 Bytes are the real files (header included); quality is decoded from the real bytes of the full
 pyramid (PSNR-Y, MS-SSIM RGB). The RD-optimised tokens depend on the probabilities, so the pictures of
@@ -34,7 +35,7 @@ from progvc_lab.codec import Codec
 from progvc_lab.data.clips import load_clip, sample_clip_path, shared_clips
 from progvc_lab.rdeval import score
 
-RUNS = (("tiny", "count"), ("tiny", "context"), ("tiny-gate", "count"), ("tiny-gate", "learned"))
+RUNS = (("tiny", "count"), ("tiny", "context"), ("tiny-gate", "learned"), ("tiny-gate", "context"))
 
 
 def clips() -> list[Path]:

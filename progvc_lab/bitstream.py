@@ -1,6 +1,8 @@
 """The ``.pgvc`` container: header, chunk table, checks, and chunks stored scale-major.
 
-Format version 3 (compact; every integer a LEB128 varint unless said otherwise)::
+Format version 4 (compact; every integer a LEB128 varint unless said otherwise; the layout of version 3,
+whose copy gates counted without backing off to the coarser scales, so its streams decode to other
+tokens and are refused)::
 
     "PGVC" | version u8 | fingerprint (4 bytes) | width | height | fps_num | fps_den | num_frames | gop
            | latent_h | latent_w | window | coding_threads | num_scales u8 | scales_sent u8 | names u8
@@ -80,7 +82,7 @@ import warnings
 from dataclasses import dataclass, field
 
 MAGIC = b"PGVC"
-VERSION = 3
+VERSION = 4
 MAX_FRAMES = 1 << 20             # format bounds (what a header can say at all); Limits bound what is decoded
 MAX_SIDE = 1 << 14
 MAX_FPS_TERM = 65535             # fps_num and fps_den are each 1..65535 (what the encoder writes)

@@ -514,9 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send only the first K scales (a truncation-safe model: the full stream cut after K; a "
                         "model whose mask is not truncation safe, e.g. var: coded for exactly K scales)")
     p.add_argument("--copy-gate", choices=("auto", "none", "count", "context", "learned"),
-                   help="copy-aware probabilities for P frames (default auto: learned for a model with a gate head, "
-                        "e.g. tiny-gate, else count; none = off; context = 9 counts per scale; learned = the "
-                        "model's per-token correction of the count)")
+                   help="copy-aware probabilities for P frames (default auto = context: 9 counts per scale by "
+                        "the neighbours' copies, the smallest measured; count = one per scale; learned = the "
+                        "model's per-token correction of the count, for a model with a gate head such as "
+                        "tiny-gate; none = off)")
     p.add_argument("--coder", choices=("constriction", "torchac"),
                    help="entropy coder (default: constriction = one range coder per chunk; torchac = one call per block)")
     p.add_argument("--coding-threads", type=_positive("--coding-threads"), metavar="N",

@@ -23,14 +23,16 @@ Three encoder-side tools for low rates (issue 7):
 
 * **Copy-aware probabilities** (``copy_gate``, recorded in the stream header). For block (t, s), t > 0,
   the coded distribution is ``g * onehot(prev) + (1 - g) * softmax(logits)`` where prev is frame t-1's
-  token at the same scale and position (``logits_to_cdf(logits, copy_symbols, gate)``). The gate is an
-  integer count kept identically by encoder and decoder per (GOP, scale[, context]):
-  ``g = (hits + 2) / (seen + 3)`` over the earlier P frames of the GOP at that scale, a hit being a token
-  equal to its predecessor. ``"count"`` (default): one count per scale; ``"context"``: 9 counts per
-  scale, by "was frame t-1's token here a copy" x "was the co-located token one scale coarser in frame
-  t a copy" (each 0 / 1 / unknown); measured: within 1-3 % of "count", slower to adapt; ``"none"``: off. The gate of scale
-  s reads only scale-s tokens of earlier frames, so truncation safety is untouched. ``"learned"`` is the
-  name reserved for a per-token gate head trained in stage 2 (not in the shipped model).
+  token at the same scale and position (``logits_to_cdf(logits, copy_symbols, gate)``). The gate is a
+  count kept identically by encoder and decoder, a hit being a token equal to its predecessor, backed off
+  from each scale's own count to the copy rate of the coarser scales (``walk.copy_rate``; so the first P
+  frame already trusts copies where its coarse scales copied). ``"context"`` (default, via ``"auto"``):
+  9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token one scale
+  coarser in frame t a copy" (each 0 / 1 / unknown), each backed off to the scale's rate; ``"count"``: one
+  rate per scale; ``"learned"``: the scale's rate corrected per token by a gate head trained in stage 2
+  (the shipped ``tiny-gate``); ``"none"``: off. Measured (30 frames, README "Low-rate coding options"):
+  ``"context"`` is the smallest on static and moving clips alike. The gate of scale s reads only tokens
+  of scales <= s, so truncation safety is untouched.
 * **RD-optimised token choice** (``rdo_lambda``, encoder only). Per block, the token minimising
   ``A_s * ||r - e_v||^2 + lambda * bits(v)`` among the ``rdo_candidates`` nearest codes and frame
   t-1's token, where r is the scale-s residual of the quantizer given the tokens already chosen at the
@@ -103,7 +105,7 @@ class CodecConfig:
     coding_threads: int = 2      # intra-op threads of the coding path: fixed per stream (in its header), since
                                  # float results depend on it; 2 measured ~1.5x faster than 1 on 2 cores
     copy_gate: str = "auto"      # copy-aware probabilities: "none" | "count" | "context" | "learned" (in the
-                                 # header); "auto": "learned" for a model with a gate head, else "count"
+                                 # header); "auto": "context", the smallest measured
     rdo_lambda: float = DEFAULT_LAMBDA   # RD-optimised token choice; 0 = nearest code
     rdo_candidates: int = 8      # nearest codes the RDO considers (plus the previous frame's token); 0 = all
 
@@ -467,11 +469,10 @@ class Codec(nn.Module):
         return data
 
     def resolve_copy_gate(self, name: str) -> str:
-        """The copy gate a stream is coded with: ``"auto"`` is ``"learned"`` for a context model with a
-        gate head (about 1 % smaller than its count gate on moving clips, README "Low-rate coding options"),
-        else ``"count"``."""
+        """The copy gate a stream is coded with: ``"auto"`` is ``"context"``, the smallest on every clip
+        measured, with or without a gate head (README "Low-rate coding options")."""
         if name == "auto":
-            return "learned" if has_gate_head(self.context_model) else "count"
+            return "context"
         return name
 
     def _options(self, options: dict) -> CodecConfig:
@@ -486,7 +487,7 @@ class Codec(nn.Module):
             raise CodecError(f"unknown copy gate {cfg.copy_gate!r}; choose one of {COPY_GATES} or 'auto'")
         if cfg.copy_gate == "learned" and not has_gate_head(self.context_model):
             raise CodecError("copy gate 'learned' needs a model with a gate head (e.g. --model tiny-gate); "
-                             "this model has none: use 'count'")
+                             "this model has none: use 'context' (the default) or 'count'")
         if not (isinstance(cfg.coding_threads, int) and 1 <= cfg.coding_threads <= bitstream.MAX_CODING_THREADS):
             raise CodecError(f"coding_threads must be an integer in 1..{bitstream.MAX_CODING_THREADS}, "
                              f"got {cfg.coding_threads!r}")

@@ -24,16 +24,24 @@ add code vectors that are not codebook entries (the ``mean`` sampler's expected 
 
 **Copy-aware probabilities** (``copy_gate``, recorded in the stream header). For block (t, s), t > 0,
 the coded distribution is ``g * onehot(prev) + (1 - g) * softmax(logits)`` where prev is frame t-1's
-token at the same scale and position. The gate is an integer count kept identically by encoder and
-decoder per (GOP, scale[, context]): ``g = (hits + 2) / (seen + 3)`` over the earlier P frames of the
-GOP at that scale, a hit being a token equal to its predecessor. ``"count"``: one count per scale;
-``"context"``: 9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token
-one scale coarser in frame t a copy" (each 0 / 1 / unknown); ``"learned"``: per token,
-``g = sigmoid(z - mean_block(z) + logit(g_count))`` where ``g_count`` is the ``"count"`` gate and ``z`` the
-correction the gate head of a ``gate_head=True`` context model predicts for the token (trained in stage 2
-with ``copy_mixture_nll``). Centred over the block, the head only says which of the block's tokens are
-more or less likely to repeat; the count, which adapts to the stream, keeps the block's copy rate. ``"none"``: off. The gate of scale s reads only scale-s tokens of earlier frames (and, for
-``"learned"``, the block's own logits' input), so truncation safety is untouched.
+token at the same scale and position. The gate is a count kept identically by encoder and decoder, a
+hit being a token equal to its predecessor, **backed off** from fine to coarse (``copy_rate``):
+
+    r_-1 = 2/3,   r_j = (hits_j + M r_(j-1)) / (seen_j + M)   for j = 0 .. s,   M = COPY_BACKOFF = 2
+
+where hits_j / seen_j count scale j's copies over the GOP's P frames so far: frames 1..t for the
+coarser scales j < s (frame t's are already coded), frames 1..t-1 for scale s itself. A scale with no
+history yet (the first P frame) starts from the copy rate of the coarser scales of the same frame, and
+its own count takes over as it grows. ``"count"``: ``g = r_s``, one gate per block; ``"context"``:
+9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token one scale
+coarser in frame t a copy" (each 0 / 1 / unknown), each backed off to the block's rate,
+``g = (hits_c + M r_s) / (seen_c + M)``; ``"learned"``: per token, ``g = sigmoid(z - mean_block(z) +
+logit(r_s))``, ``z`` the correction the gate head of a ``gate_head=True`` context model predicts for the
+token (trained in stage 2 with ``copy_mixture_nll`` on the same ``r_s``, ``copy_training_targets``).
+Centred over the block, the head only says which of the block's tokens are more or less likely to
+repeat; the count, which adapts to the stream, keeps the block's copy rate. ``"none"``: off. The gate of
+scale s reads only tokens of scales <= s (and, for ``"learned"``, the block's own logits' input), so
+truncation safety is untouched; it reads frame t's coarser scales, which both walk orders have coded.
 """
 from __future__ import annotations
 
@@ -49,7 +57,8 @@ from .stages.masks import coding_order
 from .stages.quantizer import area_down
 
 COPY_GATES = ("none", "count", "context", "learned")   # "learned": a context model with a gate head
-COPY_PRIOR = (2, 3)             # g = (hits + a) / (seen + b): measured best with RDO (see README)
+COPY_PRIOR = (2, 3)             # the rate a / b the backed-off counts start from (see copy_rate)
+COPY_BACKOFF = 2.0              # M: how many tokens' worth of weight the coarser estimate gets
 GATE_MAX = 1.0 - 2.0 ** -20     # a learned gate stays below 1 (the other symbols keep the CDF's minimum count)
 
 
@@ -66,36 +75,44 @@ def centred(z: torch.Tensor) -> torch.Tensor:
     return z - z.mean()
 
 
-def count_logit(hits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-    """logit of the count gate ``(hits + a) / (seen + b)``, float64: ``log(hits + a) - log(seen + b - hits - a)``."""
+def copy_rate(hits: list, seen: list) -> torch.Tensor:
+    """The backed-off copy rate ``r_s`` of the module docstring from scales 0..s's counts (coarse
+    first; ints or (B,) tensors), float64. Same function of the same integers on both sides of the coder."""
     a, b = COPY_PRIOR
-    hits, seen = hits.double(), seen.double()
-    return (hits + a).log() - (seen + b - hits - a).log()
+    coarse_h, coarse_n = sum(hits[:-1]), sum(seen[:-1])
+    pooled = (torch.as_tensor(coarse_h, dtype=torch.float64) + a) / (torch.as_tensor(coarse_n, dtype=torch.float64) + b)
+    return (torch.as_tensor(hits[-1], dtype=torch.float64) + COPY_BACKOFF * pooled) / (
+        torch.as_tensor(seen[-1], dtype=torch.float64) + COPY_BACKOFF)
+
+
+def rate_logit(r: torch.Tensor) -> torch.Tensor:
+    """``log(r) - log(1 - r)``, float64: the learned gate's offset."""
+    return r.log() - (1 - r).log()
 
 
 def copy_training_targets(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """For training a gate head on teacher-forced GOPs ``tokens[s]`` (B, T, h_s, w_s): the previous
-    frame's token of every token, (B, L) int64 (-1 in frame 0), and the count gate's logit it would be
-    coded with, (B, L) float64 (0 in frame 0), both in ``ContextModel.forward``'s frame-major order.
-    The count is the walk's: copies at scale s over frames 1..t-1 of the GOP (``_copy_context``)."""
+    frame's token of every token, (B, L) int64 (-1 in frame 0), and the logit of the backed-off count
+    rate ``r_s`` it would be coded with, (B, L) float64 (0 in frame 0), both in ``ContextModel.forward``'s
+    frame-major order. The counts are the walk's (``GopWalk._copy_context``; tested block for block)."""
     B, T = tokens[0].shape[:2]
-    prev_parts, logit_parts = [], []
-    offsets = []
+    cum = []   # per scale: (B, T) copies over frames 1..t, and (T,) tokens seen
     for tok in tokens:
         L = tok[0, 0].numel()
         same = (tok[:, 1:] == tok[:, :-1]).flatten(2).sum(-1) if T > 1 else tok.new_zeros(B, 0)   # (B, T-1)
-        hits = torch.cat([same.new_zeros(B, 1), same.cumsum(1)], 1)[:, :T - 1] if T > 1 else same   # before frame t
-        seen = torch.arange(T - 1, device=tok.device) * L
-        offsets.append(count_logit(hits, seen.expand_as(hits)))   # (B, T-1) for t = 1..T-1
+        cum.append((torch.cat([same.new_zeros(B, 1), same.cumsum(1)], 1), torch.arange(T, device=tok.device) * L))
+    prev_parts, logit_parts = [], []
     for t in range(T):
         for s, tok in enumerate(tokens):
             L = tok[0, 0].numel()
             if t == 0:
                 prev_parts.append(torch.full((B, L), -1, dtype=torch.long, device=tok.device))
                 logit_parts.append(torch.zeros(B, L, dtype=torch.float64, device=tok.device))
-            else:
-                prev_parts.append(tok[:, t - 1].reshape(B, L).long())
-                logit_parts.append(offsets[s][:, t - 1:t].expand(B, L))
+                continue
+            hits = [cum[j][0][:, t] for j in range(s)] + [cum[s][0][:, t - 1]]
+            seen = [cum[j][1][t] for j in range(s)] + [cum[s][1][t - 1]]
+            prev_parts.append(tok[:, t - 1].reshape(B, L).long())
+            logit_parts.append(rate_logit(copy_rate(hits, seen)).to(tok.device)[:, None].expand(B, L))
     return torch.cat(prev_parts, 1), torch.cat(logit_parts, 1)
 
 
@@ -347,15 +364,27 @@ class GopWalk:
             ctx = torch.zeros_like(prev)
         hits, seen = state.copy_counts.setdefault(s, (torch.zeros(9, dtype=torch.int64),
                                                       torch.zeros(9, dtype=torch.int64)))
+        r = self.copy_rate(t, s)
         if state.copy_gate == "learned":
             z = state.gate_logits.get((t, s))
             if z is None:
                 raise WalkError(f"block ({t}, {s}): the context model left no gate logits (no gate head?)")
-            gate = torch.sigmoid(centred(z) + count_logit(hits[ctx], seen[ctx])).clamp_(max=GATE_MAX)
+            gate = torch.sigmoid(centred(z) + rate_logit(r)).clamp_(max=GATE_MAX)
             return prev, gate, ctx
-        a, b = COPY_PRIOR
-        gate = (hits[ctx] + a).double() / (seen[ctx] + b).double()
+        if state.copy_gate == "count":
+            return prev, r.expand(prev.shape), ctx
+        gate = (hits[ctx].double() + COPY_BACKOFF * r) / (seen[ctx].double() + COPY_BACKOFF)
         return prev, gate, ctx
+
+    def copy_rate(self, t: int, s: int) -> torch.Tensor:
+        """The backed-off count rate ``r_s`` of block (t, s), t > 0 (module docstring): scales < s counted
+        over frames 1..t, scale s over frames 1..t-1. The same in either walk order."""
+        cum = self.state.copy_cum
+        hits, seen = [], []
+        for j in range(s + 1):
+            h, n = cum.get(j, [(0, 0)])[t if j < s else t - 1]
+            hits.append(h), seen.append(n)
+        return copy_rate(hits, seen)
 
     def _count_copies(self, t, s, tok):
         copy = self.state.copy.get((t, s))
@@ -363,8 +392,14 @@ class GopWalk:
             return
         prev, _, ctx = copy
         hits, seen = self.state.copy_counts[s]
-        hits.index_add_(0, ctx, (tok.flatten() == prev).long())
+        same = (tok.flatten() == prev).long()
+        hits.index_add_(0, ctx, same)
         seen.index_add_(0, ctx, torch.ones_like(ctx))
+        cum = self.state.copy_cum.setdefault(s, [(0, 0)])    # cum[t]: (copies, tokens) over frames 1..t
+        if len(cum) != t:
+            raise WalkError(f"block ({t}, {s}) counted out of order (scale {s} has {len(cum) - 1} P frames counted)")
+        h, n = cum[-1]
+        cum.append((h + int(same.sum()), n + same.numel()))
 
     def parent_copied(self, t, s) -> torch.Tensor:
         """(L,) bool: the co-located token one scale coarser is the same in frames t-1 and t (t, s > 0)."""

@@ -77,7 +77,7 @@ def test_self_check_is_opt_in_and_progress_is_shown(files, capsys):
 def test_encode_matches_the_python_api(files, capsys):
     rc, out, err = run(capsys, "encode", files / "in.y4m", "-o", files / "b.pgvc", "--model", files / "m.pt")
     assert rc == 0 and "bytes" in out and "bpp" in out and "frames/s" in out
-    assert "GOP 32, copy gate count, lambda 0.005" in out
+    assert "GOP 32, copy gate context, lambda 0.005" in out
     video, fps = read_video(files / "in.y4m")
     # a loaded model codes with today's encoder defaults (GOP 32, copy gate, lambda), not the saved GOP 3
     assert (files / "b.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2).encode(video, fps)
@@ -96,7 +96,7 @@ def test_encode_options(files, capsys, argv, expect):
     video, fps = read_video(files / "in.y4m")
     assert out_file.read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2).encode(video, fps, **expect)
     info = bitstream.describe(out_file.read_bytes())
-    assert info["copy_gate"] == expect.get("copy_gate", "count")
+    assert info["copy_gate"] == expect.get("copy_gate", "context")
     assert (info["coder"], info["coding_threads"]) == (expect.get("coder", "constriction"), expect.get("coding_threads", 2))
 
 
@@ -644,8 +644,8 @@ def test_encode_scales_and_a_mask_that_is_not_truncation_safe(files, capsys):
 
 
 def test_encode_with_a_learned_gate_model(files, capsys, tmp_path):
-    """A model with a gate head codes with the learned gate by default (copy gate auto) and on request;
-    a model without one refuses --copy-gate learned in one line, naming the way out."""
+    """A model with a gate head codes with the learned gate on request (the default, auto, is the context
+    gate for every model); a model without one refuses --copy-gate learned in one line, naming the way out."""
     gated = tmp_path / "gated.pt"
     make_tiny_codec(seed=0, gate_head=True).save(gated)
     video, fps = read_video(files / "in.y4m")
@@ -653,7 +653,7 @@ def test_encode_with_a_learned_gate_model(files, capsys, tmp_path):
         out_file = tmp_path / f"g{len(argv)}_{'_'.join(argv)}.pgvc"
         rc, out, _ = run(capsys, "encode", files / "in.y4m", "-o", out_file, "--model", gated, *argv)
         assert rc == 0, out
-        assert bitstream.describe(out_file.read_bytes())["copy_gate"] == "learned"
+        assert bitstream.describe(out_file.read_bytes())["copy_gate"] == ("learned" if "learned" in argv else "context")
         rc, out, _ = run(capsys, "decode", out_file, "-o", tmp_path / f"{out_file.stem}.y4m", "--model", gated)
         assert rc == 0, out
     assert (tmp_path / "g0_.pgvc").read_bytes() == make_tiny_codec(seed=0, gop=32, coding_threads=2,

@@ -275,7 +275,7 @@ def test_default_gop_is_all_p_up_to_the_limit(tmp_path):
     loaded = Codec.load(tmp_path / "m.pt")  # encoder choices are not part of a model: defaults apply
     assert (loaded.config.gop, loaded.config.rdo_lambda) == (MAX_GOP, CodecConfig().rdo_lambda)
     h = bitstream.read_stream(loaded.encode(pattern_clip(3))).header
-    assert (h.gop, h.num_gops, h.copy_gate) == (32, 1, "count")
+    assert (h.gop, h.num_gops, h.copy_gate) == (32, 1, "context")
 
 
 # ---- errors ------------------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ def test_stage2_adds_a_learned_copy_gate_to_a_codec_and_trains_it(tmp_path):
     gate = codec.context_model.gate
     assert gate is not None and float(gate.weight.abs().sum()) > 0   # moved from its zero start
     video = torch.rand(4, 3, 24, 40)
-    data, stats = codec.encode_with_stats(video)
+    data, stats = codec.encode_with_stats(video, copy_gate="learned")
     assert bitstream.read_stream(data).header.copy_gate == "learned"
     for k in range(1, codec.quantizer.num_scales + 1):
         tokens, _ = codec.decode_tokens(bitstream.truncate(data, k))

@@ -101,10 +101,16 @@ def test_copy_gate_trace_is_the_count_the_coder_keeps(codec, video):
     gate = figures.copy_gate_trace(codec, stats)
     assert gate.shape == (4, K)
     assert np.isnan(gate[0]).all() and np.isnan(gate[3]).all()  # intra frames (GOP 3): no gate
-    np.testing.assert_allclose(gate[1], 2 / 3)                    # no counts yet: the prior (0 + 2) / (0 + 3)
-    for s, tok in enumerate(tokens):                              # frame 2: frame 1's copies counted
-        hits, seen = int((tok[1] == tok[0]).sum()), tok[1].numel()
-        assert gate[2, s] == pytest.approx((hits + 2) / (seen + 3))
+    copies = [[int((tok[t] == tok[t - 1]).sum()) if t else 0 for t in range(3)] for tok in tokens]
+    for t in (1, 2):   # the scale's own count over frames 1..t-1, backed off (weight 2) to the coarser
+        for s, tok in enumerate(tokens):   # scales' pooled rate over frames 1..t (prior 2 / 3)
+            n = tok[0].numel()
+            coarse_h = sum(copies[j][u] for j in range(s) for u in range(1, t + 1))
+            coarse_n = sum(tokens[j][0].numel() * t for j in range(s))
+            pooled = (coarse_h + 2) / (coarse_n + 3)
+            own_h, own_n = sum(copies[s][1:t]), n * (t - 1)
+            assert gate[t, s] == pytest.approx((own_h + 2 * pooled) / (own_n + 2))
+    assert gate[1, 0] == pytest.approx(2 / 3)                     # nothing counted yet: the prior
     _, off = codec.encode_with_stats(video, copy_gate="none", rdo_lambda=0.0)
     assert np.isnan(figures.copy_gate_trace(codec, off)).all()
     rate = figures.copy_rate_per_scale(tokens)

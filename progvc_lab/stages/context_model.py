@@ -145,6 +145,7 @@ class CodingState:
     copy_gate: str = "none"                      # the codec's copy gate for this GOP (codec.COPY_GATES)
     copy: dict = field(default_factory=dict)     # (t, s) -> (prev tokens, gate, context) of the block being coded
     copy_counts: dict = field(default_factory=dict)  # s -> (hits, seen) int64 per gate context
+    copy_cum: dict = field(default_factory=dict)     # s -> [(copies, tokens) over P frames 1..t for t = 0, 1, ..]
     pos: dict = field(default_factory=dict)      # (h_s, w_s) -> pos_proj(pos2d): the same for every frame
     gate_logits: dict = field(default_factory=dict)  # (t, s) -> (L,) float32 learned gate correction (gate head)
 

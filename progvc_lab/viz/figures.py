@@ -483,7 +483,7 @@ def plot_gate_over_frames(gate_TK, copy_TK=None, gop_starts: Sequence[int] = (0,
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("frame t (dashed: an intra frame, no gate)")
     ax.set_ylabel("gate g")
-    ax.set_title("the copy gate adapts: g = (hits + 2) / (seen + 3)" +
+    ax.set_title("the copy gate adapts: each scale's copy count, backed off to the coarser scales'" +
                  (" (dotted: copy rate of the frame)" if copy_TK is not None else ""), fontsize=9)
     ax.legend(fontsize=7, ncol=K, loc="lower right")
     ax.grid(alpha=0.3)
