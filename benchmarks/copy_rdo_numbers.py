@@ -10,7 +10,7 @@ v, fps = read_video(sample_clip_path("akiyo"), max_frames=10)
 a, _ = c.encode_with_stats(v, fps, copy_gate="none", rdo_lambda=0.0)
 b, sb = c.encode_with_stats(v, fps, copy_gate="count", rdo_lambda=0.0)
 d, sd = c.encode_with_stats(v, fps)
-print("none", len(a), "count", len(b), "count+rdo", len(d), "dMS-SSIM", metrics.ms_ssim(v, c.decode(d)) - metrics.ms_ssim(v, c.decode(b)))
+print("none", len(a), "count", len(b), "default (context gate + rdo)", len(d), "dMS-SSIM", metrics.ms_ssim(v, c.decode(d)) - metrics.ms_ssim(v, c.decode(b)))
 per = sd["model_bits"].sum(1) / 8
 print("intra", round(per[0]), "P", round(per[1:].min()), round(per[1:].max()))
 g8, s8 = c.encode_with_stats(v, fps, gop=8); print("gop8", len(g8))

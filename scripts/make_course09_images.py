@@ -17,7 +17,7 @@ codec = load_demo_codec()
 video, fps = sample_video(frames=10, name="akiyo")
 T = video.shape[0]
 sweep = LambdaSweep(codec, video, fps, "akiyo")
-_, st0 = sweep.encoded(0.0)
+_, st0 = codec.encode_with_stats(video, fps, copy_gate="count", rdo_lambda=0.0)   # as the notebook: one count per scale
 _, stn = codec.encode_with_stats(video, fps, copy_gate="none", rdo_lambda=0.0)
 fig = Path("tutorials/figures")
 save(figures.plot_copy_statistics(figures.copy_rate_per_scale(st0["tokens"]),
