@@ -4,7 +4,8 @@
 
     progvc-lab demo     [--model tiny] [--clip PATH] [--out outputs/demo] [--frames N]
     progvc-lab encode   IN.y4m|IN.mp4 -o OUT.pgvc [--model] [--gop N] [--frames N] [--verify] [--force]
-                        [--lambda L | --target-bpp B | --target-bytes N] [--copy-gate auto|none|count|context|learned]
+                        [--lambda L | --target-bpp B | --target-bytes N] [--p-lambda-factor F]
+                        [--copy-gate auto|none|count|context|learned]
     progvc-lab decode   IN.pgvc -o OUT.y4m|OUT.mp4 [--model] [--scales k] [--sampler zero|argmax|mean|sample|copy]
                         [--temperature T[,T1,...]] [--top-k K] [--top-p P] [--seed S] [--strict] [--limit NAME=N ...] [--force]
     progvc-lab truncate IN.pgvc -o OUT.pgvc --scales k [--force]
@@ -224,12 +225,13 @@ def cmd_encode(args) -> int:
         raise UsageError("give at most one of --lambda, --target-bpp and --target-bytes")
     if args.scales is not None and any(targets[1:]):
         raise UsageError("--scales and --target-bpp/--target-bytes both choose the scales: give one")
-    for name, value in (("--lambda", args.rdo_lambda), ("--target-bpp", args.target_bpp)):
-        if value is not None and not (math.isfinite(value) and value >= (0 if name == "--lambda" else 1e-9)):
-            raise UsageError(f"{name} must be a finite number {'>= 0' if name == '--lambda' else '> 0'}, got {value}")
+    for name, value in (("--lambda", args.rdo_lambda), ("--p-lambda-factor", args.p_lambda_factor),
+                        ("--target-bpp", args.target_bpp)):
+        if value is not None and not (math.isfinite(value) and value >= (1e-9 if name == "--target-bpp" else 0)):
+            raise UsageError(f"{name} must be a finite number {'> 0' if name == '--target-bpp' else '>= 0'}, got {value}")
     codec = _load_model(args.model)
     options = {"gop": args.gop, "copy_gate": args.copy_gate, "rdo_lambda": args.rdo_lambda,
-               "coder": args.coder, "coding_threads": args.coding_threads}
+               "rdo_p_factor": args.p_lambda_factor, "coder": args.coder, "coding_threads": args.coding_threads}
     frames = open_frames(args.input, max_frames=args.frames)  # a y4m is read GOP by GOP
     fps = Fraction(frames.fps).limit_denominator(65535)
     if fps.numerator > 65535:  # keep fps a fraction of two numbers below 2^16
@@ -253,7 +255,8 @@ def cmd_encode(args) -> int:
     print(f"{args.input} -> {out}: {T} frames {W}x{H}, {_fmt_size(len(data))}, "
           f"{bpp(len(data), T, H, W):.4f} bpp, {seconds:.2f} s ({T / seconds:.1f} frames/s)"
           + (", verified (decoded and compared)" if args.verify else "")
-          + (chose or f"; GOP {o['gop']}, copy gate {o['copy_gate']}, lambda {o['rdo_lambda']:g}"))
+          + (chose or f"; GOP {o['gop']}, copy gate {o['copy_gate']}, lambda {o['rdo_lambda']:g}"
+                       + (f" (P frames x {o['rdo_p_factor']:g})" if o["rdo_p_factor"] != 1 else "")))
     return 0
 
 
@@ -506,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda", dest="rdo_lambda", type=_finite("--lambda"), metavar="L",
                    help="rate knob: RD-optimised token choice, latent squared error per bit (default 0.005; "
                         "0 = nearest code, the highest quality and rate)")
+    p.add_argument("--p-lambda-factor", type=_finite("--p-lambda-factor"), metavar="F",
+                   help="P frames choose their tokens with lambda x F, intra frames with lambda (default 1; "
+                        "F > 1 spends the bits on the key frame every P frame copies: on a static clip such as "
+                        "Akiyo, F = 10 gives -18%% bytes for -0.004 MS-SSIM; on moving clips it costs quality)")
     p.add_argument("--target-bpp", type=_finite("--target-bpp", positive=True), metavar="B",
                    help="search lambda and the number of scales for the best quality within B bits per pixel")
     p.add_argument("--target-bytes", type=_positive("--target-bytes"), metavar="N",

@@ -95,7 +95,7 @@ class CodecError(ValueError):
 
 MAX_GOP = 32                    # default GOP length: all-P up to this many frames (KV cache memory)
 DEFAULT_LAMBDA = 0.005          # latent squared error per bit (measured, see README)
-ENCODER_CHOICES = ("gop", "copy_gate", "rdo_lambda", "rdo_candidates", "coder", "coding_threads")  # not taken from checkpoints
+ENCODER_CHOICES = ("gop", "copy_gate", "rdo_lambda", "rdo_p_factor", "rdo_candidates", "coder", "coding_threads")  # not taken from checkpoints
 
 
 @dataclass
@@ -107,6 +107,8 @@ class CodecConfig:
     copy_gate: str = "auto"      # copy-aware probabilities: "none" | "count" | "context" | "learned" (in the
                                  # header); "auto": "context", the smallest measured
     rdo_lambda: float = DEFAULT_LAMBDA   # RD-optimised token choice; 0 = nearest code
+    rdo_p_factor: float = 1.0    # P frames choose their tokens with lambda * this (intra frames with lambda):
+                                 # > 1 spends the bits on the key frame that every P frame copies from
     rdo_candidates: int = 8      # nearest codes the RDO considers (plus the previous frame's token); 0 = all
 
 
@@ -495,6 +497,8 @@ class Codec(nn.Module):
             raise CodecError(f"unknown entropy coder {cfg.coder!r}; choose one of {sorted(CODERS)}")
         if not (isinstance(cfg.rdo_lambda, (int, float)) and math.isfinite(cfg.rdo_lambda) and cfg.rdo_lambda >= 0):
             raise CodecError(f"rdo_lambda must be a finite number >= 0, got {cfg.rdo_lambda!r}")
+        if not (isinstance(cfg.rdo_p_factor, (int, float)) and math.isfinite(cfg.rdo_p_factor) and cfg.rdo_p_factor >= 0):
+            raise CodecError(f"rdo_p_factor must be a finite number >= 0, got {cfg.rdo_p_factor!r}")
         if cfg.rdo_candidates < 0:
             raise CodecError(f"rdo_candidates must be >= 0, got {cfg.rdo_candidates}")
         if not 1 <= cfg.gop <= 65535:
@@ -1095,10 +1099,10 @@ class _TokenChooser:
         """(tokens (L,), distortion of the choice: A_s * sum ||r - e||^2)."""
         if s != self.scale:
             self._start_scale(s)
-        return self._choose(self.dist_NLV[t], self.r2_NL[t], cdf_LV1, prev_L)
+        return self._choose(self.dist_NLV[t], self.r2_NL[t], cdf_LV1, prev_L, t > 0)
 
-    def _choose(self, dist_LV, r2_L, cdf_LV1, prev_L):
-        lam = float(self.cfg.rdo_lambda)
+    def _choose(self, dist_LV, r2_L, cdf_LV1, prev_L, p_frame: bool):
+        lam = float(self.cfg.rdo_lambda) * (float(self.cfg.rdo_p_factor) if p_frame else 1.0)
         if lam == 0:
             sym = dist_LV.argmin(1)
         else:
@@ -1134,4 +1138,4 @@ class _FrameTokenChooser(_TokenChooser):
         size = self.q.schedule(self.latent_hw)[s]
         r = area_down(f_rest, size)
         self.area = (self.latent_hw[0] * self.latent_hw[1]) / (size[0] * size[1])
-        return self._choose(self.q.code_distances(r), (r * r).sum(1).reshape(-1), cdf_LV1, prev_L)
+        return self._choose(self.q.code_distances(r), (r * r).sum(1).reshape(-1), cdf_LV1, prev_L, t > 0)

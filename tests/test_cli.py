@@ -88,6 +88,7 @@ def test_encode_matches_the_python_api(files, capsys):
     (["--lambda", "0.3", "--copy-gate", "none", "--gop", "2"], {"rdo_lambda": 0.3, "copy_gate": "none", "gop": 2}),
     (["--copy-gate", "context"], {"copy_gate": "context"}),
     (["--coder", "torchac", "--coding-threads", "1"], {"coder": "torchac", "coding_threads": 1}),
+    (["--p-lambda-factor", "8"], {"rdo_p_factor": 8.0}),
 ])
 def test_encode_options(files, capsys, argv, expect):
     out_file = files / f"opt_{'_'.join(argv).replace('-', '')}.pgvc"
@@ -115,6 +116,8 @@ def test_encode_target(files, capsys):
                  files / "m.pt", "--lambda", 1, "--target-bytes", 100)
     expect_error(capsys, "--lambda must be", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model",
                  files / "m.pt", "--lambda", -1)
+    expect_error(capsys, "--p-lambda-factor must be", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model",
+                 files / "m.pt", "--p-lambda-factor", "nan")
     expect_error(capsys, "no stream fits", "encode", files / "in.y4m", "-o", files / "x.pgvc", "--model",
                  files / "m.pt", "--target-bytes", 5)
 
