@@ -40,7 +40,9 @@ Three encoder-side tools for low rates (issue 7):
   covers, and bits(v) = -log2 of v's integer-CDF probability (exactly what the coder pays). So the
   distortion is the squared error summed over the full-resolution latent (C channels), and **lambda is in
   latent squared error per bit**, the same at every scale and frame size. ``lambda = 0`` is
-  nearest-code encoding exactly.
+  nearest-code encoding exactly. ``rdo_p_factor`` F: P frames choose with ``lambda * F`` (intra frames
+  with lambda), so F > 1 keeps the bits in the key frame that the P frames copy from (the P-frame QP
+  offset of classical codecs; ``benchmarks/keyframe_scales_study.py`` measures it).
 * **GOP**: one intra frame, then P frames, up to ``gop`` frames per GOP (default ``MAX_GOP`` = 32). The
   coding state of a GOP keeps every block's keys/values (the mask lets each block read its own frame's
   coarser scales and the same scale of frame t-1, and scale-major order visits every frame at each
