@@ -51,7 +51,7 @@ LIMITS: dict[str, dict[str, tuple]] = {
     },
     "codec": {
         "gop": (_INT, 1, 65535), "coder": (_STR, None), "coding_threads": (_INT, 1, 1024),
-        "copy_gate": (_STR, None), "rdo_lambda": (_FLOAT, 0.0, math.inf), "rdo_candidates": (_INT, 0, 32768),
+        "copy_gate": (_STR, None), "rdo_lambda": (_FLOAT, 0.0, math.inf), "rdo_p_factor": (_FLOAT, 0.0, math.inf), "rdo_candidates": (_INT, 0, 32768),
     },
 }
 
