@@ -27,10 +27,10 @@ the coded distribution is ``g * onehot(prev) + (1 - g) * softmax(logits)`` where
 token at the same scale and position. The gate is a count kept identically by encoder and decoder, a
 hit being a token equal to its predecessor, **backed off** from fine to coarse (``copy_rate``):
 
-    r_-1 = 2/3,   r_j = (hits_j + M r_(j-1)) / (seen_j + M)   for j = 0 .. s,   M = COPY_BACKOFF = 2
+    r_s = (hits_s + M p_s) / (seen_s + M),   p_s = (hits_<s + 2) / (seen_<s + 3),   M = COPY_BACKOFF = 2
 
-where hits_j / seen_j count scale j's copies over the GOP's P frames so far: frames 1..t for the
-coarser scales j < s (frame t's are already coded), frames 1..t-1 for scale s itself. A scale with no
+where hits_s / seen_s count scale s's copies over the GOP's earlier P frames 1..t-1, and p_s pools the
+coarser scales j < s over frames 1..t (frame t's are already coded; p_0 = 2/3, COPY_PRIOR). A scale with no
 history yet (the first P frame) starts from the copy rate of the coarser scales of the same frame, and
 its own count takes over as it grows. ``"count"``: ``g = r_s``, one gate per block; ``"context"``:
 9 counts per scale, by "was frame t-1's token here a copy" x "was the co-located token one scale
